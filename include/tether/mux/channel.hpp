@@ -1,0 +1,45 @@
+#pragma once
+// One tunnelled, bidirectional byte stream: a stream of a tether session, or an SSH
+// direct-tcpip channel. The relay copies a local socket to and from a channel and never
+// sees which kind it is.
+
+#include <asio/awaitable.hpp>
+#include <asio/error_code.hpp>
+#include <cstddef>
+#include <span>
+#include <utility>
+
+#include "tether/errc.hpp"
+
+namespace tether::mux {
+
+class channel {
+ public:
+  virtual ~channel() = default;
+
+  /// Waits until the channel can take at least one byte now and returns how many it can take
+  /// (its flow-control credit, capped at one frame). Errors: the stream was reset or its
+  /// session ended (the code says why).
+  virtual asio::awaitable<std::pair<asio::error_code, std::size_t>> wait_send_credit() = 0;
+
+  /// Queues `data` (at most what wait_send_credit returned) and completes once the channel
+  /// no longer needs the caller's buffer. One send at a time.
+  virtual asio::awaitable<asio::error_code> send(std::span<const std::byte> data) = 0;
+
+  /// Half-close: the peer reads end-of-stream after the bytes already sent.
+  virtual asio::awaitable<asio::error_code> send_eof() = 0;
+
+  /// Next bytes from the peer. An empty span with no error is end-of-stream (the peer
+  /// half-closed). The span stays valid until the next receive() or consumed().
+  /// One receive at a time.
+  virtual asio::awaitable<std::pair<asio::error_code, std::span<const std::byte>>> receive() = 0;
+
+  /// The bytes of the last receive() were delivered to the local side; returns their credit
+  /// to the peer.
+  virtual void consumed(std::size_t n) = 0;
+
+  /// Abortive end with a reason the peer will see. Pending operations complete with an error.
+  virtual void reset(errc reason) = 0;
+};
+
+}  // namespace tether::mux

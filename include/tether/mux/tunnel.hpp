@@ -1,0 +1,42 @@
+#pragma once
+// What the local proxy opens channels on: a tether session over TLS, or an SSH session.
+// The client's listeners and the relay only see this interface.
+
+#include <asio/awaitable.hpp>
+#include <asio/error_code.hpp>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "tether/mux/channel.hpp"
+
+namespace tether::mux {
+
+enum class protocol : std::uint8_t { tcp = 0, udp = 1 };
+
+struct target {
+  std::string device;  // device id (tether) or host name (SSH direct-tcpip)
+  std::uint16_t port = 0;
+  protocol proto = protocol::tcp;
+};
+
+class tunnel {
+ public:
+  virtual ~tunnel() = default;
+
+  /// Opens one channel to `t`. Fails with a tether::errc saying why (unknown_device,
+  /// forbidden, refused, timed_out, unreachable, ssh_forwarding_denied, session_lost...).
+  /// The returned channel keeps what it needs of the session alive; it may outlive the
+  /// tunnel object, and then fails with errc::session_lost.
+  virtual asio::awaitable<std::pair<asio::error_code, std::unique_ptr<channel>>> open(
+      target t) = 0;
+
+  /// Completes when the session has ended, with the reason.
+  virtual asio::awaitable<asio::error_code> wait_closed() = 0;
+
+  /// Ends the session now; open channels fail with errc::session_lost.
+  virtual void close() = 0;
+};
+
+}  // namespace tether::mux

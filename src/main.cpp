@@ -1,0 +1,3 @@
+#include "tether/cli/cli.hpp"
+
+int main(int argc, char** argv) { return tether::cli::run(argc, argv); }

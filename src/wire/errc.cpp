@@ -1,0 +1,50 @@
+#include "tether/errc.hpp"
+
+#include <string>
+
+namespace tether {
+namespace {
+
+class category final : public std::error_category {
+ public:
+  const char* name() const noexcept override { return "tether"; }
+  std::string message(int v) const override { return describe(static_cast<errc>(v)); }
+};
+
+}  // namespace
+
+const std::error_category& tether_category() noexcept {
+  static const category instance;
+  return instance;
+}
+
+const char* describe(errc e) noexcept {
+  switch (e) {
+    case errc::ok: return "ok";
+    case errc::unknown_device: return "unknown device";
+    case errc::forbidden: return "forbidden by the access list";
+    case errc::refused: return "connection refused by the device";
+    case errc::unreachable: return "device unreachable";
+    case errc::timed_out: return "timed out connecting to the device";
+    case errc::bad_token: return "authentication failed: token rejected";
+    case errc::protocol_error: return "protocol error";
+    case errc::flow_control_error: return "flow control violation";
+    case errc::frame_too_large: return "frame too large";
+    case errc::version_mismatch: return "protocol version mismatch";
+    case errc::too_many_streams: return "too many streams on the session";
+    case errc::going_away: return "server is shutting down";
+    case errc::stream_reset: return "stream reset by peer";
+    case errc::session_lost: return "tunnel session lost";
+    case errc::internal: return "internal error";
+    case errc::unsupported: return "not supported";
+    case errc::ssh_forwarding_denied: return "the SSH server refused to forward to the target";
+  }
+  return "unknown error";
+}
+
+errc errc_from_wire(std::uint8_t v) noexcept {
+  return v <= static_cast<std::uint8_t>(errc::ssh_forwarding_denied) ? static_cast<errc>(v)
+                                                                      : errc::internal;
+}
+
+}  // namespace tether
