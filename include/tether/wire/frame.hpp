@@ -1,0 +1,110 @@
+#pragma once
+// The frames of the tether tunnel protocol (docs/PROTOCOL.md) as plain values.
+// Decoded frames refer to the bytes they were decoded from (string_view / span): they are
+// valid only as long as the input buffer is.
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string_view>
+#include <variant>
+
+namespace tether::wire {
+
+inline constexpr std::uint16_t protocol_version = 1;
+inline constexpr std::size_t header_size = 9;
+inline constexpr std::size_t max_payload = 65536;
+inline constexpr std::size_t max_data_payload = 16384;
+inline constexpr std::size_t max_token = 1024;
+inline constexpr std::size_t max_device_id = 64;
+inline constexpr std::size_t max_message = 1024;
+inline constexpr std::uint32_t max_window = 0x7fffffff;
+
+enum class frame_type : std::uint8_t {
+  hello = 0,
+  welcome = 1,
+  refuse = 2,
+  open = 3,
+  open_result = 4,
+  data = 5,
+  window_update = 6,
+  reset = 7,
+  ping = 8,
+  goaway = 9,
+};
+
+inline constexpr std::uint8_t flag_fin = 0x1;  // DATA
+inline constexpr std::uint8_t flag_ack = 0x1;  // PING
+
+enum class role : std::uint8_t { client = 0, agent = 1 };
+
+struct hello {
+  std::uint16_t version = protocol_version;
+  wire::role role = role::client;
+  std::uint32_t session_window = 0;
+  std::uint32_t stream_window = 0;
+  std::string_view token;
+};
+
+struct welcome {
+  std::uint16_t version = protocol_version;
+  std::uint32_t session_window = 0;
+  std::uint32_t stream_window = 0;
+  std::uint32_t keepalive_ms = 0;
+};
+
+struct refuse {
+  std::uint8_t code = 0;
+  std::string_view message;
+};
+
+struct open {
+  std::uint32_t stream_id = 0;
+  std::uint8_t proto = 0;  // 0 tcp, 1 udp
+  std::uint16_t port = 0;
+  std::uint32_t window = 0;
+  std::string_view device;
+};
+
+struct open_result {
+  std::uint32_t stream_id = 0;
+  std::uint8_t code = 0;
+  std::uint32_t window = 0;
+  std::string_view message;
+};
+
+struct data {
+  std::uint32_t stream_id = 0;
+  bool fin = false;
+  std::span<const std::byte> payload;
+};
+
+struct window_update {
+  std::uint32_t stream_id = 0;  // 0: the session
+  std::uint32_t increment = 0;
+};
+
+struct reset {
+  std::uint32_t stream_id = 0;
+  std::uint8_t code = 0;
+  std::string_view message;
+};
+
+struct ping {
+  bool ack = false;
+  std::uint64_t opaque = 0;
+};
+
+struct goaway {
+  std::uint32_t last_stream_id = 0;
+  std::uint8_t code = 0;
+  std::string_view message;
+};
+
+using frame = std::variant<hello, welcome, refuse, open, open_result, data, window_update, reset,
+                           ping, goaway>;
+
+// True if a device id is 1-64 characters of [A-Za-z0-9._-].
+bool valid_device_id(std::string_view id) noexcept;
+
+}  // namespace tether::wire

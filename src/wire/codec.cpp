@@ -1,0 +1,357 @@
+#include "tether/wire/codec.hpp"
+
+#include <cassert>
+#include <cstring>
+
+namespace tether::wire {
+namespace {
+
+// Reads fixed-size big-endian fields from a payload, remembering whether it ran short.
+class reader {
+ public:
+  explicit reader(std::span<const std::byte> in) : in_(in) {}
+
+  std::uint8_t u8() { return static_cast<std::uint8_t>(take(1)); }
+  std::uint16_t u16() { return static_cast<std::uint16_t>(take(2)); }
+  std::uint32_t u32() { return static_cast<std::uint32_t>(take(4)); }
+  std::uint64_t u64() { return take(8); }
+
+  std::string_view text(std::size_t n) {
+    if (!has(n)) return {};
+    std::string_view s(reinterpret_cast<const char*>(in_.data() + pos_), n);
+    pos_ += n;
+    return s;
+  }
+
+  bool short_read() const noexcept { return short_; }
+  bool at_end() const noexcept { return pos_ == in_.size(); }
+
+ private:
+  bool has(std::size_t n) {
+    if (in_.size() - pos_ < n) short_ = true;
+    return !short_;
+  }
+  std::uint64_t take(std::size_t n) {
+    if (!has(n)) return 0;
+    std::uint64_t v = 0;
+    for (std::size_t i = 0; i < n; ++i) v = (v << 8) | std::to_integer<std::uint8_t>(in_[pos_ + i]);
+    pos_ += n;
+    return v;
+  }
+
+  std::span<const std::byte> in_;
+  std::size_t pos_ = 0;
+  bool short_ = false;
+};
+
+class writer {
+ public:
+  explicit writer(std::vector<std::byte>& out) : out_(out) {}
+  void u8(std::uint64_t v) { put(v, 1); }
+  void u16(std::uint64_t v) { put(v, 2); }
+  void u24(std::uint64_t v) { put(v, 3); }
+  void u32(std::uint64_t v) { put(v, 4); }
+  void u64(std::uint64_t v) { put(v, 8); }
+  void bytes(const void* p, std::size_t n) {
+    auto b = static_cast<const std::byte*>(p);
+    out_.insert(out_.end(), b, b + n);
+  }
+
+ private:
+  void put(std::uint64_t v, int n) {
+    for (int i = n - 1; i >= 0; --i) out_.push_back(static_cast<std::byte>(v >> (8 * i)));
+  }
+  std::vector<std::byte>& out_;
+};
+
+decode_result fail(errc e, const char* reason) {
+  decode_result r;
+  r.status = decode_status::error;
+  r.error = e;
+  r.reason = reason;
+  return r;
+}
+
+bool window_ok(std::uint32_t w) { return w >= 1 && w <= max_window; }
+
+// Parses a payload whose header has been checked. Returns a decode_result with status
+// complete or error (never need_more: the payload is whole).
+decode_result parse(frame_type type, std::uint8_t flags, std::uint32_t id,
+                    std::span<const std::byte> payload) {
+  reader r(payload);
+  decode_result out;
+  out.status = decode_status::complete;
+  const bool session_frame = type == frame_type::hello || type == frame_type::welcome ||
+                             type == frame_type::refuse || type == frame_type::ping ||
+                             type == frame_type::goaway;
+  if (session_frame && id != 0) return fail(errc::protocol_error, "session frame on a stream");
+  if (!session_frame && type != frame_type::window_update && id == 0)
+    return fail(errc::protocol_error, "stream frame on stream 0");
+
+  switch (type) {
+    case frame_type::hello: {
+      hello h;
+      h.version = r.u16();
+      const auto role_byte = r.u8();
+      h.session_window = r.u32();
+      h.stream_window = r.u32();
+      const auto token_len = r.u16();
+      if (token_len > max_token) return fail(errc::frame_too_large, "token too long");
+      h.token = r.text(token_len);
+      if (role_byte > 1) return fail(errc::protocol_error, "unknown role");
+      h.role = static_cast<role>(role_byte);
+      if (!r.short_read() && (!window_ok(h.session_window) || !window_ok(h.stream_window)))
+        return fail(errc::protocol_error, "window out of range");
+      out.value = h;
+      break;
+    }
+    case frame_type::welcome: {
+      welcome w;
+      w.version = r.u16();
+      w.session_window = r.u32();
+      w.stream_window = r.u32();
+      w.keepalive_ms = r.u32();
+      if (!r.short_read() && (!window_ok(w.session_window) || !window_ok(w.stream_window)))
+        return fail(errc::protocol_error, "window out of range");
+      out.value = w;
+      break;
+    }
+    case frame_type::refuse: {
+      refuse f;
+      f.code = r.u8();
+      const auto n = r.u16();
+      if (n > max_message) return fail(errc::frame_too_large, "message too long");
+      f.message = r.text(n);
+      out.value = f;
+      break;
+    }
+    case frame_type::open: {
+      open o;
+      o.stream_id = id;
+      o.proto = r.u8();
+      o.port = r.u16();
+      o.window = r.u32();
+      const auto n = r.u8();
+      o.device = r.text(n);
+      if (r.short_read()) break;
+      if (o.proto > 1) return fail(errc::protocol_error, "unknown stream protocol");
+      if (!window_ok(o.window)) return fail(errc::protocol_error, "window out of range");
+      if (!valid_device_id(o.device)) return fail(errc::protocol_error, "invalid device id");
+      out.value = o;
+      break;
+    }
+    case frame_type::open_result: {
+      open_result o;
+      o.stream_id = id;
+      o.code = r.u8();
+      o.window = r.u32();
+      const auto n = r.u16();
+      if (n > max_message) return fail(errc::frame_too_large, "message too long");
+      o.message = r.text(n);
+      if (!r.short_read() && o.code == 0 && !window_ok(o.window))
+        return fail(errc::protocol_error, "window out of range");
+      out.value = o;
+      break;
+    }
+    case frame_type::data: {
+      if (payload.size() > max_data_payload) return fail(errc::frame_too_large, "data frame too large");
+      if (flags & ~flag_fin) return fail(errc::protocol_error, "unknown data flags");
+      out.value = data{id, (flags & flag_fin) != 0, payload};
+      return out;  // the payload is the whole frame
+    }
+    case frame_type::window_update: {
+      window_update w;
+      w.stream_id = id;
+      w.increment = r.u32();
+      if (!r.short_read() && (w.increment == 0 || w.increment > max_window))
+        return fail(errc::protocol_error, "window increment out of range");
+      out.value = w;
+      break;
+    }
+    case frame_type::reset: {
+      reset f;
+      f.stream_id = id;
+      f.code = r.u8();
+      const auto n = r.u16();
+      if (n > max_message) return fail(errc::frame_too_large, "message too long");
+      f.message = r.text(n);
+      out.value = f;
+      break;
+    }
+    case frame_type::ping: {
+      if (flags & ~flag_ack) return fail(errc::protocol_error, "unknown ping flags");
+      out.value = ping{(flags & flag_ack) != 0, r.u64()};
+      break;
+    }
+    case frame_type::goaway: {
+      goaway g;
+      g.last_stream_id = r.u32();
+      g.code = r.u8();
+      const auto n = r.u16();
+      if (n > max_message) return fail(errc::frame_too_large, "message too long");
+      g.message = r.text(n);
+      out.value = g;
+      break;
+    }
+    default:
+      return fail(errc::protocol_error, "unknown frame type");
+  }
+  if (r.short_read()) return fail(errc::protocol_error, "frame shorter than its fields");
+  if (!r.at_end()) return fail(errc::protocol_error, "trailing bytes after the frame's fields");
+  return out;
+}
+
+}  // namespace
+
+bool valid_device_id(std::string_view id) noexcept {
+  if (id.empty() || id.size() > max_device_id) return false;
+  for (char c : id) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '.' || c == '_' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+decode_result decode(std::span<const std::byte> input) noexcept {
+  if (input.size() < header_size) {
+    // A header's length and type can be checked as soon as they arrive, so garbage fails
+    // fast instead of waiting for a payload that will never come.
+    if (input.size() >= 3) {
+      const std::size_t len = (std::to_integer<std::size_t>(input[0]) << 16) |
+                              (std::to_integer<std::size_t>(input[1]) << 8) |
+                              std::to_integer<std::size_t>(input[2]);
+      if (len > max_payload) return fail(errc::frame_too_large, "frame length above 64 KiB");
+    }
+    if (input.size() >= 4 && std::to_integer<std::uint8_t>(input[3]) > 9)
+      return fail(errc::protocol_error, "unknown frame type");
+    return {};
+  }
+  reader h(input.first(header_size));
+  const std::size_t len = (std::size_t{h.u16()} << 8) | h.u8();
+  const auto type = h.u8();
+  const auto flags = h.u8();
+  const auto id = h.u32();
+  if (len > max_payload) return fail(errc::frame_too_large, "frame length above 64 KiB");
+  if (type > 9) return fail(errc::protocol_error, "unknown frame type");
+  if (input.size() < header_size + len) return {};
+  auto r = parse(static_cast<frame_type>(type), flags, id, input.subspan(header_size, len));
+  if (r.status == decode_status::complete) r.consumed = header_size + len;
+  return r;
+}
+
+void encode_data_header(std::uint32_t stream_id, std::size_t length, bool fin,
+                        std::byte* out9) noexcept {
+  assert(length <= max_data_payload);
+  out9[0] = static_cast<std::byte>(length >> 16);
+  out9[1] = static_cast<std::byte>(length >> 8);
+  out9[2] = static_cast<std::byte>(length);
+  out9[3] = static_cast<std::byte>(frame_type::data);
+  out9[4] = static_cast<std::byte>(fin ? flag_fin : 0);
+  out9[5] = static_cast<std::byte>(stream_id >> 24);
+  out9[6] = static_cast<std::byte>(stream_id >> 16);
+  out9[7] = static_cast<std::byte>(stream_id >> 8);
+  out9[8] = static_cast<std::byte>(stream_id);
+}
+
+namespace {
+
+struct encoder {
+  std::vector<std::byte>& out;
+
+  // Writes the header with a placeholder length, runs `body`, then patches the length.
+  template <class Body>
+  void frame(frame_type t, std::uint8_t flags, std::uint32_t id, Body body) {
+    const auto start = out.size();
+    writer w(out);
+    w.u24(0);
+    w.u8(static_cast<std::uint8_t>(t));
+    w.u8(flags);
+    w.u32(id);
+    body(w);
+    const auto len = out.size() - start - header_size;
+    assert(len <= max_payload);
+    out[start] = static_cast<std::byte>(len >> 16);
+    out[start + 1] = static_cast<std::byte>(len >> 8);
+    out[start + 2] = static_cast<std::byte>(len);
+  }
+
+  static void message(writer& w, std::string_view m) {
+    if (m.size() > max_message) m = m.substr(0, max_message);  // messages are advisory
+    w.u16(m.size());
+    w.bytes(m.data(), m.size());
+  }
+
+  void operator()(const hello& f) {
+    assert(f.token.size() <= max_token);
+    frame(frame_type::hello, 0, 0, [&](writer& w) {
+      w.u16(f.version);
+      w.u8(static_cast<std::uint8_t>(f.role));
+      w.u32(f.session_window);
+      w.u32(f.stream_window);
+      w.u16(f.token.size());
+      w.bytes(f.token.data(), f.token.size());
+    });
+  }
+  void operator()(const welcome& f) {
+    frame(frame_type::welcome, 0, 0, [&](writer& w) {
+      w.u16(f.version);
+      w.u32(f.session_window);
+      w.u32(f.stream_window);
+      w.u32(f.keepalive_ms);
+    });
+  }
+  void operator()(const refuse& f) {
+    frame(frame_type::refuse, 0, 0, [&](writer& w) {
+      w.u8(f.code);
+      message(w, f.message);
+    });
+  }
+  void operator()(const open& f) {
+    assert(valid_device_id(f.device));
+    frame(frame_type::open, 0, f.stream_id, [&](writer& w) {
+      w.u8(f.proto);
+      w.u16(f.port);
+      w.u32(f.window);
+      w.u8(f.device.size());
+      w.bytes(f.device.data(), f.device.size());
+    });
+  }
+  void operator()(const open_result& f) {
+    frame(frame_type::open_result, 0, f.stream_id, [&](writer& w) {
+      w.u8(f.code);
+      w.u32(f.window);
+      message(w, f.message);
+    });
+  }
+  void operator()(const data& f) {
+    assert(f.payload.size() <= max_data_payload);
+    frame(frame_type::data, f.fin ? flag_fin : 0, f.stream_id,
+          [&](writer& w) { w.bytes(f.payload.data(), f.payload.size()); });
+  }
+  void operator()(const window_update& f) {
+    frame(frame_type::window_update, 0, f.stream_id, [&](writer& w) { w.u32(f.increment); });
+  }
+  void operator()(const reset& f) {
+    frame(frame_type::reset, 0, f.stream_id, [&](writer& w) {
+      w.u8(f.code);
+      message(w, f.message);
+    });
+  }
+  void operator()(const ping& f) {
+    frame(frame_type::ping, f.ack ? flag_ack : 0, 0, [&](writer& w) { w.u64(f.opaque); });
+  }
+  void operator()(const goaway& f) {
+    frame(frame_type::goaway, 0, 0, [&](writer& w) {
+      w.u32(f.last_stream_id);
+      w.u8(f.code);
+      message(w, f.message);
+    });
+  }
+};
+
+}  // namespace
+
+void encode(const frame& f, std::vector<std::byte>& out) { std::visit(encoder{out}, f); }
+
+}  // namespace tether::wire
