@@ -1,0 +1,178 @@
+#pragma once
+// A tether session: many streams over one byte stream (docs/PROTOCOL.md), with per-stream
+// and session-wide credit, round-robin scheduling, keepalive and GOAWAY.
+//
+// Threading: a session and its channels live on one single-threaded executor; every call
+// must be made from it.
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "tether/mux/async_signal.hpp"
+#include "tether/mux/byte_stream.hpp"
+#include "tether/mux/channel.hpp"
+#include "tether/mux/tunnel.hpp"
+#include "tether/wire/frame.hpp"
+
+namespace tether::mux {
+
+class session;
+struct stream_state;  // src/mux/stream_state.hpp
+
+struct session_settings {
+  std::uint32_t stream_window = 2u << 20;    // what we let the peer send per stream
+  std::uint32_t session_window = 16u << 20;  // ... and across all streams
+  std::uint32_t max_streams = 10000;
+  std::chrono::milliseconds keepalive{15000};
+  std::chrono::milliseconds handshake_timeout{10000};
+  std::chrono::milliseconds open_timeout{30000};  // waiting for OPEN_RESULT
+};
+
+struct session_counters {
+  std::uint64_t bytes_in = 0;   // DATA payload received
+  std::uint64_t bytes_out = 0;  // DATA payload sent
+  std::uint64_t streams_opened = 0;
+  std::uint64_t streams_refused = 0;
+};
+
+/// A peer-opened stream waiting for the local side's decision. Exactly one of accept() or
+/// refuse() should be called; dropping it unanswered refuses with errc::internal.
+class incoming_stream {
+ public:
+  incoming_stream(incoming_stream&&) noexcept;
+  incoming_stream& operator=(incoming_stream&&) = delete;
+  ~incoming_stream();
+
+  const mux::target& target() const noexcept { return target_; }
+  std::uint32_t id() const noexcept;
+
+  /// Sends OPEN_RESULT ok and returns the stream as a channel.
+  std::unique_ptr<channel> accept();
+  /// Sends OPEN_RESULT with `reason` and a message for the peer's log.
+  void refuse(errc reason, std::string_view message);
+
+ private:
+  friend class session;
+  incoming_stream(std::shared_ptr<session> s, std::shared_ptr<stream_state> st, mux::target t);
+  std::shared_ptr<session> session_;
+  std::shared_ptr<stream_state> stream_;
+  mux::target target_;
+};
+
+class session final : public tunnel, public std::enable_shared_from_this<session> {
+ public:
+  /// Server side: decides on a HELLO. Returns errc::ok to accept.
+  using authenticator = std::function<errc(wire::role, std::string_view token)>;
+  /// Called for each stream the peer opens.
+  using open_handler = std::function<void(incoming_stream)>;
+
+  static std::shared_ptr<session> make(std::unique_ptr<byte_stream> stream,
+                                       session_settings settings);
+  ~session() override;
+
+  /// Client side: sends HELLO and waits for WELCOME (bounded by handshake_timeout). On
+  /// refusal the error is the server's reason (errc::bad_token, ...) and `message` its words.
+  /// On success the session runs until closed. `on_open` (may be empty) takes streams the
+  /// server opens (agents).
+  asio::awaitable<asio::error_code> start_client(std::string token, wire::role role,
+                                                 open_handler on_open, std::string& message);
+
+  /// Server side: waits for HELLO (bounded by handshake_timeout), asks `auth`, answers
+  /// WELCOME or REFUSE. On success the session runs until closed.
+  asio::awaitable<asio::error_code> start_server(authenticator auth, open_handler on_open);
+
+  // tunnel
+  asio::awaitable<std::pair<asio::error_code, std::unique_ptr<channel>>> open(target t) override;
+  /// Completes when the session can take no new streams: it ended, or the peer sent GOAWAY.
+  asio::awaitable<asio::error_code> wait_closed() override;
+  void close() override;
+
+  /// Announces graceful shutdown: no new streams; open ones continue until they end.
+  void goaway(errc reason, std::string_view message);
+
+  std::size_t stream_count() const noexcept;
+  const session_counters& counters() const noexcept { return counters_; }
+  std::string peer() const;
+  bool closed() const noexcept;
+
+ private:
+  friend class incoming_stream;
+  friend class stream_channel;
+
+  session(std::unique_ptr<byte_stream> stream, session_settings settings);
+
+  // Loops, each spawned once with a strong reference to the session.
+  asio::awaitable<void> read_loop(std::shared_ptr<session> self);
+  asio::awaitable<void> write_loop(std::shared_ptr<session> self);
+  asio::awaitable<void> keepalive_loop(std::shared_ptr<session> self);
+  void start_loops();
+
+  // Reads until one whole frame is buffered; used during the handshake.
+  asio::awaitable<std::pair<asio::error_code, wire::frame>> read_first_frame();
+  void drop_handshake_frame();  // after the first frame has been used
+  std::size_t handshake_consumed_ = 0;
+  // Handles one frame; false ends the session (fail() has been called).
+  bool handle(const wire::frame& f);
+  bool on_open(const wire::open& f);
+  bool on_open_result(const wire::open_result& f);
+  bool on_data(const wire::data& f);
+  bool on_window_update(const wire::window_update& f);
+  void on_reset(const wire::reset& f);
+
+  // Ends the session: every stream fails with `why`, the byte stream closes.
+  void fail(asio::error_code why, std::string_view log_reason);
+
+  // Stream plumbing used by stream_channel and incoming_stream.
+  void queue(const wire::frame& f);
+  void schedule(const std::shared_ptr<stream_state>& st);  // it has DATA or FIN to send
+  void forget(stream_state& st);                           // drop from the table, credit back
+  void deliver_credit(stream_state& st, std::size_t n);    // local side consumed n bytes
+  void deliver_credit_session_only();
+  void refund_send_credit(stream_state& st, std::size_t n);
+  void wake_session_credit_waiters();
+
+  std::unique_ptr<byte_stream> stream_;
+  asio::any_io_executor executor_;
+  session_settings settings_;
+  session_counters counters_;
+  std::string peer_;
+
+  std::unordered_map<std::uint32_t, std::shared_ptr<stream_state>> streams_;
+  std::uint32_t next_local_id_ = 1;
+  std::uint32_t last_peer_id_ = 0;
+  open_handler on_open_;
+
+  // Sending. Control frames go first, then DATA round-robin over ready streams.
+  std::vector<std::byte> control_out_;
+  std::vector<std::byte> write_buf_;
+  std::vector<std::shared_ptr<stream_state>> ready_;  // FIFO: ready_head_ is the next turn
+  std::size_t ready_head_ = 0;
+  async_signal writer_wake_;
+
+  // Receiving.
+  std::vector<std::byte> read_buf_;
+  std::size_t read_have_ = 0;
+  std::chrono::steady_clock::time_point last_receive_;
+
+  // Credit. send_credit_: what the peer still lets us send on the session.
+  std::int64_t send_credit_ = 0;
+  std::int64_t recv_remaining_ = 0;      // what the peer may still send us
+  std::uint64_t recv_unacknowledged_ = 0;  // consumed, not yet returned with WINDOW_UPDATE
+  std::vector<std::weak_ptr<stream_state>> credit_waiters_;
+  std::uint32_t peer_stream_window_ = 0;
+
+  bool running_ = false;
+  bool closed_ = false;
+  bool local_goaway_ = false;
+  bool peer_goaway_ = false;
+  asio::error_code close_reason_;
+  async_signal closed_signal_;
+  asio::steady_timer keepalive_timer_;
+};
+
+}  // namespace tether::mux

@@ -1,0 +1,620 @@
+#include "tether/mux/session.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <asio/co_spawn.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+#include <asio/redirect_error.hpp>
+#include <cstring>
+#include <random>
+
+#include "stream_channel.hpp"
+#include "stream_state.hpp"
+#include "tether/wire/codec.hpp"
+
+namespace tether::mux {
+namespace {
+
+constexpr std::size_t read_buffer_size = 256 * 1024;
+// A write gathers control frames and DATA until about this much, then goes to the stream.
+constexpr std::size_t write_batch = 256 * 1024;
+constexpr std::size_t max_credit_per_send = 64 * 1024;
+
+// Logs an exception that escaped one of the session's loops (a bug: loops handle errors).
+auto log_escape(const char* what) {
+  return [what](std::exception_ptr e) {
+    if (!e) return;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+      spdlog::error("session {} loop ended by exception: {}", what, x.what());
+    }
+  };
+}
+
+bool credit_threshold_reached(std::uint64_t unacked, std::uint32_t window) {
+  return unacked >= window / 4;
+}
+
+}  // namespace
+
+std::shared_ptr<session> session::make(std::unique_ptr<byte_stream> stream,
+                                       session_settings settings) {
+  return std::shared_ptr<session>(new session(std::move(stream), settings));
+}
+
+session::session(std::unique_ptr<byte_stream> stream, session_settings settings)
+    : stream_(std::move(stream)),
+      executor_(stream_->get_executor()),
+      settings_(settings),
+      peer_(stream_->peer()),
+      writer_wake_(executor_),
+      closed_signal_(executor_),
+      keepalive_timer_(executor_) {
+  read_buf_.resize(read_buffer_size);
+  recv_remaining_ = settings_.session_window;
+}
+
+session::~session() = default;
+
+std::string session::peer() const { return peer_; }
+bool session::closed() const noexcept { return closed_; }
+std::size_t session::stream_count() const noexcept { return streams_.size(); }
+
+// ---- handshake ---------------------------------------------------------------------------
+
+asio::awaitable<std::pair<asio::error_code, wire::frame>> session::read_first_frame() {
+  for (;;) {
+    const auto r = wire::decode(std::span(read_buf_).first(read_have_));
+    if (r.status == wire::decode_status::complete) {
+      // The frame refers into read_buf_; the caller copies what it keeps before reading on.
+      // Later bytes stay buffered for the read loop.
+      wire::frame f = r.value;
+      std::pair<asio::error_code, wire::frame> out{asio::error_code{}, f};
+      // Shift the consumed bytes out only after the caller is done: remember the count.
+      handshake_consumed_ = r.consumed;
+      co_return out;
+    }
+    if (r.status == wire::decode_status::error) {
+      spdlog::debug("session {}: bad first frame: {}", peer_, r.reason);
+      co_return std::pair{make_error_code(r.error), wire::frame{}};
+    }
+    auto [ec, n] = co_await stream_->read_some(
+        asio::buffer(read_buf_.data() + read_have_, read_buf_.size() - read_have_));
+    if (ec) co_return std::pair{ec, wire::frame{}};
+    read_have_ += n;
+  }
+}
+
+void session::drop_handshake_frame() {
+  std::memmove(read_buf_.data(), read_buf_.data() + handshake_consumed_,
+               read_have_ - handshake_consumed_);
+  read_have_ -= handshake_consumed_;
+  handshake_consumed_ = 0;
+}
+
+asio::awaitable<asio::error_code> session::start_client(std::string token, wire::role role,
+                                                        open_handler on_open,
+                                                        std::string& message) {
+  using namespace asio::experimental::awaitable_operators;
+  on_open_ = std::move(on_open);
+  next_local_id_ = 1;
+  std::vector<std::byte> hello_bytes;
+  wire::encode(wire::hello{wire::protocol_version, role, settings_.session_window,
+                           settings_.stream_window, token},
+               hello_bytes);
+  if (auto ec = co_await stream_->write(asio::buffer(hello_bytes))) co_return ec;
+
+  asio::steady_timer deadline(executor_, settings_.handshake_timeout);
+  auto outcome = co_await (read_first_frame() ||
+                           deadline.async_wait(use_tuple));
+  if (outcome.index() == 1) {
+    stream_->close();
+    co_return make_error_code(errc::timed_out);
+  }
+  auto [ec, f] = std::get<0>(outcome);
+  if (ec) co_return ec;
+  if (auto* r = std::get_if<wire::refuse>(&f)) {
+    message.assign(r->message);
+    const auto code = errc_from_wire(r->code);
+    stream_->close();
+    co_return make_error_code(code);
+  }
+  auto* w = std::get_if<wire::welcome>(&f);
+  if (!w) {
+    stream_->close();
+    co_return make_error_code(errc::protocol_error);
+  }
+  if (w->version != wire::protocol_version) {
+    stream_->close();
+    co_return make_error_code(errc::version_mismatch);
+  }
+  send_credit_ = w->session_window;
+  peer_stream_window_ = w->stream_window;
+  if (w->keepalive_ms > 0) settings_.keepalive = std::chrono::milliseconds(w->keepalive_ms);
+  drop_handshake_frame();
+  start_loops();
+  co_return asio::error_code{};
+}
+
+asio::awaitable<asio::error_code> session::start_server(authenticator auth, open_handler on_open) {
+  using namespace asio::experimental::awaitable_operators;
+  on_open_ = std::move(on_open);
+  next_local_id_ = 2;
+  asio::steady_timer deadline(executor_, settings_.handshake_timeout);
+  auto outcome = co_await (read_first_frame() ||
+                           deadline.async_wait(use_tuple));
+  if (outcome.index() == 1) {
+    stream_->close();
+    co_return make_error_code(errc::timed_out);
+  }
+  auto [ec, f] = std::get<0>(outcome);
+  if (ec) {
+    stream_->close();
+    co_return ec;
+  }
+  auto* h = std::get_if<wire::hello>(&f);
+  auto refuse_with = [&](errc code, std::string_view why) -> asio::awaitable<asio::error_code> {
+    std::vector<std::byte> out;
+    wire::encode(wire::refuse{static_cast<std::uint8_t>(code), why}, out);
+    co_await stream_->write(asio::buffer(out));
+    stream_->close();
+    co_return make_error_code(code);
+  };
+  if (!h) co_return co_await refuse_with(errc::protocol_error, "expected HELLO");
+  if (h->version != wire::protocol_version)
+    co_return co_await refuse_with(errc::version_mismatch, "this server speaks version 1");
+  if (const auto verdict = auth(h->role, h->token); verdict != errc::ok)
+    co_return co_await refuse_with(verdict, describe(verdict));
+
+  send_credit_ = h->session_window;
+  peer_stream_window_ = h->stream_window;
+  drop_handshake_frame();
+  std::vector<std::byte> out;
+  wire::encode(wire::welcome{wire::protocol_version, settings_.session_window,
+                             settings_.stream_window,
+                             static_cast<std::uint32_t>(settings_.keepalive.count())},
+               out);
+  if (auto wec = co_await stream_->write(asio::buffer(out))) {
+    stream_->close();
+    co_return wec;
+  }
+  start_loops();
+  co_return asio::error_code{};
+}
+
+void session::start_loops() {
+  running_ = true;
+  last_receive_ = std::chrono::steady_clock::now();
+  auto self = shared_from_this();
+  asio::co_spawn(executor_, read_loop(self), log_escape("read"));
+  asio::co_spawn(executor_, write_loop(self), log_escape("write"));
+  asio::co_spawn(executor_, keepalive_loop(self), log_escape("keepalive"));
+}
+
+// ---- loops -------------------------------------------------------------------------------
+
+asio::awaitable<void> session::read_loop([[maybe_unused]] std::shared_ptr<session> self) {
+  while (!closed_) {
+    // Decode everything buffered, then read more. Frames refer into read_buf_, so the
+    // buffer is compacted only after they have been handled.
+    std::size_t offset = 0;
+    for (;;) {
+      const auto r = wire::decode(std::span(read_buf_).subspan(offset, read_have_ - offset));
+      if (r.status == wire::decode_status::need_more) break;
+      if (r.status == wire::decode_status::error) {
+        fail(make_error_code(r.error), r.reason);
+        co_return;
+      }
+      offset += r.consumed;
+      if (!handle(r.value)) co_return;
+    }
+    if (offset > 0) {
+      std::memmove(read_buf_.data(), read_buf_.data() + offset, read_have_ - offset);
+      read_have_ -= offset;
+    }
+    auto [ec, n] = co_await stream_->read_some(
+        asio::buffer(read_buf_.data() + read_have_, read_buf_.size() - read_have_));
+    if (ec) {
+      if (ec == asio::error::eof)
+        fail(make_error_code(errc::session_lost), "closed by the peer");
+      else if (ec != asio::error::operation_aborted)
+        fail(make_error_code(errc::session_lost), ec.message());
+      else
+        fail(make_error_code(errc::session_lost), "closed");
+      co_return;
+    }
+    read_have_ += n;
+    last_receive_ = std::chrono::steady_clock::now();
+  }
+}
+
+asio::awaitable<void> session::write_loop([[maybe_unused]] std::shared_ptr<session> self) {
+  for (;;) {
+    while (!closed_ && control_out_.empty() && ready_head_ == ready_.size())
+      co_await writer_wake_.wait();
+    if (closed_) co_return;
+
+    write_buf_.clear();
+    std::swap(write_buf_, control_out_);  // control frames first
+    // Round-robin: one DATA frame from each ready stream per turn, until the batch is full.
+    while (write_buf_.size() < write_batch && ready_head_ < ready_.size()) {
+      auto st = std::move(ready_[ready_head_++]);
+      if (ready_head_ == ready_.size()) {
+        ready_.clear();
+        ready_head_ = 0;
+      }
+      st->scheduled = false;
+      if (st->failure) continue;
+      const auto take = std::min(st->pending.size(), wire::max_data_payload);
+      const bool last = take == st->pending.size();
+      const bool fin = last && st->fin_pending;
+      if (take == 0 && !fin) continue;
+      const auto at = write_buf_.size();
+      write_buf_.resize(at + wire::header_size + take);
+      wire::encode_data_header(st->id, take, fin, write_buf_.data() + at);
+      if (take) std::memcpy(write_buf_.data() + at + wire::header_size, st->pending.data(), take);
+      counters_.bytes_out += take;
+      st->pending = st->pending.subspan(take);
+      if (fin) {
+        st->fin_pending = false;
+        st->fin_sent = true;
+      }
+      if (!st->pending.empty() || st->fin_pending) {
+        st->scheduled = true;
+        ready_.push_back(std::move(st));
+      } else {
+        st->send_wake.notify();  // the caller's buffer is free again
+      }
+    }
+    if (write_buf_.empty()) continue;
+    if (auto ec = co_await stream_->write(asio::buffer(write_buf_))) {
+      fail(make_error_code(errc::session_lost), ec.message());
+      co_return;
+    }
+    // Keep the big buffer only while traffic flows; an idle session gives it back.
+    if (write_buf_.capacity() > 4 * write_batch) write_buf_ = {};
+  }
+}
+
+asio::awaitable<void> session::keepalive_loop([[maybe_unused]] std::shared_ptr<session> self) {
+  const auto interval = settings_.keepalive;
+  if (interval.count() <= 0) co_return;
+  std::uint64_t n = 0;
+  while (!closed_) {
+    keepalive_timer_.expires_after(interval);
+    co_await keepalive_timer_.async_wait(use_tuple);
+    if (closed_) co_return;
+    const auto silent = std::chrono::steady_clock::now() - last_receive_;
+    if (silent >= 3 * interval) {
+      fail(make_error_code(errc::timed_out), "no keepalive answer");
+      co_return;
+    }
+    if (silent >= interval) queue(wire::ping{false, ++n});
+  }
+}
+
+// ---- frame handling ----------------------------------------------------------------------
+
+bool session::handle(const wire::frame& f) {
+  return std::visit(
+      [&](const auto& x) -> bool {
+        using T = std::decay_t<decltype(x)>;
+        if constexpr (std::is_same_v<T, wire::data>) {
+          return on_data(x);
+        } else if constexpr (std::is_same_v<T, wire::window_update>) {
+          return on_window_update(x);
+        } else if constexpr (std::is_same_v<T, wire::open>) {
+          return on_open(x);
+        } else if constexpr (std::is_same_v<T, wire::open_result>) {
+          return on_open_result(x);
+        } else if constexpr (std::is_same_v<T, wire::reset>) {
+          on_reset(x);
+          return true;
+        } else if constexpr (std::is_same_v<T, wire::ping>) {
+          if (!x.ack) queue(wire::ping{true, x.opaque});
+          return true;
+        } else if constexpr (std::is_same_v<T, wire::goaway>) {
+          spdlog::info("session {}: peer is going away: {}", peer_, x.message);
+          peer_goaway_ = true;
+          closed_signal_.notify();
+          return true;
+        } else {
+          fail(make_error_code(errc::protocol_error), "handshake frame after the handshake");
+          return false;
+        }
+      },
+      f);
+}
+
+bool session::on_open(const wire::open& f) {
+  const bool peer_parity_ok = (f.stream_id % 2) != (next_local_id_ % 2);
+  if (!peer_parity_ok || f.stream_id <= last_peer_id_) {
+    fail(make_error_code(errc::protocol_error), "OPEN with a stream id out of order");
+    return false;
+  }
+  last_peer_id_ = f.stream_id;
+  auto refuse = [&](errc code) {
+    ++counters_.streams_refused;
+    queue(wire::open_result{f.stream_id, static_cast<std::uint8_t>(code), 0, describe(code)});
+    return true;
+  };
+  if (!on_open_) return refuse(errc::unsupported);
+  if (local_goaway_) return refuse(errc::going_away);
+  if (streams_.size() >= settings_.max_streams) return refuse(errc::too_many_streams);
+
+  auto st = std::make_shared<stream_state>(f.stream_id, executor_);
+  st->send_credit = f.window;
+  st->recv_remaining = settings_.stream_window;
+  streams_.emplace(f.stream_id, st);
+  ++counters_.streams_opened;
+  on_open_(incoming_stream(shared_from_this(), std::move(st),
+                           target{std::string(f.device), f.port, static_cast<protocol>(f.proto)}));
+  return !closed_;
+}
+
+bool session::on_open_result(const wire::open_result& f) {
+  auto it = streams_.find(f.stream_id);
+  if (it == streams_.end()) return true;  // we gave up on it (timeout) and reset it
+  auto& st = *it->second;
+  if (st.state != stream_state::phase::opening) {
+    fail(make_error_code(errc::protocol_error), "OPEN_RESULT for a stream already open");
+    return false;
+  }
+  if (f.code == 0) {
+    st.state = stream_state::phase::open;
+    st.send_credit = f.window;
+    st.send_wake.notify();
+  } else {
+    auto keep = it->second;
+    streams_.erase(it);
+    keep->state = stream_state::phase::done;
+    keep->fail(make_error_code(errc_from_wire(f.code)));
+  }
+  return true;
+}
+
+bool session::on_data(const wire::data& f) {
+  const auto n = static_cast<std::int64_t>(f.payload.size());
+  recv_remaining_ -= n;
+  if (recv_remaining_ < 0) {
+    fail(make_error_code(errc::flow_control_error), "peer exceeded the session window");
+    return false;
+  }
+  counters_.bytes_in += f.payload.size();
+  auto it = streams_.find(f.stream_id);
+  if (it == streams_.end() || it->second->state != stream_state::phase::open) {
+    // A stream we already forgot: its bytes still count against the session; give them back.
+    recv_unacknowledged_ += f.payload.size();
+    deliver_credit_session_only();
+    return true;
+  }
+  auto& st = *it->second;
+  st.recv_remaining -= n;
+  if (st.recv_remaining < 0) {
+    fail(make_error_code(errc::flow_control_error), "peer exceeded a stream window");
+    return false;
+  }
+  if (st.fin_received) {
+    fail(make_error_code(errc::protocol_error), "DATA after FIN");
+    return false;
+  }
+  if (!f.payload.empty()) {
+    // Append to the last chunk unless it is the one handed out to the reader.
+    const bool can_append = !st.inbound.empty() &&
+                            !(st.inbound.size() == 1 && st.front_handed_out) &&
+                            st.inbound.back().capacity() - st.inbound.back().size() >= f.payload.size();
+    if (!can_append) {
+      st.inbound.emplace_back();
+      st.inbound.back().reserve(std::max<std::size_t>(64 * 1024, f.payload.size()));
+    }
+    auto& chunk = st.inbound.back();
+    chunk.insert(chunk.end(), f.payload.begin(), f.payload.end());
+    st.inbound_bytes += f.payload.size();
+  }
+  if (f.fin) st.fin_received = true;
+  st.receive_wake.notify();
+  return true;
+}
+
+bool session::on_window_update(const wire::window_update& f) {
+  if (f.stream_id == 0) {
+    send_credit_ += f.increment;
+    if (send_credit_ > wire::max_window) {
+      fail(make_error_code(errc::flow_control_error), "session window above 2^31-1");
+      return false;
+    }
+    wake_session_credit_waiters();
+    return true;
+  }
+  auto it = streams_.find(f.stream_id);
+  if (it == streams_.end()) return true;
+  auto& st = *it->second;
+  st.send_credit += f.increment;
+  if (st.send_credit > wire::max_window) {
+    fail(make_error_code(errc::flow_control_error), "stream window above 2^31-1");
+    return false;
+  }
+  st.send_wake.notify();
+  return true;
+}
+
+void session::on_reset(const wire::reset& f) {
+  auto it = streams_.find(f.stream_id);
+  if (it == streams_.end()) return;
+  auto st = it->second;
+  spdlog::debug("session {}: stream {} reset by peer: {}", peer_, f.stream_id, f.message);
+  st->fail(make_error_code(f.code == 0 ? errc::stream_reset : errc_from_wire(f.code)));
+  forget(*st);
+}
+
+// ---- plumbing ----------------------------------------------------------------------------
+
+void session::queue(const wire::frame& f) {
+  if (closed_) return;
+  wire::encode(f, control_out_);
+  writer_wake_.notify();
+}
+
+void session::schedule(const std::shared_ptr<stream_state>& st) {
+  if (st->scheduled || closed_) return;
+  st->scheduled = true;
+  ready_.push_back(st);
+  writer_wake_.notify();
+}
+
+void session::forget(stream_state& st) {
+  // Bytes the local side never consumed still hold session credit: give it back.
+  if (st.inbound_bytes) {
+    recv_unacknowledged_ += st.inbound_bytes;
+    st.inbound_bytes = 0;
+    deliver_credit_session_only();
+  }
+  st.inbound.clear();
+  if (st.reserved) {
+    send_credit_ += st.reserved;
+    st.reserved = 0;
+    wake_session_credit_waiters();
+  }
+  st.state = stream_state::phase::done;
+  streams_.erase(st.id);
+}
+
+void session::deliver_credit(stream_state& st, std::size_t n) {
+  st.inbound_bytes -= n;
+  st.recv_unacknowledged += n;
+  recv_unacknowledged_ += n;
+  if (!st.fin_received && credit_threshold_reached(st.recv_unacknowledged, settings_.stream_window)) {
+    queue(wire::window_update{st.id, static_cast<std::uint32_t>(st.recv_unacknowledged)});
+    st.recv_remaining += static_cast<std::int64_t>(st.recv_unacknowledged);
+    st.recv_unacknowledged = 0;
+  }
+  deliver_credit_session_only();
+}
+
+void session::deliver_credit_session_only() {
+  if (!credit_threshold_reached(recv_unacknowledged_, settings_.session_window)) return;
+  queue(wire::window_update{0, static_cast<std::uint32_t>(recv_unacknowledged_)});
+  recv_remaining_ += static_cast<std::int64_t>(recv_unacknowledged_);
+  recv_unacknowledged_ = 0;
+}
+
+void session::refund_send_credit(stream_state& st, std::size_t n) {
+  if (n == 0) return;
+  st.send_credit += static_cast<std::int64_t>(n);
+  send_credit_ += static_cast<std::int64_t>(n);
+  wake_session_credit_waiters();
+}
+
+void session::wake_session_credit_waiters() {
+  if (send_credit_ <= 0 || credit_waiters_.empty()) return;
+  auto waiters = std::move(credit_waiters_);
+  credit_waiters_.clear();
+  for (auto& w : waiters)
+    if (auto st = w.lock()) st->send_wake.notify();
+}
+
+void session::fail(asio::error_code why, std::string_view log_reason) {
+  if (closed_) return;
+  closed_ = true;
+  close_reason_ = why;
+  if (running_)
+    spdlog::info("session {} ended: {} ({}); {} bytes in, {} bytes out", peer_, why.message(),
+                 log_reason, counters_.bytes_in, counters_.bytes_out);
+  auto streams = std::move(streams_);
+  streams_.clear();
+  for (auto& [id, st] : streams) {
+    st->state = stream_state::phase::done;
+    st->fail(make_error_code(errc::session_lost));
+  }
+  ready_.clear();
+  ready_head_ = 0;
+  credit_waiters_.clear();
+  writer_wake_.notify();
+  closed_signal_.notify();
+  keepalive_timer_.cancel();
+  stream_->close();
+}
+
+// ---- tunnel interface --------------------------------------------------------------------
+
+asio::awaitable<std::pair<asio::error_code, std::unique_ptr<channel>>> session::open(target t) {
+  using result_type = std::pair<asio::error_code, std::unique_ptr<channel>>;
+  if (closed_) co_return result_type{make_error_code(errc::session_lost), nullptr};
+  if (peer_goaway_) co_return result_type{make_error_code(errc::going_away), nullptr};
+  if (!wire::valid_device_id(t.device))
+    co_return result_type{make_error_code(errc::unknown_device), nullptr};
+
+  const auto id = next_local_id_;
+  next_local_id_ += 2;
+  auto st = std::make_shared<stream_state>(id, executor_);
+  st->recv_remaining = settings_.stream_window;
+  streams_.emplace(id, st);
+  queue(wire::open{id, static_cast<std::uint8_t>(t.proto), t.port, settings_.stream_window,
+                   t.device});
+
+  using namespace asio::experimental::awaitable_operators;
+  auto self = shared_from_this();
+  asio::steady_timer deadline(executor_, settings_.open_timeout);
+  while (st->state == stream_state::phase::opening && !st->failure) {
+    auto woke = co_await (st->send_wake.wait() ||
+                          deadline.async_wait(use_tuple));
+    if (woke.index() == 1) break;
+  }
+  if (st->failure) co_return result_type{st->failure, nullptr};
+  if (st->state != stream_state::phase::open) {
+    // No answer in time: tell the server we gave up, forget the stream.
+    queue(wire::reset{id, static_cast<std::uint8_t>(errc::timed_out), "open timed out"});
+    forget(*st);
+    co_return result_type{make_error_code(errc::timed_out), nullptr};
+  }
+  co_return result_type{asio::error_code{}, std::make_unique<stream_channel>(self, st)};
+}
+
+asio::awaitable<asio::error_code> session::wait_closed() {
+  while (!closed_ && !peer_goaway_) co_await closed_signal_.wait();
+  co_return closed_ ? close_reason_ : make_error_code(errc::going_away);
+}
+
+void session::close() { fail(make_error_code(errc::session_lost), "closed locally"); }
+
+void session::goaway(errc reason, std::string_view message) {
+  if (local_goaway_ || closed_) return;
+  local_goaway_ = true;
+  queue(wire::goaway{last_peer_id_, static_cast<std::uint8_t>(reason), message});
+}
+
+// ---- incoming_stream ---------------------------------------------------------------------
+
+incoming_stream::incoming_stream(std::shared_ptr<session> s, std::shared_ptr<stream_state> st,
+                                 mux::target t)
+    : session_(std::move(s)), stream_(std::move(st)), target_(std::move(t)) {}
+
+incoming_stream::incoming_stream(incoming_stream&&) noexcept = default;
+
+incoming_stream::~incoming_stream() {
+  if (stream_) refuse(errc::internal, "the server dropped the stream");
+}
+
+std::uint32_t incoming_stream::id() const noexcept { return stream_ ? stream_->id : 0; }
+
+std::unique_ptr<channel> incoming_stream::accept() {
+  auto st = std::move(stream_);
+  if (st->failure) return std::make_unique<stream_channel>(session_, st);  // reports it
+  st->state = stream_state::phase::open;
+  session_->queue(wire::open_result{st->id, 0, session_->settings_.stream_window, ""});
+  return std::make_unique<stream_channel>(session_, st);
+}
+
+void incoming_stream::refuse(errc reason, std::string_view message) {
+  auto st = std::move(stream_);
+  if (!st) return;
+  ++session_->counters_.streams_refused;
+  if (!st->failure)
+    session_->queue(
+        wire::open_result{st->id, static_cast<std::uint8_t>(reason), 0, message});
+  session_->forget(*st);
+}
+
+}  // namespace tether::mux

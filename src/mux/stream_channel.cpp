@@ -1,0 +1,103 @@
+#include "stream_channel.hpp"
+
+#include <algorithm>
+
+namespace tether::mux {
+namespace {
+constexpr std::size_t max_credit_per_send = 64 * 1024;
+}
+
+stream_channel::~stream_channel() {
+  auto& st = *stream_;
+  if (st.state == stream_state::phase::done) return;  // already forgotten
+  if (!st.failure && !st.finished())
+    session_->queue(wire::reset{st.id, static_cast<std::uint8_t>(errc::stream_reset),
+                                "closed before the end of the stream"});
+  session_->forget(st);
+}
+
+asio::awaitable<std::pair<asio::error_code, std::size_t>> stream_channel::wait_send_credit() {
+  auto& st = *stream_;
+  auto& s = *session_;
+  for (;;) {
+    if (st.failure) co_return std::pair{st.failure, std::size_t{0}};
+    const auto credit = std::min<std::int64_t>(
+        {st.send_credit, s.send_credit_, static_cast<std::int64_t>(max_credit_per_send)});
+    if (credit > 0) {
+      // Reserve it now: other streams may spend session credit while our caller reads.
+      st.send_credit -= credit;
+      s.send_credit_ -= credit;
+      st.reserved += static_cast<std::size_t>(credit);
+      co_return std::pair{asio::error_code{}, static_cast<std::size_t>(credit)};
+    }
+    if (st.send_credit > 0) s.credit_waiters_.push_back(stream_);  // session budget is out
+    co_await st.send_wake.wait();
+  }
+}
+
+asio::awaitable<asio::error_code> stream_channel::send(std::span<const std::byte> data) {
+  auto& st = *stream_;
+  if (st.failure) co_return st.failure;
+  const auto used = std::min(data.size(), st.reserved);
+  session_->refund_send_credit(st, st.reserved - used);
+  st.reserved = 0;
+  if (data.empty()) co_return asio::error_code{};
+  st.pending = data.first(used);
+  session_->schedule(stream_);
+  while (!st.pending.empty() && !st.failure) co_await st.send_wake.wait();
+  st.pending = {};
+  co_return st.failure;
+}
+
+asio::awaitable<asio::error_code> stream_channel::send_eof() {
+  auto& st = *stream_;
+  session_->refund_send_credit(st, st.reserved);
+  st.reserved = 0;
+  if (st.failure) co_return st.failure;
+  if (st.fin_sent || st.fin_pending) co_return asio::error_code{};
+  st.fin_pending = true;
+  session_->schedule(stream_);
+  while (st.fin_pending && !st.failure) co_await st.send_wake.wait();
+  if (st.failure) co_return st.failure;
+  if (st.finished()) session_->forget(st);
+  co_return asio::error_code{};
+}
+
+asio::awaitable<std::pair<asio::error_code, std::span<const std::byte>>>
+stream_channel::receive() {
+  auto& st = *stream_;
+  for (;;) {
+    if (!st.inbound.empty()) {
+      st.front_handed_out = true;
+      const auto& front = st.inbound.front();
+      co_return std::pair{asio::error_code{}, std::span<const std::byte>(front)};
+    }
+    if (st.failure) co_return std::pair{st.failure, std::span<const std::byte>{}};
+    if (st.fin_received) {
+      if (st.finished() && st.state != stream_state::phase::done) session_->forget(st);
+      co_return std::pair{asio::error_code{}, std::span<const std::byte>{}};
+    }
+    co_await st.receive_wake.wait();
+  }
+}
+
+void stream_channel::consumed(std::size_t n) {
+  auto& st = *stream_;
+  if (st.inbound.empty() || !st.front_handed_out) return;
+  n = st.inbound.front().size();  // receive() hands out whole chunks
+  st.inbound.erase(st.inbound.begin());
+  st.front_handed_out = false;
+  if (st.state == stream_state::phase::done) return;  // the session already took the credit
+  session_->deliver_credit(st, n);
+}
+
+void stream_channel::reset(errc reason) {
+  auto& st = *stream_;
+  if (st.state == stream_state::phase::done) return;
+  if (!st.failure)
+    session_->queue(wire::reset{st.id, static_cast<std::uint8_t>(reason), describe(reason)});
+  st.fail(make_error_code(reason));
+  session_->forget(st);
+}
+
+}  // namespace tether::mux

@@ -1,0 +1,31 @@
+#pragma once
+// A session's stream seen as a channel: what the relay reads from and writes to.
+
+#include <memory>
+
+#include "stream_state.hpp"
+#include "tether/mux/channel.hpp"
+#include "tether/mux/session.hpp"
+
+namespace tether::mux {
+
+class stream_channel final : public channel {
+ public:
+  stream_channel(std::shared_ptr<session> s, std::shared_ptr<stream_state> st)
+      : session_(std::move(s)), stream_(std::move(st)) {}
+  /// Resets the stream unless both directions finished cleanly.
+  ~stream_channel() override;
+
+  asio::awaitable<std::pair<asio::error_code, std::size_t>> wait_send_credit() override;
+  asio::awaitable<asio::error_code> send(std::span<const std::byte> data) override;
+  asio::awaitable<asio::error_code> send_eof() override;
+  asio::awaitable<std::pair<asio::error_code, std::span<const std::byte>>> receive() override;
+  void consumed(std::size_t n) override;
+  void reset(errc reason) override;
+
+ private:
+  std::shared_ptr<session> session_;
+  std::shared_ptr<stream_state> stream_;
+};
+
+}  // namespace tether::mux

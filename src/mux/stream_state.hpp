@@ -1,0 +1,54 @@
+#pragma once
+// What a session knows of one stream. Shared by the session's table and the stream's
+// channel object; only ever touched from the session's executor.
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "tether/mux/async_signal.hpp"
+#include "tether/mux/tunnel.hpp"
+
+namespace tether::mux {
+
+struct stream_state {
+  enum class phase : std::uint8_t { opening, open, done };
+
+  stream_state(std::uint32_t stream_id, const asio::any_io_executor& ex)
+      : id(stream_id), send_wake(ex), receive_wake(ex) {}
+
+  std::uint32_t id;
+  phase state = phase::opening;
+  asio::error_code failure;  // set once: reset by the peer, refused, or session lost
+
+  // Sending: the peer's credit for this stream, and credit taken by wait_send_credit()
+  // but not yet used by send().
+  std::int64_t send_credit = 0;
+  std::size_t reserved = 0;
+  std::span<const std::byte> pending;  // caller's bytes not yet copied into a frame
+  bool fin_pending = false;            // send an (empty) DATA frame with FIN
+  bool fin_sent = false;
+  bool scheduled = false;              // in the session's ready list
+  async_signal send_wake;              // credit arrived, pending copied, open result, failure
+
+  // Receiving: bytes from DATA frames waiting for the local side, in chunks so a chunk
+  // handed out by receive() never moves while more arrive.
+  std::vector<std::vector<std::byte>> inbound;
+  std::size_t inbound_bytes = 0;
+  bool front_handed_out = false;
+  bool fin_received = false;
+  std::int64_t recv_remaining = 0;         // what the peer may still send on this stream
+  std::uint64_t recv_unacknowledged = 0;   // consumed, not yet returned
+  async_signal receive_wake;
+
+  bool finished() const noexcept { return fin_sent && fin_received && inbound.empty(); }
+
+  void fail(asio::error_code why) {
+    if (!failure) failure = why;
+    send_wake.notify();
+    receive_wake.notify();
+  }
+};
+
+}  // namespace tether::mux
