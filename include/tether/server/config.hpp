@@ -1,0 +1,72 @@
+#pragma once
+// The server's config file (TOML), validated once into typed values. Every problem is
+// reported with the file, the line (when known) and the key, and unknown keys are errors:
+// a typo must never silently fall back to a default. docs/CONFIG.md is the reference.
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "tether/result.hpp"
+#include "tether/server/acl.hpp"
+#include "tether/server/registry.hpp"
+#include "tether/server/token.hpp"
+
+namespace tether::server {
+
+struct config_error : std::runtime_error {
+  using runtime_error::runtime_error;
+};
+
+struct endpoint {
+  std::string host;  // IPv6 literals without brackets ("::1")
+  std::uint16_t port = 0;
+
+  /// "127.0.0.1:7443", "[::1]:7443".
+  std::string text() const;
+};
+
+/// Parses "host:port" or "[v6]:port"; port 0 (let the system pick) is allowed. The host is
+/// a name, an IPv4 literal or a bracketed IPv6 literal. Pure: resolves nothing.
+result<endpoint> parse_endpoint(std::string_view text);
+
+struct credential {
+  std::string name;            // for logs: which credential opened a session
+  sha256_digest token_sha256;  // the token itself is never stored
+  acl allow;
+};
+
+struct server_config {
+  endpoint listen{"127.0.0.1", 7443};
+  std::filesystem::path cert;  // PEM certificate chain
+  std::filesystem::path key;   // PEM private key
+  std::vector<credential> credentials;
+  std::vector<device> devices;
+  std::chrono::milliseconds connect_timeout{5000};
+  std::chrono::milliseconds handshake_timeout{10000};
+  std::chrono::milliseconds grace_period{10000};
+  std::chrono::milliseconds keepalive{15000};
+  std::uint32_t stream_window = 2 * 1024 * 1024;
+  std::uint32_t session_window = 16 * 1024 * 1024;
+  std::uint32_t max_streams_per_session = 10000;
+};
+
+/// Bounds enforced by the parser (also listed in docs/CONFIG.md).
+inline constexpr std::uint32_t min_window = 64 * 1024;
+inline constexpr std::uint32_t max_window = 1024 * 1024 * 1024;
+inline constexpr std::uint32_t max_streams_limit = 1'000'000;
+
+/// Parses and validates a config held in memory. `source` names it in messages, and
+/// relative cert/key paths are resolved against its directory (lexically: the files need
+/// not exist). Throws config_error.
+server_config parse_server_config(std::string_view toml_text, const std::filesystem::path& source);
+
+/// Reads `path` and parses it as above, then checks that the cert and key files exist.
+/// Throws config_error.
+server_config load_server_config(const std::filesystem::path& path);
+
+}  // namespace tether::server

@@ -1,0 +1,426 @@
+#include "tether/server/config.hpp"
+
+#include <arpa/inet.h>
+#include <toml++/toml.h>
+
+#include <algorithm>
+#include <array>
+#include <charconv>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <optional>
+#include <span>
+
+namespace tether::server {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr std::size_t max_config_size = 4 * 1024 * 1024;  // far above any real config
+constexpr std::int64_t max_timeout_ms = 24LL * 3600 * 1000;
+
+constexpr std::array<std::string_view, 12> top_level_keys{"listen",
+                                                          "cert",
+                                                          "key",
+                                                          "connect_timeout_ms",
+                                                          "stream_window",
+                                                          "session_window",
+                                                          "max_streams_per_session",
+                                                          "handshake_timeout_ms",
+                                                          "grace_period_ms",
+                                                          "keepalive_ms",
+                                                          "credential",
+                                                          "device"};
+
+// Host names, IPv4 literals, and (without brackets) IPv6 literals. Resolves nothing.
+bool is_valid_host(std::string_view h) {
+  if (h.empty() || h.size() > 253) return false;
+  if (h.find(':') != std::string_view::npos) {
+    in6_addr a{};
+    return inet_pton(AF_INET6, std::string(h).c_str(), &a) == 1;
+  }
+  if (h.front() == '-' || h.front() == '.') return false;
+  return std::all_of(h.begin(), h.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '-' || c == '_';
+  });
+}
+
+bool is_valid_credential_name(std::string_view n) {
+  if (n.empty() || n.size() > 64) return false;
+  return std::all_of(n.begin(), n.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '-' || c == '_' || c == '@';
+  });
+}
+
+const char* type_name(toml::node_type t) {
+  switch (t) {
+    case toml::node_type::none:
+      return "nothing";
+    case toml::node_type::table:
+      return "a table";
+    case toml::node_type::array:
+      return "an array";
+    case toml::node_type::string:
+      return "a string";
+    case toml::node_type::integer:
+      return "an integer";
+    case toml::node_type::floating_point:
+      return "a floating-point number";
+    case toml::node_type::boolean:
+      return "a boolean";
+    case toml::node_type::date:
+      return "a date";
+    case toml::node_type::time:
+      return "a time";
+    case toml::node_type::date_time:
+      return "a date-time";
+  }
+  return "a value";
+}
+
+// Edit distance, to suggest the key a typo meant.
+std::size_t distance(std::string_view a, std::string_view b) {
+  std::vector<std::size_t> row(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    std::size_t diag = row[0];
+    row[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      const std::size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+// Builds messages of the form "FILE:LINE: KEY: WHAT" and throws them.
+class checker {
+ public:
+  explicit checker(std::string file) : file_(std::move(file)) {}
+
+  [[noreturn]] void fail(const toml::node* where, std::string_view key,
+                         std::string_view what) const {
+    fail_at(where ? where->source().begin.line : 0, key, what);
+  }
+
+  [[noreturn]] void fail_at(std::uint32_t line, std::string_view key, std::string_view what) const {
+    std::string m = file_;
+    if (line > 0) m += ":" + std::to_string(line);
+    m += ": ";
+    if (!key.empty()) m += std::string(key) + ": ";
+    m += what;
+    throw config_error(m);
+  }
+
+  // Rejects keys of `tbl` not in `known`, suggesting the nearest known key.
+  // `top_level` lists the keys of the root table: a section holding one of those almost
+  // always means the key was written below a [[...]] header, where TOML puts it in that
+  // section, so the message says that.
+  template <std::size_t N>
+  void only_known_keys(const toml::table& tbl, std::string_view prefix,
+                       const std::array<std::string_view, N>& known,
+                       std::span<const std::string_view> top_level = {}) const {
+    for (auto&& [k, v] : tbl) {
+      const std::string_view name = k.str();
+      if (std::find(known.begin(), known.end(), name) != known.end()) continue;
+      if (std::find(top_level.begin(), top_level.end(), name) != top_level.end()) {
+        fail(&v, std::string(prefix) + std::string(name),
+             "unknown key here; top-level keys go above the first [[...]] section");
+      }
+      std::string what = "unknown key";
+      std::string_view best;
+      std::size_t best_d = 3;  // suggest only close matches
+      for (auto cand : known) {
+        if (auto d = distance(name, cand); d < best_d) best_d = d, best = cand;
+      }
+      if (!best.empty()) what += " (did you mean '" + std::string(best) + "'?)";
+      fail(&v, std::string(prefix) + std::string(name), what);
+    }
+  }
+
+  const std::string& file() const { return file_; }
+
+ private:
+  std::string file_;
+};
+
+const std::string* get_string(const checker& c, const toml::node& n, const std::string& key) {
+  if (auto s = n.as_string()) return &s->get();
+  c.fail(&n, key, std::string("expected a string, got ") + type_name(n.type()));
+}
+
+const std::string& require_string(const checker& c, const toml::table& tbl, std::string_view name,
+                                  const std::string& key, std::string_view hint) {
+  const toml::node* n = tbl.get(name);
+  if (!n) c.fail(&tbl, key, "missing (" + std::string(hint) + ")");
+  return *get_string(c, *n, key);
+}
+
+std::int64_t get_int(const checker& c, const toml::table& tbl, std::string_view name,
+                     std::int64_t fallback, std::int64_t min, std::int64_t max) {
+  const toml::node* n = tbl.get(name);
+  if (!n) return fallback;
+  const std::string key(name);
+  auto v = n->as_integer();
+  if (!v) c.fail(n, key, std::string("expected an integer, got ") + type_name(n->type()));
+  const std::int64_t x = v->get();
+  if (x < min) c.fail(n, key, std::to_string(x) + " is below the minimum " + std::to_string(min));
+  if (x > max) c.fail(n, key, std::to_string(x) + " is above the maximum " + std::to_string(max));
+  return x;
+}
+
+fs::path resolve(const fs::path& p, const fs::path& source) {
+  if (p.is_absolute()) return p;
+  return source.parent_path() / p;
+}
+
+credential parse_credential(const checker& c, const toml::table& t, const std::string& at) {
+  static constexpr std::array<std::string_view, 3> known{"name", "token_sha256", "allow"};
+  c.only_known_keys(t, at + ".", known, top_level_keys);
+
+  credential cred;
+  cred.name = require_string(c, t, "name", at + ".name", "a name for logs, like \"laptop\"");
+  if (!is_valid_credential_name(cred.name)) {
+    c.fail(t.get("name"), at + ".name",
+           "'" + cred.name + "' is not a valid name (1-64 of A-Z a-z 0-9 . _ - @)");
+  }
+
+  const std::string hex_key = at + ".token_sha256";
+  const std::string& hex =
+      require_string(c, t, "token_sha256", hex_key, "the SHA-256 of the token as 64 hex digits");
+  auto digest = parse_sha256_hex(hex);
+  if (!digest) {
+    c.fail(t.get("token_sha256"), hex_key,
+           "expected 64 hex digits (the SHA-256 of the token, never the token itself), got " +
+               std::to_string(hex.size()) + " characters" +
+               (hex.rfind("tt_", 0) == 0 ? " that look like a token" : ""));
+  }
+  cred.token_sha256 = *digest;
+
+  const std::string allow_key = at + ".allow";
+  const toml::node* allow = t.get("allow");
+  if (!allow) c.fail(&t, allow_key, "missing (a list of patterns like [\"dev-42:22\"])");
+  const toml::array* arr = allow->as_array();
+  if (!arr)
+    c.fail(allow, allow_key, std::string("expected an array, got ") + type_name(allow->type()));
+  std::vector<acl_rule> rules;
+  for (std::size_t i = 0; i < arr->size(); ++i) {
+    const toml::node& el = *arr->get(i);
+    const std::string el_key = allow_key + "[" + std::to_string(i) + "]";
+    auto rule = parse_acl_rule(*get_string(c, el, el_key));
+    if (!rule) c.fail(&el, el_key, rule.message());
+    rules.push_back(std::move(rule).value());
+  }
+  cred.allow = acl(std::move(rules));
+  return cred;
+}
+
+device parse_device(const checker& c, const toml::table& t, const std::string& at) {
+  if (t.contains("agent")) {
+    c.fail(t.get("agent"), at + ".agent", "agent devices are not supported yet; give an address");
+  }
+  static constexpr std::array<std::string_view, 2> known{"id", "address"};
+  c.only_known_keys(t, at + ".", known, top_level_keys);
+
+  device d;
+  d.id = require_string(c, t, "id", at + ".id", "the device id, like \"dev-42\"");
+  if (!is_valid_device_id(d.id)) {
+    c.fail(t.get("id"), at + ".id",
+           "'" + d.id + "' is not a valid device id (1-64 of A-Z a-z 0-9 . _ -)");
+  }
+  d.address = require_string(c, t, "address", at + ".address",
+                             "the host name or IP address the server dials");
+  std::string_view addr = d.address;
+  if (addr.size() >= 2 && addr.front() == '[' && addr.back() == ']') {
+    addr = addr.substr(1, addr.size() - 2);  // accept [v6] as well as bare v6
+  }
+  if (!is_valid_host(addr)) {
+    c.fail(t.get("address"), at + ".address",
+           "'" + d.address + "' is not a host name or IP address (no port: the stream gives it)");
+  }
+  d.address = std::string(addr);
+  return d;
+}
+
+// Returns the tables of an array of tables `name`, or none if the key is absent.
+std::vector<const toml::table*> tables_of(const checker& c, const toml::table& root,
+                                          std::string_view name) {
+  std::vector<const toml::table*> out;
+  const toml::node* n = root.get(name);
+  if (!n) return out;
+  const toml::array* arr = n->as_array();
+  if (!arr || (!arr->empty() && !arr->is_array_of_tables())) {
+    c.fail(n, name, "expected [[" + std::string(name) + "]] sections (an array of tables)");
+  }
+  for (const auto& el : *arr) out.push_back(el.as_table());
+  return out;
+}
+
+}  // namespace
+
+std::string endpoint::text() const {
+  if (host.find(':') != std::string::npos) return "[" + host + "]:" + std::to_string(port);
+  return host + ":" + std::to_string(port);
+}
+
+result<endpoint> parse_endpoint(std::string_view text) {
+  const std::string quoted = "'" + std::string(text) + "'";
+  std::string_view host;
+  std::string_view port;
+  if (!text.empty() && text.front() == '[') {
+    const auto close = text.find(']');
+    if (close == std::string_view::npos) return error{quoted + ": missing ']' after IPv6 address"};
+    host = text.substr(1, close - 1);
+    if (close + 1 >= text.size() || text[close + 1] != ':') {
+      return error{quoted + ": expected [ADDRESS]:PORT"};
+    }
+    port = text.substr(close + 2);
+    if (host.find(':') == std::string_view::npos) {
+      return error{quoted + ": brackets are only for IPv6 addresses"};
+    }
+  } else {
+    const auto colon = text.rfind(':');
+    if (colon == std::string_view::npos) return error{quoted + ": expected HOST:PORT"};
+    host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+    if (host.find(':') != std::string_view::npos) {
+      return error{quoted + ": write IPv6 addresses in brackets, like [::1]:7443"};
+    }
+  }
+  if (host.empty()) return error{quoted + ": missing host (use 0.0.0.0 or [::] for all)"};
+  if (!is_valid_host(host)) {
+    return error{quoted + ": '" + std::string(host) + "' is not a host name or IP address"};
+  }
+  if (port.empty() ||
+      !std::all_of(port.begin(), port.end(), [](char ch) { return ch >= '0' && ch <= '9'; })) {
+    return error{quoted + ": port '" + std::string(port) + "' is not a number"};
+  }
+  unsigned long p = 0;
+  auto [ptr, ec] = std::from_chars(port.data(), port.data() + port.size(), p);
+  if (ec != std::errc{} || p > 65535) {
+    return error{quoted + ": port " + std::string(port) + " out of range (0-65535)"};
+  }
+  return endpoint{std::string(host), static_cast<std::uint16_t>(p)};
+}
+
+server_config parse_server_config(std::string_view toml_text, const fs::path& source) {
+  const checker c(source.empty() ? std::string("<config>") : source.string());
+
+  toml::table root;
+  try {
+    root = toml::parse(toml_text, source.string());
+  } catch (const toml::parse_error& e) {
+    c.fail_at(e.source().begin.line, "", std::string(e.description()));
+  }
+
+  c.only_known_keys(root, "", top_level_keys);
+
+  server_config cfg;
+
+  if (const toml::node* n = root.get("listen")) {
+    auto ep = parse_endpoint(*get_string(c, *n, "listen"));
+    if (!ep) c.fail(n, "listen", ep.message());
+    cfg.listen = std::move(ep).value();
+  }
+
+  auto path_of = [&](std::string_view name, std::string_view hint) {
+    const std::string key(name);
+    const std::string& p = require_string(c, root, name, key, hint);
+    if (p.empty()) c.fail(root.get(name), key, "empty path");
+    return resolve(p, source);
+  };
+  cfg.cert = path_of("cert", "the server's PEM certificate chain, like \"server.crt\"");
+  cfg.key = path_of("key", "the server's PEM private key, like \"server.key\"");
+
+  using ms = std::chrono::milliseconds;
+  cfg.connect_timeout =
+      ms(get_int(c, root, "connect_timeout_ms", cfg.connect_timeout.count(), 1, max_timeout_ms));
+  cfg.handshake_timeout = ms(
+      get_int(c, root, "handshake_timeout_ms", cfg.handshake_timeout.count(), 1, max_timeout_ms));
+  cfg.grace_period =
+      ms(get_int(c, root, "grace_period_ms", cfg.grace_period.count(), 0, max_timeout_ms));
+  cfg.keepalive = ms(get_int(c, root, "keepalive_ms", cfg.keepalive.count(), 100, max_timeout_ms));
+  cfg.stream_window = static_cast<std::uint32_t>(
+      get_int(c, root, "stream_window", cfg.stream_window, min_window, max_window));
+  cfg.session_window = static_cast<std::uint32_t>(
+      get_int(c, root, "session_window", cfg.session_window, min_window, max_window));
+  if (cfg.session_window < cfg.stream_window) {
+    c.fail(root.get("session_window") ? root.get("session_window") : root.get("stream_window"),
+           "session_window",
+           std::to_string(cfg.session_window) + " is smaller than stream_window (" +
+               std::to_string(cfg.stream_window) + "); one stream could never use its window");
+  }
+  cfg.max_streams_per_session = static_cast<std::uint32_t>(get_int(
+      c, root, "max_streams_per_session", cfg.max_streams_per_session, 1, max_streams_limit));
+
+  std::map<std::string, std::uint32_t, std::less<>> seen_names;
+  std::map<sha256_digest, std::string> seen_tokens;
+  const auto creds = tables_of(c, root, "credential");
+  for (std::size_t i = 0; i < creds.size(); ++i) {
+    const std::string at = "credential[" + std::to_string(i) + "]";
+    credential cred = parse_credential(c, *creds[i], at);
+    const std::uint32_t line = creds[i]->source().begin.line;
+    if (auto it = seen_names.find(cred.name); it != seen_names.end()) {
+      c.fail(creds[i]->get("name"), at + ".name",
+             "duplicate credential name '" + cred.name + "' (first at line " +
+                 std::to_string(it->second) + ")");
+    }
+    if (auto it = seen_tokens.find(cred.token_sha256); it != seen_tokens.end()) {
+      c.fail(creds[i]->get("token_sha256"), at + ".token_sha256",
+             "the same token hash as credential '" + it->second +
+                 "': each credential needs its own token");
+    }
+    seen_names.emplace(cred.name, line);
+    seen_tokens.emplace(cred.token_sha256, cred.name);
+    cfg.credentials.push_back(std::move(cred));
+  }
+  if (cfg.credentials.empty()) {
+    c.fail_at(0, "credential",
+              "no [[credential]] sections: nobody could connect (add one with name, "
+              "token_sha256 and allow)");
+  }
+
+  std::map<std::string, std::uint32_t, std::less<>> seen_ids;
+  const auto devs = tables_of(c, root, "device");
+  for (std::size_t i = 0; i < devs.size(); ++i) {
+    const std::string at = "device[" + std::to_string(i) + "]";
+    device d = parse_device(c, *devs[i], at);
+    if (auto it = seen_ids.find(d.id); it != seen_ids.end()) {
+      c.fail(
+          devs[i]->get("id"), at + ".id",
+          "duplicate device id '" + d.id + "' (first at line " + std::to_string(it->second) + ")");
+    }
+    seen_ids.emplace(d.id, devs[i]->source().begin.line);
+    cfg.devices.push_back(std::move(d));
+  }
+  return cfg;
+}
+
+server_config load_server_config(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::error_code ec;
+  if (!in || fs::is_directory(path, ec)) {
+    throw config_error(path.string() + ": cannot read the config file" +
+                       (fs::exists(path, ec) ? "" : ": no such file"));
+  }
+  std::string text(max_config_size + 1, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<std::size_t>(in.gcount()));
+  if (text.size() > max_config_size) {
+    throw config_error(path.string() + ": larger than 4 MiB, not a tether config");
+  }
+  server_config cfg = parse_server_config(text, path);
+  for (const auto& [name, file] : {std::pair{"cert", &cfg.cert}, std::pair{"key", &cfg.key}}) {
+    if (!fs::is_regular_file(*file, ec)) {
+      throw config_error(path.string() + ": " + name + ": '" + file->string() +
+                         "' does not exist or is not a file");
+    }
+  }
+  return cfg;
+}
+
+}  // namespace tether::server

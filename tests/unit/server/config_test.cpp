@@ -1,0 +1,394 @@
+#include "tether/server/config.hpp"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <fstream>
+
+namespace tether::server {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+const std::string hex_a = to_hex(sha256("tt_token_a"));
+const std::string hex_b = to_hex(sha256("tt_token_b"));
+
+// A minimal valid config; tests append to it or replace parts of it.
+std::string minimal() {
+  return "cert = \"server.crt\"\n"
+         "key = \"server.key\"\n"
+         "\n"
+         "[[credential]]\n"
+         "name = \"laptop\"\n"
+         "token_sha256 = \"" +
+         hex_a +
+         "\"\n"
+         "allow = [\"dev-42:22\"]\n";
+}
+
+// `keys` (top-level) before the minimal config: below a [[...]] header they would belong to it.
+std::string top(const std::string& keys) {
+  return keys + minimal();
+}
+
+std::string error_of(const std::string& toml, const fs::path& source = "server.toml") {
+  try {
+    parse_server_config(toml, source);
+  } catch (const config_error& e) {
+    return e.what();
+  }
+  return "parsed";
+}
+
+TEST(Endpoint, Parses) {
+  auto a = parse_endpoint("127.0.0.1:7443");
+  ASSERT_TRUE(a.ok()) << a.message();
+  EXPECT_EQ(a->host, "127.0.0.1");
+  EXPECT_EQ(a->port, 7443);
+  EXPECT_EQ(a->text(), "127.0.0.1:7443");
+
+  auto b = parse_endpoint("[::1]:0");
+  ASSERT_TRUE(b.ok()) << b.message();
+  EXPECT_EQ(b->host, "::1");
+  EXPECT_EQ(b->port, 0);
+  EXPECT_EQ(b->text(), "[::1]:0");
+
+  auto c = parse_endpoint("tunnel.example.com:65535");
+  ASSERT_TRUE(c.ok()) << c.message();
+  EXPECT_EQ(c->host, "tunnel.example.com");
+  EXPECT_EQ(c->port, 65535);
+
+  auto d = parse_endpoint("[::]:7443");
+  ASSERT_TRUE(d.ok()) << d.message();
+  EXPECT_EQ(d->host, "::");
+}
+
+TEST(Endpoint, Errors) {
+  auto msg = [](std::string_view t) {
+    auto r = parse_endpoint(t);
+    return r.ok() ? std::string("parsed") : r.message();
+  };
+  EXPECT_EQ(msg("127.0.0.1"), "'127.0.0.1': expected HOST:PORT");
+  EXPECT_EQ(msg(":7443"), "':7443': missing host (use 0.0.0.0 or [::] for all)");
+  EXPECT_EQ(msg("::1:7443"), "'::1:7443': write IPv6 addresses in brackets, like [::1]:7443");
+  EXPECT_EQ(msg("[::1"), "'[::1': missing ']' after IPv6 address");
+  EXPECT_EQ(msg("[::1]7443"), "'[::1]7443': expected [ADDRESS]:PORT");
+  EXPECT_EQ(msg("[::1]"), "'[::1]': expected [ADDRESS]:PORT");
+  EXPECT_EQ(msg("[127.0.0.1]:1"), "'[127.0.0.1]:1': brackets are only for IPv6 addresses");
+  EXPECT_EQ(msg("[::g]:1"), "'[::g]:1': '::g' is not a host name or IP address");
+  EXPECT_EQ(msg("bad host:1"), "'bad host:1': 'bad host' is not a host name or IP address");
+  EXPECT_EQ(msg("h:"), "'h:': port '' is not a number");
+  EXPECT_EQ(msg("h:x"), "'h:x': port 'x' is not a number");
+  EXPECT_EQ(msg("h:-1"), "'h:-1': port '-1' is not a number");
+  EXPECT_EQ(msg("h:65536"), "'h:65536': port 65536 out of range (0-65535)");
+}
+
+TEST(ServerConfig, MinimalGetsDefaults) {
+  const auto cfg = parse_server_config(minimal(), "/etc/tether/server.toml");
+  EXPECT_EQ(cfg.listen.host, "127.0.0.1");
+  EXPECT_EQ(cfg.listen.port, 7443);
+  EXPECT_EQ(cfg.cert, fs::path("/etc/tether/server.crt"));
+  EXPECT_EQ(cfg.key, fs::path("/etc/tether/server.key"));
+  EXPECT_EQ(cfg.connect_timeout, 5000ms);
+  EXPECT_EQ(cfg.handshake_timeout, 10000ms);
+  EXPECT_EQ(cfg.grace_period, 10000ms);
+  EXPECT_EQ(cfg.keepalive, 15000ms);
+  EXPECT_EQ(cfg.stream_window, 2u * 1024 * 1024);
+  EXPECT_EQ(cfg.session_window, 16u * 1024 * 1024);
+  EXPECT_EQ(cfg.max_streams_per_session, 10000u);
+  ASSERT_EQ(cfg.credentials.size(), 1u);
+  EXPECT_EQ(cfg.credentials[0].name, "laptop");
+  EXPECT_EQ(to_hex(cfg.credentials[0].token_sha256), hex_a);
+  EXPECT_TRUE(token_matches("tt_token_a", cfg.credentials[0].token_sha256));
+  EXPECT_TRUE(cfg.credentials[0].allow.allows("dev-42", 22, mux::protocol::tcp));
+  EXPECT_FALSE(cfg.credentials[0].allow.allows("dev-42", 23, mux::protocol::tcp));
+  EXPECT_TRUE(cfg.devices.empty());
+}
+
+TEST(ServerConfig, FullConfig) {
+  const std::string toml =
+      "listen = \"[::1]:0\"\n"
+      "cert = \"/abs/server.crt\"\n"
+      "key = \"keys/server.key\"\n"
+      "connect_timeout_ms = 250\n"
+      "stream_window = 262_144\n"
+      "session_window = 1048576\n"
+      "max_streams_per_session = 64\n"
+      "handshake_timeout_ms = 3000\n"
+      "grace_period_ms = 0\n"
+      "keepalive_ms = 500\n"
+      "\n"
+      "[[credential]]\n"
+      "name = \"laptop\"\n"
+      "token_sha256 = \"" +
+      hex_a +
+      "\"\n"
+      "allow = [\"dev-42:22\", \"dev-*:80\", \"*:*/udp\"]\n"
+      "\n"
+      "[[credential]]\n"
+      "name = \"ci@build\"\n"
+      "token_sha256 = \"" +
+      hex_b +
+      "\"\n"
+      "allow = []\n"
+      "\n"
+      "[[device]]\n"
+      "id = \"dev-42\"\n"
+      "address = \"127.0.1.42\"\n"
+      "\n"
+      "[[device]]\n"
+      "id = \"dev-6\"\n"
+      "address = \"[::1]\"\n"
+      "\n"
+      "[[device]]\n"
+      "id = \"link12345\"\n"
+      "address = \"device-12345.internal\"\n";
+  const auto cfg = parse_server_config(toml, "conf/server.toml");
+  EXPECT_EQ(cfg.listen.text(), "[::1]:0");
+  EXPECT_EQ(cfg.cert, fs::path("/abs/server.crt"));
+  EXPECT_EQ(cfg.key, fs::path("conf/keys/server.key"));
+  EXPECT_EQ(cfg.connect_timeout, 250ms);
+  EXPECT_EQ(cfg.stream_window, 262144u);
+  EXPECT_EQ(cfg.session_window, 1048576u);
+  EXPECT_EQ(cfg.max_streams_per_session, 64u);
+  EXPECT_EQ(cfg.handshake_timeout, 3000ms);
+  EXPECT_EQ(cfg.grace_period, 0ms);
+  EXPECT_EQ(cfg.keepalive, 500ms);
+  ASSERT_EQ(cfg.credentials.size(), 2u);
+  const acl& a = cfg.credentials[0].allow;
+  EXPECT_TRUE(a.allows("dev-42", 22, mux::protocol::tcp));
+  EXPECT_TRUE(a.allows("dev-7", 80, mux::protocol::tcp));
+  EXPECT_TRUE(a.allows("x", 53, mux::protocol::udp));
+  EXPECT_FALSE(a.allows("x", 53, mux::protocol::tcp));
+  EXPECT_EQ(cfg.credentials[1].name, "ci@build");
+  EXPECT_FALSE(cfg.credentials[1].allow.allows("dev-42", 22, mux::protocol::tcp));
+  ASSERT_EQ(cfg.devices.size(), 3u);
+  EXPECT_EQ(cfg.devices[0].id, "dev-42");
+  EXPECT_EQ(cfg.devices[0].address, "127.0.1.42");
+  EXPECT_EQ(cfg.devices[1].address, "::1");  // brackets dropped
+  EXPECT_EQ(cfg.devices[2].address, "device-12345.internal");
+}
+
+TEST(ServerConfig, RelativePathsWithoutDirectoryStayRelative) {
+  const auto cfg = parse_server_config(minimal(), "server.toml");
+  EXPECT_EQ(cfg.cert, fs::path("server.crt"));
+  EXPECT_EQ(cfg.key, fs::path("server.key"));
+}
+
+TEST(ServerConfig, SyntaxErrorsNameFileAndLine) {
+  const std::string e = error_of(minimal() + "oops = \n");
+  EXPECT_EQ(e.rfind("server.toml:8: ", 0), 0u) << e;
+}
+
+TEST(ServerConfig, UnknownKeysAreRejectedWithSuggestion) {
+  EXPECT_EQ(error_of("lisen = \"127.0.0.1:1\"\n" + minimal()),
+            "server.toml:1: lisen: unknown key (did you mean 'listen'?)");
+  EXPECT_EQ(error_of(top("colour = 3\n")), "server.toml:1: colour: unknown key");
+  EXPECT_EQ(error_of(minimal() + "keepalive_ms = 100\n"),
+            "server.toml:8: credential[0].keepalive_ms: unknown key here; top-level keys go "
+            "above the first [[...]] section");
+  EXPECT_EQ(error_of(minimal() + "alow = [\"*\"]\n"),
+            "server.toml:8: credential[0].alow: unknown key (did you mean 'allow'?)");
+  EXPECT_EQ(error_of(minimal() + "[[device]]\nid = \"d\"\naddress = \"h\"\nport = 22\n"),
+            "server.toml:11: device[0].port: unknown key");
+  EXPECT_EQ(error_of(minimal() + "[tls]\nmin = 1\n"), "server.toml:8: tls: unknown key");
+}
+
+TEST(ServerConfig, MissingRequiredKeys) {
+  EXPECT_EQ(error_of("key = \"k\"\n[[credential]]\nname=\"a\"\ntoken_sha256=\"" + hex_a +
+                     "\"\nallow=[]\n"),
+            "server.toml:1: cert: missing (the server's PEM certificate chain, like "
+            "\"server.crt\")");
+  EXPECT_EQ(error_of("cert = \"c\"\n[[credential]]\nname=\"a\"\ntoken_sha256=\"" + hex_a +
+                     "\"\nallow=[]\n"),
+            "server.toml:1: key: missing (the server's PEM private key, like \"server.key\")");
+  EXPECT_EQ(error_of("cert = \"\"\nkey = \"k\"\n"), "server.toml:1: cert: empty path");
+  EXPECT_EQ(error_of("cert = \"c\"\nkey = \"k\"\n"),
+            "server.toml: credential: no [[credential]] sections: nobody could connect (add one "
+            "with name, token_sha256 and allow)");
+  EXPECT_EQ(error_of("cert = \"c\"\nkey = \"k\"\n[[credential]]\nname = \"a\"\nallow = []\n"),
+            "server.toml:3: credential[0].token_sha256: missing (the SHA-256 of the token as 64 "
+            "hex digits)");
+  EXPECT_EQ(error_of("cert = \"c\"\nkey = \"k\"\n[[credential]]\ntoken_sha256 = \"" + hex_a +
+                     "\"\nallow = []\n"),
+            "server.toml:3: credential[0].name: missing (a name for logs, like \"laptop\")");
+  EXPECT_EQ(error_of("cert = \"c\"\nkey = \"k\"\n[[credential]]\nname = \"a\"\ntoken_sha256 = \"" +
+                     hex_a + "\"\n"),
+            "server.toml:3: credential[0].allow: missing (a list of patterns like "
+            "[\"dev-42:22\"])");
+  EXPECT_EQ(error_of(minimal() + "[[device]]\nid = \"d\"\n"),
+            "server.toml:8: device[0].address: missing (the host name or IP address the server "
+            "dials)");
+  EXPECT_EQ(error_of(minimal() + "[[device]]\naddress = \"h\"\n"),
+            "server.toml:8: device[0].id: missing (the device id, like \"dev-42\")");
+}
+
+TEST(ServerConfig, WrongTypes) {
+  EXPECT_EQ(error_of("listen = 7443\n" + minimal()),
+            "server.toml:1: listen: expected a string, got an integer");
+  EXPECT_EQ(error_of(top("keepalive_ms = \"15s\"\n")),
+            "server.toml:1: keepalive_ms: expected an integer, got a string");
+  EXPECT_EQ(error_of(top("stream_window = 1.5e6\n")),
+            "server.toml:1: stream_window: expected an integer, got a floating-point number");
+  EXPECT_EQ(error_of("credential = 1\n" + minimal().substr(0, minimal().find('['))),
+            "server.toml:1: credential: expected [[credential]] sections (an array of tables)");
+  EXPECT_EQ(error_of("cert=\"c\"\nkey=\"k\"\n[credential]\nname=\"a\"\n"),
+            "server.toml:3: credential: expected [[credential]] sections (an array of tables)");
+  EXPECT_EQ(error_of("cert=\"c\"\nkey=\"k\"\n[[credential]]\nname=\"a\"\ntoken_sha256=\"" + hex_a +
+                     "\"\nallow=\"*\"\n"),
+            "server.toml:6: credential[0].allow: expected an array, got a string");
+  EXPECT_EQ(error_of("cert=\"c\"\nkey=\"k\"\n[[credential]]\nname=\"a\"\ntoken_sha256=\"" + hex_a +
+                     "\"\nallow=[\"a:1\", 2]\n"),
+            "server.toml:6: credential[0].allow[1]: expected a string, got an integer");
+}
+
+TEST(ServerConfig, BadValues) {
+  EXPECT_EQ(error_of("listen = \"localhost\"\n" + minimal()),
+            "server.toml:1: listen: 'localhost': expected HOST:PORT");
+  EXPECT_EQ(error_of("cert=\"c\"\nkey=\"k\"\n[[credential]]\nname=\"a\"\ntoken_sha256=\"abc\"\n"
+                     "allow=[]\n"),
+            "server.toml:5: credential[0].token_sha256: expected 64 hex digits (the SHA-256 of "
+            "the token, never the token itself), got 3 characters");
+  EXPECT_EQ(error_of("cert=\"c\"\nkey=\"k\"\n[[credential]]\nname=\"a\"\ntoken_sha256=\"tt_"
+                     "secret\"\nallow=[]\n"),
+            "server.toml:5: credential[0].token_sha256: expected 64 hex digits (the SHA-256 of "
+            "the token, never the token itself), got 9 characters that look like a token");
+  EXPECT_EQ(error_of("cert=\"c\"\nkey=\"k\"\n[[credential]]\nname=\"a\"\ntoken_sha256=\"" + hex_a +
+                     "\"\nallow=[\"dev-42:22\", \"dev-42\"]\n"),
+            "server.toml:6: credential[0].allow[1]: ACL pattern 'dev-42': expected DEVICE:PORT, "
+            "e.g. dev-42:22, dev-*:8000-8099 or *:*");
+  EXPECT_EQ(error_of("cert=\"c\"\nkey=\"k\"\n[[credential]]\nname=\"my laptop\"\n"),
+            "server.toml:4: credential[0].name: 'my laptop' is not a valid name (1-64 of A-Z a-z "
+            "0-9 . _ - @)");
+  EXPECT_EQ(error_of(minimal() + "[[device]]\nid = \"dev 42\"\naddress = \"h\"\n"),
+            "server.toml:9: device[0].id: 'dev 42' is not a valid device id (1-64 of A-Z a-z 0-9 "
+            ". _ -)");
+  EXPECT_EQ(error_of(minimal() + "[[device]]\nid = \"d\"\naddress = \"10.0.0.1:22\"\n"),
+            "server.toml:10: device[0].address: '10.0.0.1:22' is not a host name or IP address "
+            "(no port: the stream gives it)");
+  EXPECT_EQ(error_of(minimal() + "[[device]]\nid = \"d\"\nagent = true\n"),
+            "server.toml:10: device[0].agent: agent devices are not supported yet; give an "
+            "address");
+}
+
+TEST(ServerConfig, NumericBounds) {
+  EXPECT_EQ(error_of(top("stream_window = 65535\n")),
+            "server.toml:1: stream_window: 65535 is below the minimum 65536");
+  EXPECT_EQ(error_of(top("stream_window = 1073741825\n")),
+            "server.toml:1: stream_window: 1073741825 is above the maximum 1073741824");
+  EXPECT_EQ(error_of(top("session_window = 1048576\n")),
+            "server.toml:1: session_window: 1048576 is smaller than stream_window (2097152); one "
+            "stream could never use its window");
+  EXPECT_EQ(error_of(top("stream_window = 33554432\n")),
+            "server.toml:1: session_window: 16777216 is smaller than stream_window (33554432); "
+            "one stream could never use its window");
+  EXPECT_EQ(error_of(top("max_streams_per_session = 0\n")),
+            "server.toml:1: max_streams_per_session: 0 is below the minimum 1");
+  EXPECT_EQ(error_of(top("max_streams_per_session = 1000001\n")),
+            "server.toml:1: max_streams_per_session: 1000001 is above the maximum 1000000");
+  EXPECT_EQ(error_of(top("connect_timeout_ms = 0\n")),
+            "server.toml:1: connect_timeout_ms: 0 is below the minimum 1");
+  EXPECT_EQ(error_of(top("handshake_timeout_ms = -5\n")),
+            "server.toml:1: handshake_timeout_ms: -5 is below the minimum 1");
+  EXPECT_EQ(error_of(top("keepalive_ms = 99\n")),
+            "server.toml:1: keepalive_ms: 99 is below the minimum 100");
+  EXPECT_EQ(error_of(top("grace_period_ms = 86400001\n")),
+            "server.toml:1: grace_period_ms: 86400001 is above the maximum 86400000");
+  EXPECT_EQ(parse_server_config(top("stream_window = 1073741824\nsession_window = 1073741824\n"),
+                                "s.toml")
+                .session_window,
+            1073741824u);
+}
+
+TEST(ServerConfig, Duplicates) {
+  const std::string second_cred =
+      "[[credential]]\nname = \"laptop\"\ntoken_sha256 = \"" + hex_b + "\"\nallow = []\n";
+  EXPECT_EQ(error_of(minimal() + second_cred),
+            "server.toml:9: credential[1].name: duplicate credential name 'laptop' (first at "
+            "line 4)");
+  const std::string same_token =
+      "[[credential]]\nname = \"other\"\ntoken_sha256 = \"" + hex_a + "\"\nallow = []\n";
+  EXPECT_EQ(error_of(minimal() + same_token),
+            "server.toml:10: credential[1].token_sha256: the same token hash as credential "
+            "'laptop': each credential needs its own token");
+  const std::string devices =
+      "[[device]]\nid = \"dev-42\"\naddress = \"127.0.1.42\"\n"
+      "[[device]]\nid = \"dev-42\"\naddress = \"127.0.1.43\"\n";
+  EXPECT_EQ(error_of(minimal() + devices),
+            "server.toml:12: device[1].id: duplicate device id 'dev-42' (first at line 8)");
+  // TOML itself rejects a key given twice.
+  const std::string e = error_of("cert = \"a\"\ncert = \"b\"\n");
+  EXPECT_EQ(e.rfind("server.toml:2: ", 0), 0u) << e;
+}
+
+TEST(ServerConfig, EmptyArraysMeanNoSections) {
+  EXPECT_EQ(error_of("credential = []\ncert = \"c\"\nkey = \"k\"\n"),
+            "server.toml: credential: no [[credential]] sections: nobody could connect (add one "
+            "with name, token_sha256 and allow)");
+  EXPECT_TRUE(parse_server_config(top("device = []\n"), "s.toml").devices.empty());
+}
+
+TEST(ServerConfig, UnnamedSourceStillGivesContext) {
+  EXPECT_EQ(error_of("listen = 1\n", ""), "<config>:1: listen: expected a string, got an integer");
+}
+
+class ServerConfigFile : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("tether-config-test-" + std::to_string(::getpid()));
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  void write(const std::string& name, const std::string& content) {
+    std::ofstream(dir_ / name, std::ios::binary) << content;
+  }
+  fs::path dir_;
+};
+
+TEST_F(ServerConfigFile, LoadsAndResolvesPathsAgainstTheFilesDirectory) {
+  write("server.toml", minimal());
+  write("server.crt", "pem");
+  write("server.key", "pem");
+  const auto cfg = load_server_config(dir_ / "server.toml");
+  EXPECT_EQ(cfg.cert, dir_ / "server.crt");
+  EXPECT_EQ(cfg.key, dir_ / "server.key");
+  EXPECT_EQ(cfg.credentials.size(), 1u);
+}
+
+TEST_F(ServerConfigFile, MissingConfigFile) {
+  const fs::path p = dir_ / "none.toml";
+  try {
+    load_server_config(p);
+    FAIL() << "no exception";
+  } catch (const config_error& e) {
+    EXPECT_EQ(std::string(e.what()), p.string() + ": cannot read the config file: no such file");
+  }
+}
+
+TEST_F(ServerConfigFile, MissingCertOrKeyFile) {
+  write("server.toml", minimal());
+  write("server.crt", "pem");
+  try {
+    load_server_config(dir_ / "server.toml");
+    FAIL() << "no exception";
+  } catch (const config_error& e) {
+    EXPECT_EQ(std::string(e.what()), (dir_ / "server.toml").string() + ": key: '" +
+                                         (dir_ / "server.key").string() +
+                                         "' does not exist or is not a file");
+  }
+}
+
+TEST_F(ServerConfigFile, ErrorsNameThePath) {
+  write("server.toml", "listen = 1\n");
+  try {
+    load_server_config(dir_ / "server.toml");
+    FAIL() << "no exception";
+  } catch (const config_error& e) {
+    EXPECT_EQ(std::string(e.what()),
+              (dir_ / "server.toml").string() + ":1: listen: expected a string, got an integer");
+  }
+}
+
+}  // namespace
+}  // namespace tether::server
