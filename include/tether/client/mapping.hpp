@@ -1,0 +1,37 @@
+#pragma once
+// Port mappings from the command line: `-L [BIND:]LPORT:DEVICE:DPORT` (TCP) and
+// `-U [BIND:]LPORT:DEVICE:DPORT` (UDP), as with `ssh -L`. Pure parsing.
+//
+//   BIND    where to listen: 127.0.0.1 by default; a host name, an IPv4 literal, a bracketed
+//           IPv6 literal ([::1]), or `*` / empty for every IPv4 interface (0.0.0.0)
+//   LPORT   0-65535; 0 lets the system pick a free port
+//   DEVICE  a device id (tls://) or a host name / IP as the SSH server sees it (ssh://);
+//           IPv6 literals in brackets
+//   DPORT   1-65535
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "tether/mux/tunnel.hpp"
+#include "tether/result.hpp"
+
+namespace tether::client {
+
+struct mapping {
+  mux::protocol proto = mux::protocol::tcp;
+  std::string bind_host = "127.0.0.1";  // IPv6 literals without brackets
+  std::uint16_t local_port = 0;
+  std::string device;  // IPv6 literals without brackets
+  std::uint16_t device_port = 0;
+
+  /// For logs: "127.0.0.1:2222 -> dev-42:22 tcp", "[::1]:5353 -> dev-42:53 udp".
+  std::string text() const;
+};
+
+/// Parses one spec given with -L (proto tcp) or -U (proto udp). Errors name the option,
+/// the spec and the part, e.g. "-L 'abc': expected [BIND:]LPORT:DEVICE:DPORT" or
+/// "-L '70000:dev-42:22': local port 70000 out of range (0-65535)".
+result<mapping> parse_mapping(std::string_view spec, mux::protocol proto);
+
+}  // namespace tether::client

@@ -1,0 +1,131 @@
+#include "tether/client/mapping.hpp"
+
+#include <algorithm>
+#include <charconv>
+#include <optional>
+#include <vector>
+
+#include "tether/client/url.hpp"
+
+namespace tether::client {
+namespace {
+
+constexpr std::string_view form = "expected [BIND:]LPORT:DEVICE:DPORT";
+
+struct field {
+  std::string_view text;  // without brackets
+  bool bracketed = false;
+};
+
+// Splits on ':' while keeping "[v6:addr]" together. nullopt on an unclosed or misplaced
+// bracket.
+std::optional<std::vector<field>> split(std::string_view spec) {
+  std::vector<field> out;
+  std::size_t i = 0;
+  for (;;) {
+    field f;
+    if (i < spec.size() && spec[i] == '[') {
+      const auto close = spec.find(']', i);
+      if (close == std::string_view::npos) return std::nullopt;
+      f.text = spec.substr(i + 1, close - i - 1);
+      f.bracketed = true;
+      i = close + 1;
+      if (i < spec.size() && spec[i] != ':') return std::nullopt;
+    } else {
+      const auto colon = std::min(spec.find(':', i), spec.size());
+      f.text = spec.substr(i, colon - i);
+      if (f.text.find_first_of("[]") != std::string_view::npos) return std::nullopt;
+      i = colon;
+    }
+    out.push_back(f);
+    if (i >= spec.size()) return out;
+    ++i;                             // the ':'
+    if (out.size() > 8) return out;  // far too many already; the caller says so
+  }
+}
+
+// `what` is "local port" or "device port"; `min` is 0 or 1.
+result<std::uint16_t> parse_port(const field& f, std::string_view what, unsigned min) {
+  const std::string name(what);
+  if (f.bracketed || f.text.empty() ||
+      !std::all_of(f.text.begin(), f.text.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    return error{name + " '" + std::string(f.text) + "' is not a number"};
+  }
+  unsigned long v = 0;
+  auto [p, ec] = std::from_chars(f.text.data(), f.text.data() + f.text.size(), v);
+  if (ec != std::errc{} || v < min || v > 65535) {
+    return error{name + " " + std::string(f.text) + " out of range (" + std::to_string(min) +
+                 "-65535)"};
+  }
+  return static_cast<std::uint16_t>(v);
+}
+
+bool is_device_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+         c == '_' || c == '-';
+}
+
+std::string with_brackets(const std::string& host) {
+  return host.find(':') != std::string::npos ? "[" + host + "]" : host;
+}
+
+}  // namespace
+
+std::string mapping::text() const {
+  return with_brackets(bind_host) + ":" + std::to_string(local_port) + " -> " +
+         with_brackets(device) + ":" + std::to_string(device_port) +
+         (proto == mux::protocol::udp ? " udp" : " tcp");
+}
+
+result<mapping> parse_mapping(std::string_view spec, mux::protocol proto) {
+  const std::string prefix =
+      std::string(proto == mux::protocol::udp ? "-U" : "-L") + " '" + std::string(spec) + "': ";
+  auto fail = [&](std::string what) { return error{prefix + what}; };
+
+  auto fields = split(spec);
+  if (!fields) return fail(std::string(form) + " (brackets go around a whole IPv6 address)");
+  if (fields->size() > 4) {
+    return fail(std::string(form) + " (write IPv6 addresses in brackets, like [::1]:2222)");
+  }
+  if (fields->size() < 3) return fail(std::string(form));
+
+  mapping m;
+  m.proto = proto;
+  std::size_t next = 0;
+  if (fields->size() == 4) {
+    const field& bind = (*fields)[next++];
+    if (!bind.bracketed && (bind.text.empty() || bind.text == "*")) {
+      m.bind_host = "0.0.0.0";  // as with ssh -L: empty or * means every interface
+    } else {
+      auto h =
+          parse_host(bind.bracketed ? "[" + std::string(bind.text) + "]" : std::string(bind.text));
+      if (!h) return fail("bind address: " + h.message());
+      m.bind_host = std::move(h).value();
+    }
+  }
+
+  auto lport = parse_port((*fields)[next++], "local port", 0);
+  if (!lport) return fail(lport.message());
+  m.local_port = *lport;
+
+  const field& dev = (*fields)[next++];
+  if (dev.bracketed) {
+    auto h = parse_host("[" + std::string(dev.text) + "]");
+    if (!h) return fail("device: " + h.message());
+    m.device = std::move(h).value();
+  } else {
+    if (dev.text.empty()) return fail("empty device");
+    if (dev.text.size() > 253 || !std::all_of(dev.text.begin(), dev.text.end(), is_device_char)) {
+      return fail("device '" + std::string(dev.text) +
+                  "' is not a device id or host name (A-Z a-z 0-9 . _ -)");
+    }
+    m.device = std::string(dev.text);
+  }
+
+  auto dport = parse_port((*fields)[next++], "device port", 1);
+  if (!dport) return fail(dport.message());
+  m.device_port = *dport;
+  return m;
+}
+
+}  // namespace tether::client
