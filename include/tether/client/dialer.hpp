@@ -1,0 +1,37 @@
+#pragma once
+// Making a tunnel session: the first one and every reconnect go through a dialer.
+
+#include <asio/awaitable.hpp>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "tether/mux/session.hpp"
+#include "tether/mux/tunnel.hpp"
+
+namespace tether::client {
+
+struct dial_outcome {
+  std::shared_ptr<mux::tunnel> tunnel;  // set on success
+  std::string error;                    // what went wrong, in plain words
+  enum class failure { none, transient, bad_credentials, bad_certificate, fatal } kind =
+      failure::none;
+};
+
+using dialer = std::function<asio::awaitable<dial_outcome>()>;
+
+struct tls_dial_options {
+  std::string host;
+  std::uint16_t port = 7443;
+  std::string ca_file;  // empty: the system trust store
+  std::string token;
+  std::chrono::milliseconds connect_timeout{10000};
+  mux::session_settings session;
+};
+
+/// A dialer for tls:// servers: TLS with verification, then HELLO with the token.
+/// Throws std::runtime_error at construction if the CA file cannot be loaded.
+dialer make_tls_dialer(asio::any_io_executor ex, tls_dial_options options);
+
+}  // namespace tether::client

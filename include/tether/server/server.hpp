@@ -1,0 +1,49 @@
+#pragma once
+// The tunnel endpoint: accepts TLS sessions, authenticates them, checks every stream against
+// the credential's ACL, dials the device and relays. Logs; never prints.
+
+#include <asio/any_io_executor.hpp>
+#include <asio/awaitable.hpp>
+#include <asio/ip/tcp.hpp>
+#include <memory>
+
+#include "tether/server/config.hpp"
+
+namespace tether::server {
+
+struct server_counters {
+  std::uint64_t sessions_accepted = 0;
+  std::uint64_t sessions_refused = 0;  // bad token, bad handshake
+  std::uint64_t streams_opened = 0;
+  std::uint64_t streams_refused = 0;
+  std::uint64_t bytes_to_devices = 0;
+  std::uint64_t bytes_from_devices = 0;
+};
+
+class server {
+ public:
+  /// Loads the certificate and key (throws std::runtime_error naming the file).
+  server(asio::any_io_executor ex, server_config config);
+  ~server();
+  server(const server&) = delete;
+  server& operator=(const server&) = delete;
+
+  /// Binds the listening socket (throws std::system_error naming the address on failure)
+  /// and returns the bound endpoint (the real port when the config says 0).
+  asio::ip::tcp::endpoint listen();
+
+  /// Accepts sessions until shutdown(). Completes when the listener is closed.
+  asio::awaitable<void> run();
+
+  /// Graceful stop: no new sessions, GOAWAY to every session, streams may finish for the
+  /// grace period, then every session is closed. Completes when all are gone.
+  asio::awaitable<void> shutdown();
+
+  const server_counters& counters() const noexcept;
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+}  // namespace tether::server

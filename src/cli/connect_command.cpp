@@ -1,0 +1,169 @@
+#include <spdlog/spdlog.h>
+
+#include <asio/co_spawn.hpp>
+#include <asio/io_context.hpp>
+#include <asio/signal_set.hpp>
+#include <cstdlib>
+#include <iostream>
+
+#include "commands.hpp"
+#include "output.hpp"
+#include "tether/client/dialer.hpp"
+#include "tether/client/proxy.hpp"
+#include "tether/client/url.hpp"
+#include "tether/server/token.hpp"
+
+namespace tether::cli {
+namespace {
+
+struct connect_flags {
+  std::string url;
+  std::vector<std::string> tcp_specs;
+  std::vector<std::string> udp_specs;
+  std::string ca_file;
+  std::string token_file;
+  std::string token;
+  bool json = false;
+  double connect_timeout_s = 10;
+  double wait_for_session_s = 30;
+  std::string log_level = "info";
+};
+
+// Token precedence: --token-file, then --token, then TETHER_TOKEN.
+std::string find_token(const connect_flags& f) {
+  if (!f.token_file.empty()) return server::read_token_file(f.token_file);
+  if (!f.token.empty()) return f.token;
+  if (const char* env = std::getenv("TETHER_TOKEN"); env && *env) return env;
+  throw std::invalid_argument(
+      "no token: pass --token-file FILE, --token TOKEN or set TETHER_TOKEN");
+}
+
+std::chrono::milliseconds seconds(double s) {
+  return std::chrono::milliseconds(static_cast<long>(s * 1000));
+}
+
+int run_connect(const connect_flags& f) {
+  setup_logging(f.log_level);
+  std::vector<client::mapping> mappings;
+  client::server_url url;
+  client::dialer dial;
+  asio::io_context io(1);
+  try {
+    auto parsed = client::parse_server_url(f.url);
+    if (!parsed) throw std::invalid_argument(parsed.message());
+    url = *parsed;
+    for (const auto& spec : f.tcp_specs) {
+      auto m = client::parse_mapping(spec, mux::protocol::tcp);
+      if (!m) throw std::invalid_argument(m.message());
+      mappings.push_back(*m);
+    }
+    for (const auto& spec : f.udp_specs) {
+      auto m = client::parse_mapping(spec, mux::protocol::udp);
+      if (!m) throw std::invalid_argument(m.message());
+      throw std::invalid_argument("-U '" + spec + "': UDP tunnels are not supported yet");
+    }
+    if (mappings.empty()) throw std::invalid_argument("nothing to forward: give at least one -L");
+    if (url.kind == client::scheme::ssh)
+      throw std::invalid_argument("ssh:// servers are not supported yet");
+    client::tls_dial_options o;
+    o.host = url.host;
+    o.port = url.port;
+    o.ca_file = f.ca_file;
+    o.token = find_token(f);
+    o.connect_timeout = seconds(f.connect_timeout_s);
+    dial = client::make_tls_dialer(io.get_executor(), std::move(o));
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << std::endl;
+    return exit_usage;
+  }
+
+  event_printer events(f.json);
+  client::proxy_options options;
+  options.server = url.host.find(':') != std::string::npos
+                       ? "[" + url.host + "]:" + std::to_string(url.port)
+                       : url.host + ":" + std::to_string(url.port);
+  options.wait_for_session = seconds(f.wait_for_session_s);
+  client::proxy proxy(io.get_executor(), std::move(mappings), std::move(dial), events, options);
+
+  int exit_code = exit_ok;
+  auto report_fatal = [&](const client::dial_outcome& o) {
+    using kind = client::dial_outcome::failure;
+    if (o.kind == kind::bad_credentials) {
+      std::cerr << "error: authentication failed: token rejected by " << options.server
+                << std::endl;
+      exit_code = exit_bad_credentials;
+    } else if (o.kind == kind::bad_certificate) {
+      std::cerr << "error: " << o.error << " (server " << options.server
+                << "; check --ca)" << std::endl;
+      exit_code = exit_bad_certificate;
+    } else if (o.kind != kind::none) {
+      std::cerr << "error: " << o.error << std::endl;
+      exit_code = exit_failure;
+    }
+  };
+
+  asio::signal_set signals(io, SIGINT, SIGTERM);
+  signals.async_wait([&](const asio::error_code& ec, int sig) {
+    if (ec) return;
+    spdlog::info("signal {}: closing listeners, draining connections", sig);
+    proxy.stop();
+    signals.async_wait([&](const asio::error_code& ec2, int) {
+      if (!ec2) io.stop();
+    });
+  });
+
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        auto first = co_await proxy.connect_first();
+        if (first.kind != client::dial_outcome::failure::none) {
+          report_fatal(first);
+          signals.cancel();
+          co_return;
+        }
+        proxy.listen();
+        auto end = co_await proxy.run();
+        report_fatal(end);
+        signals.cancel();
+      },
+      [&](std::exception_ptr e) {
+        if (!e) return;
+        try {
+          std::rethrow_exception(e);
+        } catch (const std::exception& x) {
+          std::cerr << "error: " << x.what() << std::endl;
+        }
+        exit_code = exit_failure;
+        io.stop();
+      });
+  io.run();
+  return exit_code;
+}
+
+}  // namespace
+
+void add_connect_command(CLI::App& app, action& run) {
+  auto f = std::make_shared<connect_flags>();
+  auto* cmd = app.add_subcommand(
+      "connect", "Map local ports to device ports through a tunnel server");
+  cmd->add_option("url", f->url, "tls://HOST[:PORT] (or ssh://[USER@]HOST[:PORT])")->required();
+  cmd->add_option("-L", f->tcp_specs, "[BIND:]LPORT:DEVICE:DPORT, TCP (repeatable)");
+  cmd->add_option("-U", f->udp_specs, "[BIND:]LPORT:DEVICE:DPORT, UDP (repeatable)");
+  cmd->add_option("--ca", f->ca_file, "CA certificate file to verify the server (default: the "
+                                      "system trust store)");
+  cmd->add_option("--token-file", f->token_file, "File holding the access token");
+  cmd->add_option("--token", f->token,
+                  "The access token (prefer --token-file or TETHER_TOKEN: command lines are "
+                  "visible to other users)");
+  cmd->add_flag("--json", f->json, "Print events as JSON lines");
+  cmd->add_option("--connect-timeout", f->connect_timeout_s, "Seconds to connect and handshake")
+      ->capture_default_str();
+  cmd->add_option("--wait-for-session", f->wait_for_session_s,
+                  "Seconds a new local connection waits for the tunnel while it is down")
+      ->capture_default_str();
+  cmd->add_option("--log-level", f->log_level, "trace, debug, info, warn, error or off")
+      ->capture_default_str();
+  cmd->callback([f, &run] { run = [f] { return run_connect(*f); }; });
+}
+
+}  // namespace tether::cli

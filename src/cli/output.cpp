@@ -1,0 +1,87 @@
+#include "output.hpp"
+
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <iostream>
+
+namespace tether::cli {
+
+void setup_logging(const std::string& level) {
+  const auto lvl = spdlog::level::from_str(level);
+  if (lvl == spdlog::level::off && level != "off")
+    throw std::invalid_argument("unknown log level '" + level +
+                                "' (use trace, debug, info, warn, error or off)");
+  auto logger = spdlog::stderr_color_mt("tether");
+  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  logger->set_level(lvl);
+  spdlog::set_default_logger(logger);
+}
+
+void print_event(bool json, const nlohmann::ordered_json& event, const std::string& text) {
+  if (json)
+    std::cout << event.dump() << std::endl;
+  else
+    std::cout << text << std::endl;
+}
+
+const char* reason_name(errc e) noexcept {
+  switch (e) {
+    case errc::ok: return "ok";
+    case errc::unknown_device: return "unknown_device";
+    case errc::forbidden: return "forbidden";
+    case errc::refused: return "refused";
+    case errc::unreachable: return "unreachable";
+    case errc::timed_out: return "timed_out";
+    case errc::bad_token: return "bad_token";
+    case errc::protocol_error: return "protocol_error";
+    case errc::flow_control_error: return "flow_control_error";
+    case errc::frame_too_large: return "frame_too_large";
+    case errc::version_mismatch: return "version_mismatch";
+    case errc::too_many_streams: return "too_many_streams";
+    case errc::going_away: return "going_away";
+    case errc::stream_reset: return "stream_reset";
+    case errc::session_lost: return "session_lost";
+    case errc::internal: return "internal";
+    case errc::unsupported: return "unsupported";
+    case errc::ssh_forwarding_denied: return "forwarding_denied";
+  }
+  return "internal";
+}
+
+void event_printer::listening(const client::mapping& m, const std::string& local) {
+  print_event(json_,
+              {{"event", "listening"},
+               {"proto", m.proto == mux::protocol::tcp ? "tcp" : "udp"},
+               {"local", local},
+               {"device", m.device},
+               {"port", m.device_port}},
+              "listening " + local + " -> " + m.device + ":" + std::to_string(m.device_port) +
+                  (m.proto == mux::protocol::tcp ? " tcp" : " udp"));
+}
+
+void event_printer::connected(const std::string& server) {
+  print_event(json_, {{"event", "connected"}, {"server", server}}, "connected to " + server);
+}
+
+void event_printer::disconnected(const std::string& reason, std::chrono::milliseconds retry_in) {
+  print_event(json_,
+              {{"event", "disconnected"}, {"reason", reason}, {"retry_in_ms", retry_in.count()}},
+              "disconnected: " + reason + "; retrying in " + std::to_string(retry_in.count()) +
+                  " ms");
+}
+
+void event_printer::stream_error(const client::mapping& m, const std::string& local, errc reason,
+                                 const std::string& message) {
+  print_event(json_,
+              {{"event", "stream_error"},
+               {"local", local},
+               {"device", m.device},
+               {"port", m.device_port},
+               {"reason", reason_name(reason)},
+               {"message", message}},
+              "stream to " + m.device + ":" + std::to_string(m.device_port) + " failed: " +
+                  message);
+}
+
+}  // namespace tether::cli

@@ -1,0 +1,36 @@
+#pragma once
+// How the CLI talks to its user: events on stdout (one line each, text or JSON), logs on
+// stderr (spdlog).
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "tether/client/events.hpp"
+
+namespace tether::cli {
+
+/// Sets up spdlog on stderr at `level` (trace, debug, info, warn, error, off).
+/// Throws std::invalid_argument naming a level it does not know.
+void setup_logging(const std::string& level);
+
+/// One event line on stdout, flushed at once (scripts read it through pipes).
+void print_event(bool json, const nlohmann::ordered_json& event, const std::string& text);
+
+/// Prints the proxy's events as text or JSON lines.
+class event_printer final : public client::event_sink {
+ public:
+  explicit event_printer(bool json) : json_(json) {}
+  void listening(const client::mapping& m, const std::string& local) override;
+  void connected(const std::string& server) override;
+  void disconnected(const std::string& reason, std::chrono::milliseconds retry_in) override;
+  void stream_error(const client::mapping& m, const std::string& local, errc reason,
+                    const std::string& message) override;
+
+ private:
+  bool json_;
+};
+
+/// The machine name of a reason in JSON events: "unknown_device", "forbidden", ...
+const char* reason_name(errc e) noexcept;
+
+}  // namespace tether::cli

@@ -1,0 +1,162 @@
+#include <spdlog/spdlog.h>
+
+#include <asio/co_spawn.hpp>
+#include <asio/io_context.hpp>
+#include <asio/signal_set.hpp>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include "commands.hpp"
+#include "output.hpp"
+#include "tether/server/server.hpp"
+#include "tether/transport/dev_pki.hpp"
+
+namespace tether::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct server_flags {
+  std::string config_file;
+  bool dev = false;
+  std::string state_dir = ".tether-dev";
+  std::string listen;
+  std::vector<std::string> devices;  // ID=ADDRESS
+  bool json = false;
+  std::string log_level = "info";
+};
+
+// The dev token: made once, kept in the state directory, readable only by its owner.
+std::string dev_token(const fs::path& file) {
+  if (fs::exists(file)) return server::read_token_file(file);
+  const auto token = server::generate_token();
+  {
+    std::ofstream out(file, std::ios::trunc);
+    if (!out) throw std::runtime_error("cannot write " + file.string());
+    out << token << "\n";
+  }
+  fs::permissions(file, fs::perms::owner_read | fs::perms::owner_write, fs::perm_options::replace);
+  return token;
+}
+
+// `--dev`: a config made on the spot, with a throwaway PKI and a token allowed everything.
+server::server_config dev_config(const server_flags& f, fs::path& ca, fs::path& token_file) {
+  const fs::path dir = fs::absolute(f.state_dir);
+  fs::create_directories(dir);
+  const auto pki = transport::ensure_dev_pki(dir);
+  ca = pki.ca_cert;
+  token_file = dir / "token";
+  const auto token = dev_token(token_file);
+
+  server::server_config c;
+  c.listen = {"127.0.0.1", 7443};
+  c.cert = pki.server_cert;
+  c.key = pki.server_key;
+  auto rule = server::parse_acl_rule("*");
+  c.credentials.push_back({"dev", server::sha256(token), server::acl({rule.value()})});
+  for (const auto& d : f.devices) {
+    const auto eq = d.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == d.size())
+      throw server::config_error("--device '" + d + "': expected ID=ADDRESS");
+    server::device dev{d.substr(0, eq), d.substr(eq + 1)};
+    if (!server::is_valid_device_id(dev.id))
+      throw server::config_error("--device '" + d + "': device id must be 1-64 of [A-Za-z0-9._-]");
+    for (const auto& other : c.devices)
+      if (other.id == dev.id) throw server::config_error("--device '" + d + "': duplicate id");
+    c.devices.push_back(std::move(dev));
+  }
+  return c;
+}
+
+std::string connect_host(const asio::ip::tcp::endpoint& ep) {
+  const auto a = ep.address();
+  if (a.is_unspecified()) return a.is_v6() ? "[::1]" : "127.0.0.1";
+  return a.is_v6() ? "[" + a.to_string() + "]" : a.to_string();
+}
+
+int run_server(const server_flags& f) {
+  setup_logging(f.log_level);
+  server::server_config config;
+  fs::path ca, token_file;
+  try {
+    if (f.dev)
+      config = dev_config(f, ca, token_file);
+    else
+      config = server::load_server_config(f.config_file);
+    if (!f.listen.empty()) {
+      auto ep = server::parse_endpoint(f.listen);
+      if (!ep) throw server::config_error("--listen: " + ep.message());
+      config.listen = *ep;
+    }
+  } catch (const server::config_error& e) {
+    std::cerr << "error: " << e.what() << std::endl;
+    return exit_usage;
+  }
+
+  asio::io_context io(1);
+  server::server srv(io.get_executor(), config);
+  const auto bound = srv.listen();
+  const std::string local = connect_host(bound) + ":" + std::to_string(bound.port());
+  print_event(f.json, {{"event", "listening"}, {"proto", "tls"}, {"local", local}},
+              "listening on " + local);
+  if (f.dev) {
+    const auto command = "tether connect tls://" + local + " --ca " + ca.string() +
+                         " --token-file " + token_file.string();
+    print_event(f.json,
+                {{"event", "dev"},
+                 {"command", command},
+                 {"ca", ca.string()},
+                 {"token_file", token_file.string()}},
+                command);
+  }
+
+  asio::signal_set signals(io, SIGINT, SIGTERM);
+  bool stopping = false;
+  signals.async_wait([&](const asio::error_code& ec, int sig) {
+    if (ec) return;
+    spdlog::info("signal {}: stopping (grace {} ms)", sig, config.grace_period.count());
+    stopping = true;
+    asio::co_spawn(io, srv.shutdown(), [&](std::exception_ptr) {
+      signals.cancel();
+    });
+    // A second signal stops at once.
+    signals.async_wait([&](const asio::error_code& ec2, int) {
+      if (!ec2) io.stop();
+    });
+  });
+  asio::co_spawn(io, srv.run(), [](std::exception_ptr e) {
+    if (e) std::rethrow_exception(e);
+  });
+  io.run();
+  return exit_ok;
+}
+
+}  // namespace
+
+void add_server_command(CLI::App& app, action& run) {
+  auto f = std::make_shared<server_flags>();
+  auto* cmd = app.add_subcommand("server", "Run the tunnel server");
+  auto* config = cmd->add_option("--config,-c", f->config_file, "Server config file (TOML)")
+                     ->check(CLI::ExistingFile);
+  auto* dev = cmd->add_flag("--dev", f->dev,
+                            "Development mode: make a CA, a certificate and a token in "
+                            "--state-dir and allow that token everything");
+  config->excludes(dev);
+  cmd->add_option("--state-dir", f->state_dir, "Where --dev keeps its CA, keys and token")
+      ->capture_default_str();
+  cmd->add_option("--listen", f->listen,
+                  "Address to listen on, HOST:PORT (overrides the config; --dev default "
+                  "127.0.0.1:7443)");
+  cmd->add_option("--device", f->devices, "With --dev: a device ID=ADDRESS (repeatable)");
+  cmd->add_flag("--json", f->json, "Print events as JSON lines");
+  cmd->add_option("--log-level", f->log_level, "trace, debug, info, warn, error or off")
+      ->capture_default_str();
+  cmd->callback([f, &run] {
+    if (!f->dev && f->config_file.empty())
+      throw CLI::RequiredError("tether server needs --config FILE or --dev");
+    run = [f] { return run_server(*f); };
+  });
+}
+
+}  // namespace tether::cli

@@ -1,0 +1,281 @@
+#include "tether/client/proxy.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <asio/co_spawn.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/steady_timer.hpp>
+#include <random>
+
+#include "tether/mux/async_signal.hpp"
+#include "tether/mux/use_tuple.hpp"
+#include "tether/relay/splice.hpp"
+
+namespace tether::client {
+namespace {
+
+using asio::ip::tcp;
+using namespace asio::experimental::awaitable_operators;
+
+std::string endpoint_text(const tcp::endpoint& ep) {
+  const auto a = ep.address();
+  return (a.is_v6() ? "[" + a.to_string() + "]" : a.to_string()) + ":" + std::to_string(ep.port());
+}
+
+errc reason_of(const asio::error_code& ec) {
+  if (ec.category() == tether_category()) return static_cast<errc>(ec.value());
+  if (ec == asio::error::connection_refused) return errc::refused;
+  if (ec == asio::error::timed_out) return errc::timed_out;
+  return errc::session_lost;
+}
+
+struct listener {
+  mapping map;
+  tcp::acceptor acceptor;
+  std::string local;
+};
+
+}  // namespace
+
+struct proxy::impl : std::enable_shared_from_this<impl> {
+  impl(asio::any_io_executor ex, std::vector<mapping> m, dialer d, event_sink& e, proxy_options o)
+      : executor(ex),
+        mappings(std::move(m)),
+        dial(std::move(d)),
+        events(e),
+        options(std::move(o)),
+        session_ready(ex, asio::steady_timer::time_point::max()),
+        stop_signal(ex),
+        backoff(options.backoff_initial) {}
+
+  asio::any_io_executor executor;
+  std::vector<mapping> mappings;
+  dialer dial;
+  event_sink& events;
+  proxy_options options;
+
+  std::vector<std::unique_ptr<listener>> listeners;
+  std::shared_ptr<mux::tunnel> current;
+  asio::steady_timer session_ready;  // every waiter wakes when it is cancelled
+  mux::async_signal stop_signal;
+  bool stopping = false;
+  dial_outcome fatal;
+  std::chrono::milliseconds backoff;
+  std::size_t active = 0;
+  relay::buffer_pool pool;
+  std::minstd_rand jitter{std::random_device{}()};
+
+  static bool is_fatal(const dial_outcome& o) {
+    return o.kind == dial_outcome::failure::bad_credentials ||
+           o.kind == dial_outcome::failure::bad_certificate ||
+           o.kind == dial_outcome::failure::fatal;
+  }
+
+  // Full jitter over [backoff/2, backoff], so many clients don't reconnect in lockstep.
+  std::chrono::milliseconds next_delay() {
+    const auto d = backoff;
+    backoff = std::min(backoff * 2, options.backoff_max);
+    std::uniform_int_distribution<long> dist(d.count() / 2, d.count());
+    return std::chrono::milliseconds(dist(jitter));
+  }
+
+  void became_connected(std::shared_ptr<mux::tunnel> t) {
+    current = std::move(t);
+    backoff = options.backoff_initial;
+    spdlog::info("connected to {}", options.server);
+    events.connected(options.server);
+    session_ready.cancel();
+  }
+
+  // Sleeps, unless stop() comes first. Returns false when stopping.
+  asio::awaitable<bool> pause(std::chrono::milliseconds d) {
+    asio::steady_timer t(executor, d);
+    co_await (t.async_wait(use_tuple) || stop_signal.wait());
+    co_return !stopping;
+  }
+
+  asio::awaitable<void> keep_connected() {
+    while (!stopping) {
+      if (!current) {
+        auto outcome = co_await dial();
+        if (stopping) {
+          if (outcome.tunnel) outcome.tunnel->close();
+          co_return;
+        }
+        if (!outcome.tunnel) {
+          if (is_fatal(outcome)) {
+            fatal = std::move(outcome);
+            stopping = true;
+            co_return;
+          }
+          const auto delay = next_delay();
+          spdlog::warn("cannot reach {}: {}; retrying in {} ms", options.server, outcome.error,
+                       delay.count());
+          events.disconnected(outcome.error, delay);
+          if (!co_await pause(delay)) co_return;
+          continue;
+        }
+        became_connected(std::move(outcome.tunnel));
+      }
+      auto t = current;
+      auto ended = co_await (t->wait_closed() || stop_signal.wait());
+      if (ended.index() == 1) co_return;  // stopping; run() closes the session after draining
+      const auto why = std::get<0>(ended);
+      // Streams still open on a session that said GOAWAY keep it alive through their channels.
+      current.reset();
+      const bool graceful = why == make_error_code(errc::going_away);
+      const auto delay = graceful ? std::chrono::milliseconds(0) : next_delay();
+      spdlog::warn("session to {} ended: {}; reconnecting in {} ms", options.server,
+                   why.message(), delay.count());
+      events.disconnected(why.message(), delay);
+      if (delay.count() > 0 && !co_await pause(delay)) co_return;
+    }
+  }
+
+  // The current session, waiting for one (bounded) while the tunnel is down.
+  asio::awaitable<std::shared_ptr<mux::tunnel>> get_tunnel() {
+    asio::steady_timer deadline(executor, options.wait_for_session);
+    while (!current && !stopping) {
+      auto woke = co_await (session_ready.async_wait(use_tuple) || deadline.async_wait(use_tuple));
+      if (woke.index() == 1) break;
+    }
+    co_return current;
+  }
+
+  asio::awaitable<void> handle(tcp::socket sock, const listener& l) {
+    ++active;
+    struct leave {
+      std::size_t& n;
+      ~leave() { --n; }
+    } guard{active};
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      auto tunnel = co_await get_tunnel();
+      if (!tunnel) {
+        const auto msg = stopping ? std::string("shutting down")
+                                  : "no tunnel session to " + options.server + " within " +
+                                        std::to_string(options.wait_for_session.count() / 1000) +
+                                        " s";
+        events.stream_error(l.map, l.local, errc::session_lost, msg);
+        co_return;
+      }
+      mux::target t{l.map.device, l.map.device_port, l.map.proto};
+      auto [ec, ch] = co_await tunnel->open(t);
+      const bool session_gone =
+          ec == make_error_code(errc::session_lost) || ec == make_error_code(errc::going_away);
+      if (session_gone && attempt == 0) {
+        if (current == tunnel) current.reset();  // the keeper notices and reconnects
+        continue;
+      }
+      if (ec) {
+        const auto why = reason_of(ec);
+        const auto msg = ec.category() == tether_category() ? std::string(describe(why))
+                                                            : ec.message();
+        spdlog::warn("stream to {}:{} failed: {}", l.map.device, l.map.device_port, msg);
+        events.stream_error(l.map, l.local, why, msg);
+        co_return;
+      }
+      const auto r = co_await relay::splice(sock, *ch, pool);
+      spdlog::debug("connection on {} to {}:{} closed: {} bytes sent, {} received{}{}", l.local,
+                    l.map.device, l.map.device_port, r.to_channel, r.from_channel,
+                    r.error ? ", " : "", r.error ? r.error.message() : "");
+      co_return;
+    }
+  }
+
+  asio::awaitable<void> accept_loop(listener& l) {
+    auto self = shared_from_this();
+    while (!stopping) {
+      auto [ec, sock] = co_await l.acceptor.async_accept(use_tuple);
+      if (stopping || ec == asio::error::operation_aborted) co_return;
+      if (ec) {
+        spdlog::warn("accept on {} failed: {}", l.local, ec.message());
+        if (!co_await pause(std::chrono::milliseconds(100))) co_return;
+        continue;
+      }
+      asio::co_spawn(executor, handle(std::move(sock), l), [self](std::exception_ptr e) {
+        if (e) spdlog::error("connection handler failed unexpectedly");
+      });
+    }
+  }
+};
+
+proxy::proxy(asio::any_io_executor ex, std::vector<mapping> mappings, dialer dial,
+             event_sink& events, proxy_options options)
+    : impl_(std::make_shared<impl>(ex, std::move(mappings), std::move(dial), events,
+                                   std::move(options))) {}
+
+proxy::~proxy() = default;
+
+std::size_t proxy::active_connections() const noexcept { return impl_->active; }
+
+asio::awaitable<dial_outcome> proxy::connect_first() {
+  auto outcome = co_await impl_->dial();
+  if (outcome.tunnel) {
+    impl_->became_connected(std::move(outcome.tunnel));
+    co_return dial_outcome{};
+  }
+  if (!impl::is_fatal(outcome)) {
+    const auto delay = impl_->next_delay();
+    spdlog::warn("cannot reach {}: {}; will retry", impl_->options.server, outcome.error);
+    impl_->events.disconnected(outcome.error, delay);
+    co_return dial_outcome{};
+  }
+  co_return outcome;
+}
+
+void proxy::listen() {
+  auto& s = *impl_;
+  tcp::resolver resolver(s.executor);
+  for (const auto& m : s.mappings) {
+    const auto results =
+        resolver.resolve(m.bind_host, std::to_string(m.local_port), tcp::resolver::passive);
+    const tcp::endpoint ep = *results.begin();
+    auto l = std::make_unique<listener>(listener{m, tcp::acceptor(s.executor), ""});
+    l->acceptor.open(ep.protocol());
+    l->acceptor.set_option(tcp::acceptor::reuse_address(true));
+    asio::error_code ec;
+    l->acceptor.bind(ep, ec);
+    if (ec) throw std::system_error(ec, "cannot listen on " + endpoint_text(ep) + " for " + m.text());
+    l->acceptor.listen(asio::socket_base::max_listen_connections);
+    l->local = endpoint_text(l->acceptor.local_endpoint());
+    s.listeners.push_back(std::move(l));
+  }
+  for (const auto& l : s.listeners) {
+    spdlog::info("listening on {} for {}:{}", l->local, l->map.device, l->map.device_port);
+    s.events.listening(l->map, l->local);
+  }
+}
+
+asio::awaitable<dial_outcome> proxy::run() {
+  auto s = impl_;
+  for (auto& l : s->listeners)
+    asio::co_spawn(s->executor, s->accept_loop(*l), [](std::exception_ptr e) {
+      if (e) spdlog::error("accept loop failed unexpectedly");
+    });
+  co_await s->keep_connected();
+  stop();
+  // Let open connections finish, then end the session.
+  const auto deadline = std::chrono::steady_clock::now() + s->options.drain;
+  asio::steady_timer tick(s->executor);
+  while (s->active > 0 && std::chrono::steady_clock::now() < deadline &&
+         s->fatal.kind == dial_outcome::failure::none) {
+    tick.expires_after(std::chrono::milliseconds(50));
+    co_await tick.async_wait(use_tuple);
+  }
+  if (s->current) s->current->close();
+  s->current.reset();
+  co_return std::move(s->fatal);
+}
+
+void proxy::stop() {
+  auto& s = *impl_;
+  if (s.stopping && s.listeners.empty()) return;
+  s.stopping = true;
+  asio::error_code ignored;
+  for (auto& l : s.listeners) l->acceptor.close(ignored);
+  s.stop_signal.notify();
+  s.session_ready.cancel();
+}
+
+}  // namespace tether::client
