@@ -258,7 +258,9 @@ asio::awaitable<std::pair<asio::error_code, std::size_t>> tls_connection::read_s
     if (got > 0) co_return std::pair{asio::error_code{}, got};
     if (c.read_error_) continue;
     if (auto ec = co_await c.fill_input(want)) {
-      if (!c.closed_) c.read_error_ = ec;
+      // A cancelled wait loses nothing (no ciphertext was in flight): the next read may go
+      // on. Anything else ends the read side.
+      if (!c.closed_ && ec != asio::error::operation_aborted) c.read_error_ = ec;
       co_return std::pair{ec, std::size_t{0}};
     }
   }

@@ -57,7 +57,9 @@ class tls_connection : public std::enable_shared_from_this<tls_connection> {
   static asio::awaitable<std::pair<asio::error_code, std::size_t>> read_some(
       std::shared_ptr<tls_connection> self, asio::mutable_buffer buf);
 
-  /// byte_stream::write: completes when all ciphertext of `data` is in the kernel.
+  /// byte_stream::write: completes when all ciphertext of `data` is in the kernel. If the
+  /// operation is cancelled it completes with operation_aborted at once, but the bytes were
+  /// already encrypted and still go out: the stream stays consistent.
   static asio::awaitable<asio::error_code> write(std::shared_ptr<tls_connection> self,
                                                  asio::const_buffer data);
 

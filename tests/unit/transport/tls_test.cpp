@@ -20,6 +20,7 @@
 #include <asio/ip/tcp.hpp>
 #include <asio/post.hpp>
 #include <asio/read.hpp>
+#include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
 #include <asio/write.hpp>
 #include <chrono>
@@ -448,6 +449,27 @@ TEST_F(TlsTest, CloseAbortsPendingReadAndWrite) {
     while (!read_done || !write_done) co_await asio::post(ex, asio::use_awaitable);
     EXPECT_EQ(read_ec, asio::error::operation_aborted);
     EXPECT_EQ(write_ec, asio::error::operation_aborted);
+  });
+}
+
+TEST_F(TlsTest, ACancelledReadLeavesTheStreamUsable) {
+  auto sctx = server_ctx();
+  auto cctx = client_ctx();
+  run([&]() -> asio::awaitable<void> {
+    auto ex = co_await asio::this_coro::executor;
+    auto [s, c] = co_await connect_pair(sctx, cctx);
+    if (!s.second || !c.second) {
+      ADD_FAILURE() << describe_tls_error(s.first) << " / " << describe_tls_error(c.first);
+      co_return;
+    }
+    char buf[16];
+    asio::steady_timer timer(ex, 50ms);
+    auto first =
+        co_await (c.second->read_some(asio::buffer(buf)) || timer.async_wait(asio::use_awaitable));
+    EXPECT_EQ(first.index(), 1u) << "the timer should win: nothing was sent";
+
+    EXPECT_FALSE(co_await s.second->write(asio::buffer(std::string("after"))));
+    EXPECT_EQ(co_await read_string(*c.second, 5), "after");
   });
 }
 
