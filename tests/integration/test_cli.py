@@ -119,6 +119,15 @@ class CliTest(harness.TetherTest):
             self.assertRegex(f.read().strip(), r"^\S{32,}$")
         self.assertEqual(p.stop(), 0)
 
+    def test_sigterm_ends_client_and_server_with_exit_0(self):
+        echo = harness.EchoServer(harness.device_addr(30))
+        self.addCleanup(echo.stop)
+        server = self.dev_server(devices={"d": echo.host})
+        client = self.connect(server, [("d", echo.port)])
+        harness.echo_roundtrip(client.port, b"before the end")
+        self.assertEqual(client.proc.stop(grace=15), 0, client.proc.output())
+        self.assertEqual(server.proc.stop(grace=15), 0, server.proc.output())
+
 
 if __name__ == "__main__":
     unittest.main()
