@@ -209,6 +209,12 @@ void ssh_core::start_running() {
   spdlog::info("ssh {}: session up ({}, host key {})", where(), cipher ? cipher : "?",
                hostkey ? hostkey : "?");
   arm();
+  // The server may have sent more after authentication (OpenSSH announces its host keys)
+  // which libssh2 has not read yet; a readiness wait would not see bytes already there.
+  if (!recv_blocked_) {
+    drain_needed_ = true;
+    schedule_poll();
+  }
 }
 
 }  // namespace detail

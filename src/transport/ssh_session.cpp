@@ -158,6 +158,7 @@ ssize_t ssh_core::on_recv(libssh2_socket_t fd, void* buf, std::size_t len, int f
     const auto n = ::recv(fd, buf, len, flags);
     if (n > 0) {
       self.rx_bytes_ += std::uint64_t(n);
+      self.recv_blocked_ = false;
       return n;
     }
     if (n == 0) {
@@ -165,7 +166,10 @@ ssize_t ssh_core::on_recv(libssh2_socket_t fd, void* buf, std::size_t len, int f
       return 0;
     }
     if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return -EAGAIN;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      self.recv_blocked_ = true;
+      return -EAGAIN;
+    }
     self.io_errno_ = errno;
     return -errno;
   }
@@ -185,8 +189,9 @@ void ssh_core::attempt(const std::shared_ptr<ssh_chan>& c, op o) {
   const auto rx0 = rx_bytes_;
   run(c, o);
   if (dead_) return;
-  // Packets for other channels may have been queued by this call: give them a round.
-  if (rx_bytes_ != rx0) schedule_poll();
+  // Packets for other channels may have been queued by this call, or more may wait in the
+  // socket: give them a round.
+  if (rx_bytes_ != rx0 || !recv_blocked_) schedule_poll();
   arm();
 }
 
@@ -468,8 +473,21 @@ bool ssh_core::drain() {
   for (const auto& c : chans_)
     if (c->ch && !c->gone) return run(c, op::read0);
   if (!opens_.empty()) return run_opens();
-  // No channel to read on: libssh2 1.10 has no call that only reads. Open a channel of a
-  // type nobody serves; while libssh2 waits for the refusal it reads everything else.
+  // No channel to read on. Are there bytes at all? (A peek reads nothing for libssh2.)
+  char byte = 0;
+  const auto n = ::recv(sock_.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+    recv_blocked_ = true;  // the socket is dry; libssh2 holds at most part of a packet
+    return true;
+  }
+  if (n <= 0) {
+    if (n == 0) peer_eof_ = true;
+    else io_errno_ = errno;
+    TETHER_SSH_FAIL_FROM(0);
+    return false;
+  }
+  // libssh2 1.10 has no call that only reads. Open a channel of a type nobody serves: while
+  // libssh2 waits for the refusal it reads (and answers) whatever else the server sent.
   auto probe = std::make_shared<ssh_chan>(ex_);
   probe->probe = true;
   probe->target = "probe";
@@ -511,9 +529,12 @@ void ssh_core::poll() {
       if (c->credit_want && !run(c, op::credit)) return stop();
     }
     std::erase_if(chans_, [](const auto& c) { return c->gone; });
-    if (drain_needed_ && !drained_ && !drain()) return stop();
+    // Our readiness waits are edge-triggered (epoll): they fire on new bytes only. So before
+    // waiting, libssh2 must have read the socket dry; some calls stop after one packet.
+    if ((drain_needed_ || !recv_blocked_) && !drained_ && !drain()) return stop();
     drain_needed_ = false;
-    if (rx_bytes_ == rx0) return stop();  // nothing new came in: every op has seen it all
+    // Nothing new came in: every op has seen everything libssh2 holds.
+    if (rx_bytes_ == rx0 && recv_blocked_) return stop();
   }
   schedule_poll();  // still busy: let other handlers run first
   stop();

@@ -238,6 +238,7 @@ class ssh_core : public std::enable_shared_from_this<ssh_core> {
   bool io_failed_ = false;    // the socket failed or we are tearing down: fail all I/O
   int io_errno_ = 0;
   bool peer_eof_ = false;
+  bool recv_blocked_ = true;  // the last recv said EAGAIN: libssh2 read the socket dry
   bool in_keepalive_ = false;
   bool keepalive_stuck_ = false;
   std::string server_disconnect_;

@@ -488,11 +488,13 @@ TEST_F(SshTunnelTest, ServerDroppingTheConnectionEndsTheSession) {
 TEST_F(SshTunnelTest, IdleSessionWithoutChannelsNoticesTheServerGoing) {
   sshd own(*keys);
   run([&]() -> asio::awaitable<void> {
-    auto tunnel = co_await connect(options(own));
+    auto o = options(own);
+    o.keepalive = 0s;  // no keepalive to fail: the EOF itself must be seen
+    auto tunnel = co_await connect(o);
     if (!tunnel) co_return;
     own.drop_connections();
     EXPECT_EQ(co_await tunnel->wait_closed(), make_error_code(errc::session_lost));
-  });
+  }, 20s);
 }
 
 TEST_F(SshTunnelTest, CloseEndsChannelsAndWaitClosed) {
@@ -514,6 +516,34 @@ TEST_F(SshTunnelTest, CloseEndsChannelsAndWaitClosed) {
     EXPECT_EQ(rec, make_error_code(errc::session_lost));
     EXPECT_EQ(co_await tunnel->wait_closed(), make_error_code(errc::session_lost));
     EXPECT_EQ(co_await ch->send(std::as_bytes(std::span("x", 1))), make_error_code(errc::session_lost));
+  });
+}
+
+TEST_F(SshTunnelTest, IdleSessionsAnswerTheServersKeepalives) {
+  // The server sends a keepalive request (want-reply) after each quiet second, a global one
+  // while no channel is open and a channel request once one is; we send our own keepalives
+  // too (every 2 s, libssh2's shortest interval). The session must stay usable throughout.
+  sshd strict(*keys, "ClientAliveInterval 1\nClientAliveCountMax 2");
+  echo_server echo(io_);
+  run([&]() -> asio::awaitable<void> {
+    auto o = options(strict);
+    o.keepalive = 1s;
+    auto tunnel = co_await connect(o);
+    if (!tunnel) co_return;
+    asio::steady_timer quiet(co_await asio::this_coro::executor);
+    quiet.expires_after(2500ms);  // no channel at all
+    co_await quiet.async_wait(use_tuple);
+    auto [ec, ch] = co_await open_to(*tunnel, echo.port());
+    EXPECT_FALSE(ec) << ec.message() << ": " << ssh_last_error_message(*tunnel);
+    if (!ch) co_return;
+    quiet.expires_after(2500ms);  // one idle channel
+    co_await quiet.async_wait(use_tuple);
+    const std::string ping = "still there?";
+    EXPECT_FALSE(co_await send_all(*ch, std::as_bytes(std::span(ping))));
+    auto [rec, span] = co_await ch->receive();
+    EXPECT_FALSE(rec) << rec.message();
+    EXPECT_EQ(span.size(), ping.size());
+    tunnel->close();
   });
 }
 
