@@ -1,0 +1,349 @@
+#!/usr/bin/env python3
+"""Turns scripts/bench's raw figures into its report.
+
+report.py --raw RAW.tsv --meta META.tsv --out DIR --peer PATH [--readme README.md
+          --chart-dest docs/bench.png] PATH...
+
+RAW.tsv rows are (rep, path, metric, value); META.tsv rows are (key, value). Writes
+DIR/results.json (every raw figure, medians, ratios, targets), DIR/report.md and
+DIR/chart.png, and prints the report. With --readme it also replaces the "## Performance"
+section of that file (appending one when there is none) and copies the chart.
+
+A figure is the median over repetitions. A ratio is the median of the per-repetition
+ratios to a peer measured in the same repetition, so a slow moment of the machine moves
+both sides of a ratio together.
+"""
+import argparse
+import csv
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+from collections import defaultdict
+
+# metric -> (column title, format, higher is better)
+FIGURES = {
+    "bulk1_gbps": ("1-stream Gbit/s", ".2f", True),
+    "bulk8_gbps": ("8-stream Gbit/s", ".2f", True),
+    "rr_pinned_per_s": ("round trips/s, 1 CPU", ".0f", True),
+    "rr_free_per_s": ("round trips/s, unpinned", ".0f", True),
+    "crr_per_s": ("new conn/s", ".0f", True),
+    "cpu_s_per_gb": ("CPU s/GB", ".2f", False),
+    "mem_kib_per_conn": ("KiB per idle conn", ".1f", False),
+}
+ENCRYPTED = ["ssh-gcm", "ssh-ctr", "stunnel", "tether-tls", "tether-ssh"]
+
+
+def load(raw_path):
+    data = defaultdict(dict)  # (path, metric) -> {rep: float or None}
+    with open(raw_path) as f:
+        for row in csv.DictReader(f, delimiter="\t"):
+            try:
+                v = float(row["value"])
+            except ValueError:
+                v = None  # FAIL or empty
+            data[(row["path"], row["metric"])][int(row["rep"])] = v
+    return data
+
+
+def derive(data):
+    """Adds the figures computed from several raw ones, per repetition."""
+    paths = {p for p, _ in data}
+    for p in paths:
+        reps = set(data.get((p, "bulk1_gbps"), {})) | set(data.get((p, "mem_rss_kb"), {}))
+        for r in reps:
+            cpu = [data.get((p, f"bulk{n}_path_cpu_s"), {}).get(r) for n in (1, 8)]
+            gb = [data.get((p, f"bulk{n}_bytes"), {}).get(r) for n in (1, 8)]
+            if all(v is not None for v in cpu + gb) and sum(gb) > 0:
+                data[(p, "cpu_s_per_gb")][r] = sum(cpu) / (sum(gb) / 1e9)
+            rss = data.get((p, "mem_rss_kb"), {}).get(r)
+            held = data.get((p, "mem_held"), {}).get(r)
+            if rss is not None and held:
+                data[(p, "mem_kib_per_conn")][r] = rss / held
+
+
+def values(data, path, metric):
+    return [v for _, v in sorted(data.get((path, metric), {}).items()) if v is not None]
+
+
+def median(data, path, metric):
+    v = values(data, path, metric)
+    return statistics.median(v) if v else None
+
+
+def ratio(data, path, metric, peer):
+    """Median over repetitions of path/peer, peer measured in the same repetition."""
+    mine, theirs = data.get((path, metric), {}), data.get((peer, metric), {})
+    r = [mine[k] / theirs[k] for k in mine if mine[k] is not None and theirs.get(k)]
+    return statistics.median(r) if r else None
+
+
+def ratio_to_best_other(data, path, metric, others):
+    """Median over repetitions of path / min(others) (lower-is-better figures)."""
+    mine = data.get((path, metric), {})
+    r = []
+    for k, v in mine.items():
+        theirs = [data.get((o, metric), {}).get(k) for o in others]
+        theirs = [t for t in theirs if t]
+        if v is not None and theirs:
+            r.append(v / min(theirs))
+    return statistics.median(r) if r else None
+
+
+def fmt(x, spec, missing="–"):
+    return missing if x is None else format(x, spec)
+
+
+def targets(data, paths, conns):
+    """The issue's goals, each as the figure that decides it."""
+    def vs(path, metric, peer, goal, what):
+        ok_paths = path in paths and peer in paths
+        r = ratio(data, path, metric, peer) if ok_paths else None
+        return {"target": what, "path": path, "metric": metric, "peer": peer,
+                "goal": f"≥ {goal}×", "value": r,
+                "shown": fmt(r, ".2f", "n/a") + "×" if r is not None else "n/a",
+                "met": None if r is None else r >= goal}
+
+    out = [
+        vs("tether-tls", "bulk1_gbps", "ssh-gcm", 1.5, "tether-tls 1-stream bulk vs ssh-gcm"),
+        vs("tether-tls", "bulk1_gbps", "socat", 0.8, "tether-tls 1-stream bulk vs socat"),
+        vs("tether-tls", "bulk8_gbps", "stunnel", 2.0, "tether-tls 8-stream bulk vs stunnel"),
+        vs("tether-tls", "rr_pinned_per_s", "ssh-gcm", 1.3,
+           "tether-tls round trips/s (1 CPU) vs ssh-gcm"),
+        vs("tether-tls", "crr_per_s", "ssh-gcm", 1.5, "tether-tls new connections/s vs ssh-gcm"),
+    ]
+    others = [p for p in ENCRYPTED if p != "tether-tls" and p in paths]
+    r = ratio_to_best_other(data, "tether-tls", "cpu_s_per_gb", others) \
+        if "tether-tls" in paths and others else None
+    out.append({"target": "tether-tls CPU s/GB below every other encrypted path",
+                "path": "tether-tls", "metric": "cpu_s_per_gb", "peer": " ".join(others),
+                "goal": "< 1.00× the lowest of " + ", ".join(others), "value": r,
+                "shown": fmt(r, ".2f", "n/a") + "×" if r is not None else "n/a",
+                "met": None if r is None else r < 1.0})
+    m = median(data, "tether-tls", "mem_kib_per_conn") if "tether-tls" in paths else None
+    held = median(data, "tether-tls", "mem_held")
+    note = "" if held is None or held >= conns else f" (only {held:.0f} held)"
+    out.append({"target": f"tether-tls memory per idle connection at {conns} connections",
+                "path": "tether-tls", "metric": "mem_kib_per_conn", "peer": None,
+                "goal": "≤ 8 KiB", "value": m,
+                "shown": (fmt(m, ".1f") + " KiB" + note) if m is not None else "n/a",
+                "met": None if m is None or note else m <= 8.0})
+    out.append(vs("tether-ssh", "bulk1_gbps", "ssh-ctr", 0.9,
+                  "tether-ssh 1-stream bulk vs ssh-ctr"))
+    return out
+
+
+def main_table(data, paths, peer):
+    cols = ["bulk1_gbps", "bulk8_gbps", "rr_pinned_per_s", "rr_free_per_s", "crr_per_s",
+            "cpu_s_per_gb", "mem_kib_per_conn"]
+    head = ["path"]
+    for c in cols:
+        head.append(FIGURES[c][0])
+        if c != "mem_kib_per_conn":
+            head.append(f"× {peer}")
+    lines = ["| " + " | ".join(head) + " |",
+             "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+    for p in paths:
+        row = [p]
+        for c in cols:
+            spec = FIGURES[c][1]
+            v = median(data, p, c)
+            fails = sum(1 for x in data.get((p, c), {}).values() if x is None)
+            cell = fmt(v, spec) + (f" ({fails} failed)" if fails else "")
+            if c == "mem_kib_per_conn" and v is not None:
+                held = median(data, p, "mem_held")
+                if held is not None and held < int(META.get("conns", "0")):
+                    cell += f" (held {held:.0f})"
+            row.append(cell)
+            if c != "mem_kib_per_conn":
+                row.append("1.00" if p == peer and v is not None else fmt(ratio(data, p, c, peer), ".2f"))
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def targets_table(ts):
+    lines = ["| target | goal | measured | |", "|---|---|---:|---|"]
+    for t in ts:
+        verdict = "n/a" if t["met"] is None else ("met" if t["met"] else "**not met**")
+        lines.append(f"| {t['target']} | {t['goal']} | {t['shown']} | {verdict} |")
+    return lines
+
+
+def diagnostics(data, paths):
+    lines = ["| path | others' CPU % (max) | redos | RR p50 µs, 1 CPU / unpinned | "
+             "new conn p50 µs, errors | machine busy % 1-/8-stream | idle conns held, RSS MiB "
+             "(before) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for p in paths:
+        fo = values(data, p, "path_max_foreign_pct")
+        rd = values(data, p, "path_redos")
+        held = median(data, p, "mem_held")
+        rss, base = median(data, p, "mem_rss_kb"), median(data, p, "mem_base_rss_kb")
+        mem = "–" if held is None else (
+            f"{held:.0f}, {fmt(rss and rss / 1024, '.1f')} ({fmt(base and base / 1024, '.1f')})")
+        lines.append("| " + " | ".join([
+            p,
+            fmt(max(fo) if fo else None, ".0f"),
+            fmt(sum(rd) if rd else None, ".0f"),
+            f"{fmt(median(data, p, 'rr_pinned_p50_us'), '.0f')} / "
+            f"{fmt(median(data, p, 'rr_free_p50_us'), '.0f')}",
+            f"{fmt(median(data, p, 'crr_p50_us'), '.0f')}, "
+            f"{fmt(sum(values(data, p, 'crr_errors')) if values(data, p, 'crr_errors') else None, '.0f')}",
+            f"{fmt(median(data, p, 'bulk1_busy_pct'), '.0f')} / "
+            f"{fmt(median(data, p, 'bulk8_busy_pct'), '.0f')}",
+            mem,
+        ]) + " |")
+    return lines
+
+
+def chart(data, paths, out_dir, meta):
+    """Throughput and round-trip latency per path, as one PNG (gnuplot)."""
+    dat = os.path.join(out_dir, "chart.dat")
+    with open(dat, "w") as f:
+        f.write("# path bulk1 bulk8 rtt_pinned rtt_free\n")
+        for p in paths:
+            row = [median(data, p, m) for m in
+                   ("bulk1_gbps", "bulk8_gbps", "rr_pinned_p50_us", "rr_free_p50_us")]
+            f.write(p + " " + " ".join("NaN" if v is None else f"{v:.3f}" for v in row) + "\n")
+    png = os.path.join(out_dir, "chart.png")
+    title = f"loopback, {meta.get('machine', '').split(',')[0]}, {meta.get('date', '')[:10]}"
+    script = f"""
+set terminal pngcairo size 1100,460 font "sans,10"
+set output "{png}"
+set datafile missing "NaN"
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.85 border -1
+set boxwidth 0.9
+set grid ytics
+set key top right
+set xtics rotate by 25 right nomirror
+set yrange [0:*]
+set multiplot layout 1,2 title "tether and its peers ({title}); medians of {meta.get('reps', '?')} repetitions"
+set title "bulk throughput (iperf3 -l 1M), higher is better"
+set ylabel "Gbit/s"
+plot "{dat}" using 2:xtic(1) title "1 stream" lc rgb "#3b75af", \\
+     "" using 3 title "8 streams" lc rgb "#ef8636"
+set title "1-byte round trip, median latency, lower is better"
+set ylabel "µs"
+plot "{dat}" using 4:xtic(1) title "all on 1 CPU" lc rgb "#519e3e", \\
+     "" using 5 title "unpinned" lc rgb "#c53a32"
+unset multiplot
+"""
+    gp = os.path.join(out_dir, "chart.gp")
+    with open(gp, "w") as f:
+        f.write(script)
+    try:
+        r = subprocess.run(["gnuplot", gp], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        print(f"chart: gnuplot did not run: {e}", file=sys.stderr)
+        return None
+    if r.returncode != 0 or not os.path.exists(png):
+        print(f"chart: gnuplot failed: {r.stderr.strip()}", file=sys.stderr)
+        return None
+    return png
+
+
+def report(data, paths, peer, meta, skipped, ts):
+    lines = ["## Performance", ""]
+    lines.append(
+        "`scripts/bench` runs tether beside its peers over loopback in one run, every path from "
+        "a local port to a target on 127.0.0.1 (`--quick` for a short run). Figures are medians "
+        f"of {meta.get('reps', '?')} repetitions; `× {peer}` is the median of the per-repetition "
+        f"ratios to {peer} measured in the same repetition. Everything, load generators "
+        "included, shares the machine's CPUs, so compare ratios within one run, not absolute "
+        "figures across runs.")
+    lines += ["", f"Machine: {meta.get('machine', '?')}. Run {meta.get('date', '?')}, commit "
+              f"{meta.get('commit', '?')}, {meta.get('runtime_s', '?')} s of measuring.", ""]
+    lines += main_table(data, paths, peer)
+    lines += ["", "Targets (ratios in the same run):", ""]
+    lines += targets_table(ts)
+    lines += ["", "![throughput and latency per path](docs/bench.png)", "", "Paths and load:", ""]
+    for p in paths:
+        lines.append(f"- `{p}`: {meta.get('path.' + p, '')}")
+    for p, why in skipped.items():
+        lines.append(f"- `{p}`: skipped — {why}")
+    lines.append(f"- load: {meta.get('load', '')}; CPU s/GB counts only the path's own "
+                 "processes (relays, sshd, tether) over both bulk tests; memory is the RSS of "
+                 "the path's processes with the idle connections open, divided by their number.")
+    lines.append(f"- packages: {meta.get('versions', '')}")
+    return lines
+
+
+def update_readme(readme, section, chart_png, chart_dest):
+    text = open(readme).read() if os.path.exists(readme) else ""
+    lines = text.splitlines()
+    start = next((i for i, l in enumerate(lines) if l.strip() == "## Performance"), None)
+    if start is None:
+        new = lines + ([""] if lines and lines[-1].strip() else []) + section
+    else:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
+                   len(lines))
+        new = lines[:start] + section + ([""] + lines[end:] if end < len(lines) else [])
+    with open(readme, "w") as f:
+        f.write("\n".join(new).rstrip("\n") + "\n")
+    if chart_png and chart_dest:
+        os.makedirs(os.path.dirname(chart_dest), exist_ok=True)
+        shutil.copyfile(chart_png, chart_dest)
+
+
+META = {}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--raw", required=True)
+    ap.add_argument("--meta", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--peer", default="ssh-gcm")
+    ap.add_argument("--readme")
+    ap.add_argument("--chart-dest")
+    ap.add_argument("paths", nargs="*")
+    a = ap.parse_args()
+
+    with open(a.meta) as f:
+        for line in f:
+            k, _, v = line.rstrip("\n").partition("\t")
+            META[k] = v
+    skipped = {k[5:]: v for k, v in META.items() if k.startswith("skip.")}
+    data = load(a.raw)
+    derive(data)
+    paths = a.paths
+    conns = int(META.get("conns", "10000"))
+    ts = targets(data, paths, conns)
+
+    png = chart(data, paths, a.out, META)
+    section = report(data, paths, a.peer, META, skipped, ts)
+    full = ["# tether beside its peers", ""] + section[2:] + \
+        ["", "### Diagnostics", "",
+         "Others' CPU %: share of the whole machine (100 = all CPUs) used by processes this run "
+         "did not start, worst test of a path; a path is redone (within the time budget) when it "
+         "passes the limit.", ""] + diagnostics(data, paths)
+    report_md = "\n".join(full).replace("(docs/bench.png)", "(chart.png)") + "\n"
+    with open(os.path.join(a.out, "report.md"), "w") as f:
+        f.write(report_md)
+
+    summary = {}
+    for p in paths:
+        summary[p] = {}
+        for m in sorted({m for q, m in data if q == p}):
+            v = values(data, p, m)
+            summary[p][m] = {"median": statistics.median(v) if v else None,
+                             "values": [data[(p, m)][r] for r in sorted(data[(p, m)])],
+                             f"ratio_to_{a.peer}": ratio(data, p, m, a.peer)}
+    raw = defaultdict(dict)
+    for (p, m), reps in data.items():
+        raw[p][m] = {str(r): v for r, v in sorted(reps.items())}
+    with open(os.path.join(a.out, "results.json"), "w") as f:
+        json.dump({"meta": META, "paths": paths, "skipped": skipped, "peer": a.peer,
+                   "summary": summary, "targets": ts, "raw": raw}, f, indent=1)
+
+    if a.readme:
+        update_readme(a.readme, section, png, a.chart_dest)
+    sys.stdout.write(report_md)
+
+
+if __name__ == "__main__":
+    main()
