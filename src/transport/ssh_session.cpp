@@ -551,16 +551,14 @@ void ssh_core::schedule_poll() {
 
 void ssh_core::arm() {
   if (dead_ || !running_) return;
-  bool want_read = true;  // always listen: data, window adjusts, the server's EOF
+  // A read wait is always pending: epoll reports each arrival once, and a report with no
+  // wait pending would be lost. An owner that must flush its packet also waits for room.
+  const bool want_read = true;
   bool want_write = false;
   if (owner_op_ != op::none) {
     const int d = libssh2_session_block_directions(s_);
     want_write = (d & LIBSSH2_SESSION_BLOCK_OUTBOUND) != 0;
-    want_read = !want_write && (d & LIBSSH2_SESSION_BLOCK_INBOUND) != 0;
-    if (!want_read && !want_write) {
-      schedule_poll();
-      return;
-    }
+    if (!want_write && (d & LIBSSH2_SESSION_BLOCK_INBOUND) == 0) schedule_poll();
   }
   if (want_read && !rd_waiting_) {
     rd_waiting_ = true;
