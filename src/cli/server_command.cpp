@@ -95,6 +95,8 @@ int run_server(const server_flags& f) {
   }
 
   asio::io_context io(1);
+  // Signals are caught before the ready line is printed: a supervisor may stop us at once.
+  asio::signal_set signals(io, SIGINT, SIGTERM);
   server::server srv(io.get_executor(), config);
   const auto bound = srv.listen();
   const std::string local = connect_host(bound) + ":" + std::to_string(bound.port());
@@ -111,12 +113,9 @@ int run_server(const server_flags& f) {
                 command);
   }
 
-  asio::signal_set signals(io, SIGINT, SIGTERM);
-  bool stopping = false;
   signals.async_wait([&](const asio::error_code& ec, int sig) {
     if (ec) return;
     spdlog::info("signal {}: stopping (grace {} ms)", sig, config.grace_period.count());
-    stopping = true;
     asio::co_spawn(io, srv.shutdown(), [&](std::exception_ptr) {
       signals.cancel();
     });

@@ -14,8 +14,8 @@ void add_token_command(CLI::App& app, action& run) {
     run = [] {
       const auto t = server::generate_token();
       std::cout << t << "\n"
-                << "token_sha256 = \"" << server::to_hex(server::sha256(t)) << "\"\n"
-                << "# Give the token (line 1) to the client, e.g. in a file for --token-file;\n"
+                << "token_sha256 = \"" << server::to_hex(server::sha256(t)) << "\"" << std::endl;
+      std::cerr << "# Give the token (line 1) to the client, e.g. in a file for --token-file;\n"
                 << "# put the token_sha256 line in a [[credential]] of the server's config.\n";
       return exit_ok;
     };

@@ -19,7 +19,9 @@ namespace {
 constexpr std::size_t read_buffer_size = 256 * 1024;
 // A write gathers control frames and DATA until about this much, then goes to the stream.
 constexpr std::size_t write_batch = 256 * 1024;
-constexpr std::size_t max_credit_per_send = 64 * 1024;
+// Received bytes gather in chunks this big, so one socket write can carry many frames.
+constexpr std::size_t inbound_chunk_size = 256 * 1024;
+constexpr std::size_t max_spare_chunks = 8;
 
 // Logs an exception that escaped one of the session's loops (a bug: loops handle errors).
 auto log_escape(const char* what) {
@@ -405,10 +407,7 @@ bool session::on_data(const wire::data& f) {
     const bool can_append = !st.inbound.empty() &&
                             !(st.inbound.size() == 1 && st.front_handed_out) &&
                             st.inbound.back().capacity() - st.inbound.back().size() >= f.payload.size();
-    if (!can_append) {
-      st.inbound.emplace_back();
-      st.inbound.back().reserve(std::max<std::size_t>(64 * 1024, f.payload.size()));
-    }
+    if (!can_append) st.inbound.push_back(take_chunk());
     auto& chunk = st.inbound.back();
     chunk.insert(chunk.end(), f.payload.begin(), f.payload.end());
     st.inbound_bytes += f.payload.size();
@@ -471,7 +470,11 @@ void session::forget(stream_state& st) {
     st.inbound_bytes = 0;
     deliver_credit_session_only();
   }
-  st.inbound.clear();
+  // A chunk handed out by receive() may be in the middle of a socket write: it stays with
+  // the stream until consumed() or the stream's end.
+  const std::size_t keep = st.front_handed_out ? 1 : 0;
+  for (std::size_t i = keep; i < st.inbound.size(); ++i) give_back_chunk(std::move(st.inbound[i]));
+  st.inbound.resize(std::min(keep, st.inbound.size()));
   if (st.reserved) {
     send_credit_ += st.reserved;
     st.reserved = 0;
@@ -498,6 +501,25 @@ void session::deliver_credit_session_only() {
   queue(wire::window_update{0, static_cast<std::uint32_t>(recv_unacknowledged_)});
   recv_remaining_ += static_cast<std::int64_t>(recv_unacknowledged_);
   recv_unacknowledged_ = 0;
+}
+
+std::vector<std::byte> session::take_chunk() {
+  if (spare_chunks_.empty()) {
+    std::vector<std::byte> c;
+    c.reserve(inbound_chunk_size);
+    return c;
+  }
+  auto c = std::move(spare_chunks_.back());
+  spare_chunks_.pop_back();
+  return c;
+}
+
+void session::give_back_chunk(std::vector<std::byte> c) {
+  // Keeping a few spares spares malloc and page faults on every chunk of a bulk transfer;
+  // keeping few means an idle session holds little.
+  if (spare_chunks_.size() >= max_spare_chunks || c.capacity() != inbound_chunk_size) return;
+  c.clear();
+  spare_chunks_.push_back(std::move(c));
 }
 
 void session::refund_send_credit(stream_state& st, std::size_t n) {

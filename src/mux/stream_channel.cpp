@@ -4,7 +4,9 @@
 
 namespace tether::mux {
 namespace {
-constexpr std::size_t max_credit_per_send = 64 * 1024;
+// One send() may carry this much; the session cuts it into frames. Big sends mean few
+// syscalls per byte on the local socket.
+constexpr std::size_t max_credit_per_send = 256 * 1024;
 }
 
 stream_channel::~stream_channel() {
@@ -85,6 +87,7 @@ void stream_channel::consumed(std::size_t n) {
   auto& st = *stream_;
   if (st.inbound.empty() || !st.front_handed_out) return;
   n = st.inbound.front().size();  // receive() hands out whole chunks
+  session_->give_back_chunk(std::move(st.inbound.front()));
   st.inbound.erase(st.inbound.begin());
   st.front_handed_out = false;
   if (st.state == stream_state::phase::done) return;  // the session already took the credit

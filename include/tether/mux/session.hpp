@@ -133,6 +133,8 @@ class session final : public tunnel, public std::enable_shared_from_this<session
   void forget(stream_state& st);                           // drop from the table, credit back
   void deliver_credit(stream_state& st, std::size_t n);    // local side consumed n bytes
   void deliver_credit_session_only();
+  std::vector<std::byte> take_chunk();  // for received DATA, from spares when there are some
+  void give_back_chunk(std::vector<std::byte> chunk);
   void refund_send_credit(stream_state& st, std::size_t n);
   void wake_session_credit_waiters();
 
@@ -157,6 +159,7 @@ class session final : public tunnel, public std::enable_shared_from_this<session
   // Receiving.
   std::vector<std::byte> read_buf_;
   std::size_t read_have_ = 0;
+  std::vector<std::vector<std::byte>> spare_chunks_;
   std::chrono::steady_clock::time_point last_receive_;
 
   // Credit. send_credit_: what the peer still lets us send on the session.

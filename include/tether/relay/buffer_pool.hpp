@@ -12,7 +12,7 @@ namespace tether::relay {
 class buffer_pool {
  public:
   /// `keep`: how many free buffers to hold on to between uses.
-  explicit buffer_pool(std::size_t buffer_size = 64 * 1024, std::size_t keep = 32)
+  explicit buffer_pool(std::size_t buffer_size = 256 * 1024, std::size_t keep = 16)
       : size_(buffer_size), keep_(keep) {}
   buffer_pool(const buffer_pool&) = delete;
   buffer_pool& operator=(const buffer_pool&) = delete;
