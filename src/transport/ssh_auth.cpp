@@ -1,11 +1,12 @@
 // Authentication of an SSH session: private key files, or the keys of a running ssh-agent.
 // Failures say which keys the server refused and why, in words a user can act on.
 
+#include <spdlog/spdlog.h>
+
 #include <cstdlib>
 #include <fstream>
 #include <memory>
 #include <optional>
-#include <spdlog/spdlog.h>
 #include <sstream>
 #include <system_error>
 
@@ -51,7 +52,8 @@ key_info inspect_key_file(const std::filesystem::path& file) {
   if (const auto b = text.find(begin); b != std::string::npos) {
     const auto e = text.find(end, b);
     std::string b64;
-    for (const char c : text.substr(b + begin.size(), e == std::string::npos ? 0 : e - b - begin.size()))
+    for (const char c :
+         text.substr(b + begin.size(), e == std::string::npos ? 0 : e - b - begin.size()))
       if (!std::isspace(static_cast<unsigned char>(c))) b64 += c;
     if (auto raw = base64_decode(b64)) {
       std::string_view in(*raw);
@@ -115,7 +117,8 @@ struct outcome {
 std::string failure_text(const outcome& o) {
   std::vector<std::string> parts;
   if (!o.refused.empty())
-    parts.push_back(std::string(o.refused.size() == 1 ? "the server refused key " : "the server refused keys ") +
+    parts.push_back(std::string(o.refused.size() == 1 ? "the server refused key "
+                                                      : "the server refused keys ") +
                     join(o.refused, ", "));
   for (const auto& p : o.problems) parts.push_back(p);
   if (o.rsa_refused) parts.emplace_back(rsa_hint);
@@ -184,9 +187,10 @@ asio::awaitable<result<std::monostate>> ssh_core::authenticate() {
       }
       if (deadline_passed_ || is_fatal(rc) || rc == LIBSSH2_ERROR_TIMEOUT) co_return lost(rc);
       if (rc == LIBSSH2_ERROR_FILE) {
-        out.problems.push_back("cannot use key " + name + ": " +
-                               (info.encrypted ? "wrong passphrase? (" : "unreadable or unsupported key (") +
-                               last_error_text() + ")");
+        out.problems.push_back(
+            "cannot use key " + name + ": " +
+            (info.encrypted ? "wrong passphrase? (" : "unreadable or unsupported key (") +
+            last_error_text() + ")");
       } else if (rc == LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED ||
                  rc == LIBSSH2_ERROR_AUTHENTICATION_FAILED) {
         out.refused.push_back(describe_key(name, info));
@@ -201,7 +205,8 @@ asio::awaitable<result<std::monostate>> ssh_core::authenticate() {
   // No key files: the agent's keys.
   const char* agent_socket = std::getenv("SSH_AUTH_SOCK");
   if (!agent_socket || !*agent_socket)
-    co_return failed("no identity file given (-i) and no ssh-agent running (SSH_AUTH_SOCK is not set)");
+    co_return failed(
+        "no identity file given (-i) and no ssh-agent running (SSH_AUTH_SOCK is not set)");
   const auto free_agent = [](LIBSSH2_AGENT* a) {
     libssh2_agent_disconnect(a);
     libssh2_agent_free(a);
@@ -210,7 +215,8 @@ asio::awaitable<result<std::monostate>> ssh_core::authenticate() {
   if (!agent) co_return failed("cannot use the ssh-agent (out of memory)");
   // The agent is a local socket; libssh2 talks to it in blocking mode, which is quick.
   if (libssh2_agent_connect(agent.get()) != 0)
-    co_return failed("cannot reach the ssh-agent at " + std::string(agent_socket) + ": " + last_error_text());
+    co_return failed("cannot reach the ssh-agent at " + std::string(agent_socket) + ": " +
+                     last_error_text());
   if (libssh2_agent_list_identities(agent.get()) != 0)
     co_return failed("cannot list the ssh-agent's keys: " + last_error_text());
   libssh2_agent_publickey* prev = nullptr;

@@ -2,9 +2,10 @@
 // right away (most receives find data libssh2 has already queued), and otherwise registers
 // what it waits for with the driver and sleeps until the driver wakes it.
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <asio/error.hpp>
-#include <spdlog/spdlog.h>
 
 #include "tether/transport/ssh.hpp"
 #include "tether/transport/ssh_session.hpp"
@@ -30,9 +31,11 @@ class ssh_channel final : public mux::channel {
     auto& c = *c_;
     for (;;) {
       if (c.err) co_return std::pair{c.err, std::size_t{0}};
-      if (c.eof_sent || c.eof_want) co_return std::pair{make_error_code(asio::error::shut_down), std::size_t{0}};
+      if (c.eof_sent || c.eof_want)
+        co_return std::pair{make_error_code(asio::error::shut_down), std::size_t{0}};
       const auto window = libssh2_channel_window_write_ex(c.ch, nullptr);
-      if (window > 0) co_return std::pair{asio::error_code{}, std::min<std::size_t>(window, max_credit)};
+      if (window > 0)
+        co_return std::pair{asio::error_code{}, std::min<std::size_t>(window, max_credit)};
       c.credit_want = true;
       core_->arm();
       if (co_await c.tx_ev.wait() == woke::cancelled && c.credit_want) {
@@ -97,7 +100,8 @@ class ssh_channel final : public mux::channel {
     for (;;) {
       if (c.rx_len > 0 && !c.rx_delivered) {
         c.rx_delivered = true;
-        co_return std::pair{asio::error_code{}, std::span<const std::byte>(c.rx_buf.get(), c.rx_len)};
+        co_return std::pair{asio::error_code{},
+                            std::span<const std::byte>(c.rx_buf.get(), c.rx_len)};
       }
       if (c.err) co_return std::pair{c.err, std::span<const std::byte>{}};
       if (c.rx_eof) co_return std::pair{asio::error_code{}, std::span<const std::byte>{}};

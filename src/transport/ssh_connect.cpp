@@ -3,6 +3,7 @@
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -11,7 +12,6 @@
 #include <asio/use_awaitable.hpp>
 #include <cstdlib>
 #include <mutex>
-#include <spdlog/spdlog.h>
 
 #include "tether/transport/ssh.hpp"
 #include "tether/transport/ssh_known_hosts.hpp"
@@ -28,8 +28,7 @@ constexpr auto use_tuple = asio::experimental::as_tuple(asio::use_awaitable);
 // Host key algorithms libssh2 1.10 can verify, in the order we prefer for a host we do not
 // know yet (OpenSSH's order, so that a later `ssh` finds the key we record).
 constexpr std::string_view hostkey_algorithms[] = {
-    "ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
-    "ssh-rsa"};
+    "ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-rsa"};
 
 // Known types first, so the server proves the key we hold: libssh2 would otherwise pick
 // ECDSA when the server has one, and a known_hosts with only an Ed25519 line would not match.
@@ -55,7 +54,9 @@ std::filesystem::path known_hosts_path(const ssh_options& o) {
   return std::filesystem::path(home ? home : ".") / ".ssh" / "known_hosts";
 }
 
-std::string host_port(const ssh_options& o) { return o.host + ":" + std::to_string(o.port); }
+std::string host_port(const ssh_options& o) {
+  return o.host + ":" + std::to_string(o.port);
+}
 
 }  // namespace
 
@@ -139,12 +140,14 @@ asio::awaitable<result<std::monostate>> ssh_core::handshake_and_check_host() {
   libssh2_session_method_pref(s_, LIBSSH2_METHOD_HOSTKEY,
                               hostkey_preference(kh->key_types_for(name)).c_str());
 
-  const int rc = co_await drive([this] { return libssh2_session_handshake(s_, sock_.native_handle()); });
+  const int rc =
+      co_await drive([this] { return libssh2_session_handshake(s_, sock_.native_handle()); });
   if (rc != 0) {
     if (deadline_passed_ || rc == LIBSSH2_ERROR_TIMEOUT)
       co_return error{"timed out in the SSH handshake with " + host_port(opts_)};
     if (peer_eof_) {
-      std::string m = "SSH handshake with " + host_port(opts_) + " failed: connection closed by the server";
+      std::string m =
+          "SSH handshake with " + host_port(opts_) + " failed: connection closed by the server";
       if (!server_disconnect_.empty()) m += " (" + server_disconnect_ + ")";
       co_return error{m};
     }
@@ -176,13 +179,15 @@ asio::awaitable<result<std::monostate>> ssh_core::handshake_and_check_host() {
                       ssh_fingerprint_sha256(verdict.entry->key_blob) +
                       "). Someone may be intercepting the connection (man-in-the-middle), or the "
                       "server's key was replaced. Refusing to connect. If you know the key was "
-                      "replaced, remove the old line (" + remove_hint + ") and connect again."};
+                      "replaced, remove the old line (" +
+                      remove_hint + ") and connect again."};
     case known_hosts::status::other_type:
       co_return error{"HOST KEY CHANGED for " + name + "? " + at_line() + " holds a " +
                       ssh_key_display_name(verdict.entry->key_type) +
                       " key for it, but the server offered only " + shown +
                       ". Refusing to connect. If you know the server's keys were replaced, "
-                      "remove the old line (" + remove_hint + ") and connect again."};
+                      "remove the old line (" +
+                      remove_hint + ") and connect again."};
     case known_hosts::status::not_found: {
       if (!opts_.accept_new_host_key)
         co_return error{"host key for " + name + " is not known (" + shown +

@@ -194,8 +194,7 @@ known_hosts::verdict known_hosts::check(std::string_view name, std::string_view 
   return {};
 }
 
-result<std::monostate> append_known_host(const std::filesystem::path& file,
-                                         std::string_view line) {
+result<std::monostate> append_known_host(const std::filesystem::path& file, std::string_view line) {
   std::error_code ec;
   const auto dir = file.parent_path();
   if (!dir.empty() && !std::filesystem::exists(dir, ec)) {
@@ -213,7 +212,8 @@ result<std::monostate> append_known_host(const std::filesystem::path& file,
     }
   }
   std::ofstream out(file, std::ios::binary | std::ios::app);
-  if (!out) return error{"cannot write known hosts file " + file.string() + ": " + std::strerror(errno)};
+  if (!out)
+    return error{"cannot write known hosts file " + file.string() + ": " + std::strerror(errno)};
   if (!existed) ::chmod(file.c_str(), 0600);
   if (needs_newline) out << '\n';
   out << line;

@@ -4,6 +4,7 @@
 #include "tether/transport/ssh_session.hpp"
 
 #include <poll.h>
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -12,7 +13,6 @@
 #include <asio/use_awaitable.hpp>
 #include <cerrno>
 #include <cstring>
-#include <spdlog/spdlog.h>
 
 namespace tether::transport::detail {
 namespace {
@@ -100,7 +100,9 @@ ssh_core::ssh_core(asio::any_io_executor ex, ssh_options opts)
       keepalive_timer_(ex),
       closed_timer_(ex, std::chrono::steady_clock::time_point::max()) {}
 
-ssh_core::~ssh_core() { teardown(); }
+ssh_core::~ssh_core() {
+  teardown();
+}
 
 std::string ssh_core::where() const {
   return opts_.user + "@" + opts_.host + ":" + std::to_string(opts_.port);
@@ -208,14 +210,22 @@ bool ssh_core::run(const std::shared_ptr<ssh_chan>& c, op o) {
 
 ssh_core::step_r ssh_core::step(const std::shared_ptr<ssh_chan>& c, op o) {
   switch (o) {
-    case op::open: return step_open(*c);
-    case op::read: return step_read(*c);
-    case op::read0: return step_read0(*c);
-    case op::write: return step_write(*c);
-    case op::eof: return step_eof(*c);
-    case op::credit: return step_credit(*c);
-    case op::close: return step_close(*c);
-    case op::none: break;
+    case op::open:
+      return step_open(*c);
+    case op::read:
+      return step_read(*c);
+    case op::read0:
+      return step_read0(*c);
+    case op::write:
+      return step_write(*c);
+    case op::eof:
+      return step_eof(*c);
+    case op::credit:
+      return step_credit(*c);
+    case op::close:
+      return step_close(*c);
+    case op::none:
+      break;
   }
   return step_r::done;
 }
@@ -249,20 +259,20 @@ bool ssh_core::is_fatal(int rc) const {
 }
 
 // Ends the session after a failed call, with the most telling reason we have.
-#define TETHER_SSH_FAIL_FROM(rc)                                                        \
-  do {                                                                                  \
-    std::string why_;                                                                   \
-    if (peer_eof_ || (rc) == LIBSSH2_ERROR_SOCKET_DISCONNECT) {                         \
-      why_ = "connection closed by the server";                                        \
-      if (!server_disconnect_.empty()) why_ += " (" + server_disconnect_ + ")";        \
-    } else if (io_errno_ == ETIMEDOUT) {                                                \
-      why_ = "the server stopped answering (keepalive timeout)";                       \
-    } else if (io_errno_ != 0) {                                                        \
-      why_ = std::string("connection lost: ") + std::strerror(io_errno_);               \
-    } else {                                                                            \
-      why_ = "SSH session failed: " + last_error_text();                               \
-    }                                                                                   \
-    fail(make_error_code(errc::session_lost), std::move(why_));                         \
+#define TETHER_SSH_FAIL_FROM(rc)                                                \
+  do {                                                                          \
+    std::string why_;                                                           \
+    if (peer_eof_ || (rc) == LIBSSH2_ERROR_SOCKET_DISCONNECT) {                 \
+      why_ = "connection closed by the server";                                 \
+      if (!server_disconnect_.empty()) why_ += " (" + server_disconnect_ + ")"; \
+    } else if (io_errno_ == ETIMEDOUT) {                                        \
+      why_ = "the server stopped answering (keepalive timeout)";                \
+    } else if (io_errno_ != 0) {                                                \
+      why_ = std::string("connection lost: ") + std::strerror(io_errno_);       \
+    } else {                                                                    \
+      why_ = "SSH session failed: " + last_error_text();                        \
+    }                                                                           \
+    fail(make_error_code(errc::session_lost), std::move(why_));                 \
   } while (0)
 
 void ssh_core::fail_channel(ssh_chan& c, asio::error_code ec) {
@@ -317,8 +327,8 @@ ssh_core::step_r ssh_core::step_read(ssh_chan& c) {
     return step_r::done;
   }
   auto buf = pool_.take();
-  const auto n = libssh2_channel_read(c.ch, reinterpret_cast<char*>(buf.get()),
-                                      ssh_buffer_pool::buffer_size);
+  const auto n =
+      libssh2_channel_read(c.ch, reinterpret_cast<char*>(buf.get()), ssh_buffer_pool::buffer_size);
   drained_ = true;
   if (n > 0) {
     c.rx_buf = std::move(buf);
@@ -481,8 +491,10 @@ bool ssh_core::drain() {
     return true;
   }
   if (n <= 0) {
-    if (n == 0) peer_eof_ = true;
-    else io_errno_ = errno;
+    if (n == 0)
+      peer_eof_ = true;
+    else
+      io_errno_ = errno;
     TETHER_SSH_FAIL_FROM(0);
     return false;
   }
@@ -562,20 +574,22 @@ void ssh_core::arm() {
   }
   if (want_read && !rd_waiting_) {
     rd_waiting_ = true;
-    sock_.async_wait(asio::socket_base::wait_read, [self = shared_from_this()](asio::error_code ec) {
-      self->rd_waiting_ = false;
-      if (ec || self->dead_) return;
-      self->drain_needed_ = true;
-      self->poll();
-    });
+    sock_.async_wait(asio::socket_base::wait_read,
+                     [self = shared_from_this()](asio::error_code ec) {
+                       self->rd_waiting_ = false;
+                       if (ec || self->dead_) return;
+                       self->drain_needed_ = true;
+                       self->poll();
+                     });
   }
   if (want_write && !wr_waiting_) {
     wr_waiting_ = true;
-    sock_.async_wait(asio::socket_base::wait_write, [self = shared_from_this()](asio::error_code ec) {
-      self->wr_waiting_ = false;
-      if (ec || self->dead_) return;
-      self->poll();
-    });
+    sock_.async_wait(asio::socket_base::wait_write,
+                     [self = shared_from_this()](asio::error_code ec) {
+                       self->wr_waiting_ = false;
+                       if (ec || self->dead_) return;
+                       self->poll();
+                     });
   }
 }
 

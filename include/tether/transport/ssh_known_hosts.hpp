@@ -19,11 +19,11 @@ namespace tether::transport {
 
 struct known_host_entry {
   enum class marker { none, revoked, cert_authority };
-  std::size_t line = 0;   // 1-based line number, for messages
+  std::size_t line = 0;  // 1-based line number, for messages
   marker mark = marker::none;
-  std::string hosts;      // the host field as written: patterns, or one |1|salt|hash name
-  std::string key_type;   // "ssh-ed25519", "ecdsa-sha2-nistp256", ...
-  std::string key_blob;   // the decoded public key
+  std::string hosts;     // the host field as written: patterns, or one |1|salt|hash name
+  std::string key_type;  // "ssh-ed25519", "ecdsa-sha2-nistp256", ...
+  std::string key_blob;  // the decoded public key
 };
 
 /// "host" for port 22, "[host]:port" otherwise; lower-cased, as OpenSSH looks hosts up.
@@ -72,7 +72,6 @@ class known_hosts {
 
 /// Appends `line` to `file`, creating it (mode 0600) and its directory (0700) if needed, and
 /// adding a newline first if the file does not end with one.
-result<std::monostate> append_known_host(const std::filesystem::path& file,
-                                         std::string_view line);
+result<std::monostate> append_known_host(const std::filesystem::path& file, std::string_view line);
 
 }  // namespace tether::transport

@@ -51,7 +51,12 @@ TEST(SshUtil, Base64RoundTripsEveryLengthAndRejectsGarbage) {
 }
 
 TEST(SshUtil, SshStringReaderStopsAtTruncatedInput) {
-  std::string_view in("\0\0\0\x03" "abc" "\0\0\0\x09" "ab", 13);
+  std::string_view in(
+      "\0\0\0\x03"
+      "abc"
+      "\0\0\0\x09"
+      "ab",
+      13);
   EXPECT_EQ(read_ssh_string(in), "abc");
   EXPECT_FALSE(read_ssh_string(in));
   EXPECT_EQ(ssh_key_type_of_blob(std::string_view("\xff\xff\xff\xff", 4)), "");
@@ -106,15 +111,16 @@ TEST(KnownHosts, HashedNamesWrittenBySshKeygenMatch) {
   EXPECT_EQ(kh->check("[127.0.0.1]:2222", ed_a).what, known_hosts::status::match);
   EXPECT_EQ(kh->check("tunnel.example.com", ec_a).what, known_hosts::status::match);
   EXPECT_EQ(kh->check("[127.0.0.1]:2223", ed_a).what, known_hosts::status::not_found);
-  EXPECT_EQ(kh->key_types_for("tunnel.example.com"), std::vector<std::string>{"ecdsa-sha2-nistp256"});
+  EXPECT_EQ(kh->key_types_for("tunnel.example.com"),
+            std::vector<std::string>{"ecdsa-sha2-nistp256"});
 }
 
 TEST(KnownHosts, CheckTellsMatchChangedOtherTypeRevokedAndUnknown) {
   const auto kh = known_hosts::parse(
       "# comment\n"
       "\n" +
-      line("h1", ed_a) + line("h2", ed_b) + line("h2", ec_a) + line("h3", ec_a) +
-      "@revoked " + line("*", ed_b) + "@cert-authority " + line("h4", ed_a) +
+      line("h1", ed_a) + line("h2", ed_b) + line("h2", ec_a) + line("h3", ec_a) + "@revoked " +
+      line("*", ed_b) + "@cert-authority " + line("h4", ed_a) +
       "garbage line\n"
       "h5 ssh-ed25519 !!!notbase64\n"
       "h6 1024 35 12345\n");
@@ -129,7 +135,8 @@ TEST(KnownHosts, CheckTellsMatchChangedOtherTypeRevokedAndUnknown) {
   EXPECT_EQ(kh.check("h1", ed_b).what, st::revoked);
   EXPECT_EQ(kh.check("h4", ed_a).what, st::not_found);  // CA lines are not host keys
   EXPECT_EQ(kh.check("nowhere", ed_a).what, st::not_found);
-  EXPECT_EQ(kh.key_types_for("h2"), (std::vector<std::string>{"ssh-ed25519", "ecdsa-sha2-nistp256"}));
+  EXPECT_EQ(kh.key_types_for("h2"),
+            (std::vector<std::string>{"ssh-ed25519", "ecdsa-sha2-nistp256"}));
   EXPECT_TRUE(kh.key_types_for("h5").empty());
 }
 
@@ -138,13 +145,15 @@ TEST(KnownHosts, AppendCreatesTheFileAndKeepsLinesApart) {
   const auto file = dir.path() / "new" / "known_hosts";
   ASSERT_TRUE(append_known_host(file, known_hosts_line("[h]:2222", ed_a)));
   EXPECT_EQ(read_text(file), line("[h]:2222", ed_a));
-  EXPECT_EQ(fs::status(file).permissions() & fs::perms::all, fs::perms::owner_read | fs::perms::owner_write);
+  EXPECT_EQ(fs::status(file).permissions() & fs::perms::all,
+            fs::perms::owner_read | fs::perms::owner_write);
 
   const auto other = dir.path() / "no_newline";
   write_text(other, "h1 ssh-ed25519 AAAA");
   ASSERT_TRUE(append_known_host(other, known_hosts_line("h2", ed_b)));
   EXPECT_EQ(read_text(other), "h1 ssh-ed25519 AAAA\n" + line("h2", ed_b));
-  EXPECT_EQ(known_hosts::parse(read_text(other)).check("h2", ed_b).what, known_hosts::status::match);
+  EXPECT_EQ(known_hosts::parse(read_text(other)).check("h2", ed_b).what,
+            known_hosts::status::match);
 }
 
 TEST(KnownHosts, MissingFileIsEmpty) {

@@ -178,11 +178,11 @@ inline std::uint16_t free_loopback_port() {
 struct ssh_keys {
   temp_dir dir;
   fs::path host_ed25519, host_ecdsa;
-  fs::path user_ed25519;     // authorized
-  fs::path user_other;       // not authorized
-  fs::path user_rsa;         // authorized, but libssh2 can only sign it with SHA-1
-  fs::path user_encrypted;   // authorized, passphrase below
-  fs::path user_agent;       // authorized, used through ssh-agent
+  fs::path user_ed25519;    // authorized
+  fs::path user_other;      // not authorized
+  fs::path user_rsa;        // authorized, but libssh2 can only sign it with SHA-1
+  fs::path user_encrypted;  // authorized, passphrase below
+  fs::path user_agent;      // authorized, used through ssh-agent
   std::string passphrase = "correct horse battery";
   fs::path authorized_keys;
 
@@ -227,8 +227,8 @@ struct ssh_keys {
  private:
   static fs::path make(const fs::path& path, const std::string& type, const std::string& pass = "",
                        std::vector<std::string> extra = {}) {
-    std::vector<std::string> argv{"ssh-keygen", "-q", "-t", type, "-N", pass, "-C", "tether-test",
-                                  "-f", path.string()};
+    std::vector<std::string> argv{"ssh-keygen", "-q", "-t",          type, "-N",
+                                  pass,         "-C", "tether-test", "-f", path.string()};
     argv.insert(argv.end(), extra.begin(), extra.end());
     if (run(argv) != 0) throw std::runtime_error("ssh-keygen failed for " + path.string());
     return path;
@@ -245,14 +245,14 @@ class sshd {
       port_ = free_loopback_port();
       config_ = dir_.path() / "sshd_config";
       log_ = dir_.path() / ("sshd-" + std::to_string(attempt) + ".log");
-      write_text(config_, "ListenAddress 127.0.0.1:" + std::to_string(port_) +
-                              "\nHostKey " + keys.host_ed25519.string() +
-                              "\nHostKey " + keys.host_ecdsa.string() +
+      write_text(config_, "ListenAddress 127.0.0.1:" + std::to_string(port_) + "\nHostKey " +
+                              keys.host_ed25519.string() + "\nHostKey " + keys.host_ecdsa.string() +
                               "\nAuthorizedKeysFile " + keys.authorized_keys.string() +
                               "\nPidFile none\nStrictModes no\nUsePAM no\n"
                               "PasswordAuthentication no\nKbdInteractiveAuthentication no\n"
                               "PubkeyAuthentication yes\nPermitRootLogin prohibit-password\n"
-                              "LogLevel VERBOSE\n" + extra_config + "\n");
+                              "LogLevel VERBOSE\n" +
+                              extra_config + "\n");
       pid_ = spawn({"/usr/sbin/sshd", "-D", "-e", "-f", config_.string()}, log_);
       const std::string ready = "Server listening on 127.0.0.1 port " + std::to_string(port_);
       bool exited = false;
@@ -336,12 +336,16 @@ class scoped_env {
  public:
   scoped_env(const char* name, const std::string* value) : name_(name) {
     if (const char* old = std::getenv(name)) old_ = old, had_ = true;
-    if (value) ::setenv(name, value->c_str(), 1);
-    else ::unsetenv(name);
+    if (value)
+      ::setenv(name, value->c_str(), 1);
+    else
+      ::unsetenv(name);
   }
   ~scoped_env() {
-    if (had_) ::setenv(name_, old_.c_str(), 1);
-    else ::unsetenv(name_);
+    if (had_)
+      ::setenv(name_, old_.c_str(), 1);
+    else
+      ::unsetenv(name_);
   }
   scoped_env(const scoped_env&) = delete;
   scoped_env& operator=(const scoped_env&) = delete;
@@ -355,7 +359,8 @@ class scoped_env {
 // A TCP echo server on 127.0.0.1 ("the device"): echoes until EOF, then half-closes back.
 class echo_server {
  public:
-  explicit echo_server(asio::io_context& io) : acceptor_(io, {asio::ip::make_address("127.0.0.1"), 0}) {
+  explicit echo_server(asio::io_context& io)
+      : acceptor_(io, {asio::ip::make_address("127.0.0.1"), 0}) {
     asio::co_spawn(io, accept_loop(), asio::detached);
   }
   std::uint16_t port() const { return acceptor_.local_endpoint().port(); }

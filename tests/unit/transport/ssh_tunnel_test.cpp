@@ -39,7 +39,8 @@ class SshTunnelTest : public ::testing::Test {
     o.user = current_user();
     o.identity_files = {keys->user_ed25519};
     o.known_hosts = dir_.path() / "known_hosts";
-    if (!fs::exists(o.known_hosts)) write_text(o.known_hosts, d.known_hosts_line(keys->host_ed25519));
+    if (!fs::exists(o.known_hosts))
+      write_text(o.known_hosts, d.known_hosts_line(keys->host_ed25519));
     o.connect_timeout = 10s;
     return o;
   }
@@ -130,7 +131,8 @@ asio::awaitable<std::pair<asio::error_code, std::vector<std::byte>>> receive_all
 }
 
 // Sends `data` then EOF, while reading the echo until EOF; returns what came back.
-asio::awaitable<std::vector<std::byte>> echo_through(mux::channel& ch, const std::vector<std::byte>& data) {
+asio::awaitable<std::vector<std::byte>> echo_through(mux::channel& ch,
+                                                     const std::vector<std::byte>& data) {
   auto send_then_eof = [&]() -> asio::awaitable<asio::error_code> {
     if (auto ec = co_await send_all(ch, data)) co_return ec;
     co_return co_await ch.send_eof();
@@ -161,29 +163,31 @@ TEST_F(SshTunnelTest, SixteenMebibytesEachWayArriveIntact) {
 
 TEST_F(SshTunnelTest, HundredConcurrentChannelsEchoOneMebibyteEach) {
   echo_server echo(io_);
-  run([&]() -> asio::awaitable<void> {
-    auto tunnel = co_await connect(options());
-    if (!tunnel) co_return;
-    int ok = 0;
-    auto one = [&](std::uint32_t i) -> asio::awaitable<void> {
-      auto [ec, ch] = co_await open_to(*tunnel, echo.port());
-      EXPECT_FALSE(ec) << "channel " << i << ": " << ec.message();
-      if (!ch) co_return;
-      const auto data = pattern(1 << 20, 100 + i);
-      const auto back = co_await echo_through(*ch, data);
-      if (back == data) ++ok;
-    };
-    int finished = 0;
-    auto ex = co_await asio::this_coro::executor;
-    asio::steady_timer all_done(ex, std::chrono::steady_clock::time_point::max());
-    for (std::uint32_t i = 0; i < 100; ++i)
-      asio::co_spawn(ex, one(i), [&](std::exception_ptr) {
-        if (++finished == 100) all_done.cancel();
-      });
-    co_await all_done.async_wait(use_tuple);
-    EXPECT_EQ(ok, 100);
-    tunnel->close();
-  }, 120s);
+  run(
+      [&]() -> asio::awaitable<void> {
+        auto tunnel = co_await connect(options());
+        if (!tunnel) co_return;
+        int ok = 0;
+        auto one = [&](std::uint32_t i) -> asio::awaitable<void> {
+          auto [ec, ch] = co_await open_to(*tunnel, echo.port());
+          EXPECT_FALSE(ec) << "channel " << i << ": " << ec.message();
+          if (!ch) co_return;
+          const auto data = pattern(1 << 20, 100 + i);
+          const auto back = co_await echo_through(*ch, data);
+          if (back == data) ++ok;
+        };
+        int finished = 0;
+        auto ex = co_await asio::this_coro::executor;
+        asio::steady_timer all_done(ex, std::chrono::steady_clock::time_point::max());
+        for (std::uint32_t i = 0; i < 100; ++i)
+          asio::co_spawn(ex, one(i), [&](std::exception_ptr) {
+            if (++finished == 100) all_done.cancel();
+          });
+        co_await all_done.async_wait(use_tuple);
+        EXPECT_EQ(ok, 100);
+        tunnel->close();
+      },
+      120s);
 }
 
 TEST_F(SshTunnelTest, SendEofReachesTheDeviceAndItsEchoEndsWithEof) {
@@ -272,7 +276,8 @@ TEST_F(SshTunnelTest, ForwardingDisabledOnTheServerIsForwardingDenied) {
     if (!tunnel) co_return;
     auto [ec, ch] = co_await open_to(*tunnel, echo.port());
     EXPECT_EQ(ec, make_error_code(errc::ssh_forwarding_denied)) << ec.message();
-    EXPECT_NE(ssh_last_error_message(*tunnel).find("administratively prohibited"), std::string::npos)
+    EXPECT_NE(ssh_last_error_message(*tunnel).find("administratively prohibited"),
+              std::string::npos)
         << ssh_last_error_message(*tunnel);
     tunnel->close();
   });
@@ -296,7 +301,8 @@ TEST_F(SshTunnelTest, UnknownHostKeyIsRefusedWithItsFingerprint) {
   run([&]() -> asio::awaitable<void> {
     const auto msg = co_await connect_error(o);
     const auto expected = "host key for [127.0.0.1]:" + std::to_string(server->port()) +
-                          " is not known (ED25519 key " + ssh_keys::fingerprint(keys->host_ed25519) +
+                          " is not known (ED25519 key " +
+                          ssh_keys::fingerprint(keys->host_ed25519) +
                           "); pass --accept-new-host-key to trust it";
     EXPECT_EQ(msg, expected);
   });
@@ -344,7 +350,9 @@ TEST_F(SshTunnelTest, ChangedHostKeyIsRefusedLoudly) {
   write_text(o.known_hosts, server->known_hosts_line(keys->user_other));  // some other ed25519 key
   run([&]() -> asio::awaitable<void> {
     const auto msg = co_await connect_error(o);
-    EXPECT_EQ(msg.rfind("HOST KEY CHANGED for [127.0.0.1]:" + std::to_string(server->port()), 0), 0u) << msg;
+    EXPECT_EQ(msg.rfind("HOST KEY CHANGED for [127.0.0.1]:" + std::to_string(server->port()), 0),
+              0u)
+        << msg;
     EXPECT_NE(msg.find(ssh_keys::fingerprint(keys->host_ed25519)), std::string::npos) << msg;
     EXPECT_NE(msg.find(o.known_hosts.string() + ":1"), std::string::npos) << msg;
     // accept_new does not override a changed key.
@@ -360,8 +368,8 @@ TEST_F(SshTunnelTest, WrongUserKeyIsRefusedWithAClearMessage) {
   o.identity_files = {keys->user_other};
   run([&]() -> asio::awaitable<void> {
     const auto msg = co_await connect_error(o);
-    EXPECT_EQ(msg, "authentication failed for user " + current_user() + ": the server refused key " +
-                       keys->user_other.string() + " (ED25519 " +
+    EXPECT_EQ(msg, "authentication failed for user " + current_user() +
+                       ": the server refused key " + keys->user_other.string() + " (ED25519 " +
                        ssh_keys::fingerprint(keys->user_other) + ")");
   });
 }
@@ -411,7 +419,8 @@ TEST_F(SshTunnelTest, EncryptedKeyWithoutOrWithAWrongPassphraseSaysSo) {
   scoped_env env("TETHER_SSH_PASSPHRASE", nullptr);
   run([&]() -> asio::awaitable<void> {
     const auto missing = co_await connect_error(o);
-    EXPECT_NE(missing.find("is encrypted and no passphrase was given"), std::string::npos) << missing;
+    EXPECT_NE(missing.find("is encrypted and no passphrase was given"), std::string::npos)
+        << missing;
     auto wrong = o;
     wrong.passphrase = "not it";
     const auto msg = co_await connect_error(wrong);
@@ -487,14 +496,16 @@ TEST_F(SshTunnelTest, ServerDroppingTheConnectionEndsTheSession) {
 
 TEST_F(SshTunnelTest, IdleSessionWithoutChannelsNoticesTheServerGoing) {
   sshd own(*keys);
-  run([&]() -> asio::awaitable<void> {
-    auto o = options(own);
-    o.keepalive = 0s;  // no keepalive to fail: the EOF itself must be seen
-    auto tunnel = co_await connect(o);
-    if (!tunnel) co_return;
-    own.drop_connections();
-    EXPECT_EQ(co_await tunnel->wait_closed(), make_error_code(errc::session_lost));
-  }, 20s);
+  run(
+      [&]() -> asio::awaitable<void> {
+        auto o = options(own);
+        o.keepalive = 0s;  // no keepalive to fail: the EOF itself must be seen
+        auto tunnel = co_await connect(o);
+        if (!tunnel) co_return;
+        own.drop_connections();
+        EXPECT_EQ(co_await tunnel->wait_closed(), make_error_code(errc::session_lost));
+      },
+      20s);
 }
 
 TEST_F(SshTunnelTest, CloseEndsChannelsAndWaitClosed) {
@@ -515,7 +526,8 @@ TEST_F(SshTunnelTest, CloseEndsChannelsAndWaitClosed) {
     const auto rec = co_await (receiver() && closer());
     EXPECT_EQ(rec, make_error_code(errc::session_lost));
     EXPECT_EQ(co_await tunnel->wait_closed(), make_error_code(errc::session_lost));
-    EXPECT_EQ(co_await ch->send(std::as_bytes(std::span("x", 1))), make_error_code(errc::session_lost));
+    EXPECT_EQ(co_await ch->send(std::as_bytes(std::span("x", 1))),
+              make_error_code(errc::session_lost));
   });
 }
 
