@@ -259,21 +259,20 @@ bool ssh_core::is_fatal(int rc) const {
 }
 
 // Ends the session after a failed call, with the most telling reason we have.
-#define TETHER_SSH_FAIL_FROM(rc)                                                \
-  do {                                                                          \
-    std::string why_;                                                           \
-    if (peer_eof_ || (rc) == LIBSSH2_ERROR_SOCKET_DISCONNECT) {                 \
-      why_ = "connection closed by the server";                                 \
-      if (!server_disconnect_.empty()) why_ += " (" + server_disconnect_ + ")"; \
-    } else if (io_errno_ == ETIMEDOUT) {                                        \
-      why_ = "the server stopped answering (keepalive timeout)";                \
-    } else if (io_errno_ != 0) {                                                \
-      why_ = std::string("connection lost: ") + std::strerror(io_errno_);       \
-    } else {                                                                    \
-      why_ = "SSH session failed: " + last_error_text();                        \
-    }                                                                           \
-    fail(make_error_code(errc::session_lost), std::move(why_));                 \
-  } while (0)
+void ssh_core::fail_from(int rc) {
+  std::string why;
+  if (peer_eof_ || rc == LIBSSH2_ERROR_SOCKET_DISCONNECT) {
+    why = "connection closed by the server";
+    if (!server_disconnect_.empty()) why += " (" + server_disconnect_ + ")";
+  } else if (io_errno_ == ETIMEDOUT) {
+    why = "the server stopped answering (keepalive timeout)";
+  } else if (io_errno_ != 0) {
+    why = std::string("connection lost: ") + std::strerror(io_errno_);
+  } else {
+    why = "SSH session failed: " + last_error_text();
+  }
+  fail(make_error_code(errc::session_lost), std::move(why));
+}
 
 void ssh_core::fail_channel(ssh_chan& c, asio::error_code ec) {
   if (!c.err) c.err = ec;
@@ -309,7 +308,7 @@ ssh_core::step_r ssh_core::step_open(ssh_chan& c) {
   const int rc = libssh2_session_last_errno(s_);
   if (rc == LIBSSH2_ERROR_EAGAIN) return step_r::blocked;
   if (is_fatal(rc)) {
-    TETHER_SSH_FAIL_FROM(rc);
+    fail_from(rc);
     return step_r::done;
   }
   opens_.pop_front();
@@ -349,7 +348,7 @@ ssh_core::step_r ssh_core::step_read(ssh_chan& c) {
   }
   if (n == LIBSSH2_ERROR_EAGAIN) return step_r::blocked;
   if (is_fatal(int(n))) {
-    TETHER_SSH_FAIL_FROM(int(n));
+    fail_from(int(n));
     return step_r::done;
   }
   fail_channel(c, make_error_code(errc::stream_reset));
@@ -360,7 +359,7 @@ ssh_core::step_r ssh_core::step_read0(ssh_chan& c) {
   char unused = 0;
   const auto n = libssh2_channel_read(c.ch, &unused, 0);
   drained_ = true;
-  if (n < 0 && n != LIBSSH2_ERROR_EAGAIN && is_fatal(int(n))) TETHER_SSH_FAIL_FROM(int(n));
+  if (n < 0 && n != LIBSSH2_ERROR_EAGAIN && is_fatal(int(n))) fail_from(int(n));
   return step_r::done;
 }
 
@@ -371,7 +370,7 @@ bool ssh_core::check_remote_closed(ssh_chan& c) {
     drained_ = true;
     if (rc == LIBSSH2_ERROR_EAGAIN) return false;
     if (rc < 0 && is_fatal(rc)) {
-      TETHER_SSH_FAIL_FROM(rc);
+      fail_from(rc);
       return true;
     }
     if (rc != 0) return false;
@@ -399,7 +398,7 @@ ssh_core::step_r ssh_core::step_write(ssh_chan& c) {
       return step_r::blocked;  // no window: wait for the server's window adjust
     }
     if (is_fatal(int(n))) {
-      TETHER_SSH_FAIL_FROM(int(n));
+      fail_from(int(n));
       return step_r::done;
     }
     fail_channel(c, make_error_code(errc::stream_reset));
@@ -425,7 +424,7 @@ ssh_core::step_r ssh_core::step_eof(ssh_chan& c) {
   }
   if (rc == LIBSSH2_ERROR_EAGAIN) return step_r::blocked;
   if (is_fatal(rc)) {
-    TETHER_SSH_FAIL_FROM(rc);
+    fail_from(rc);
     return step_r::done;
   }
   fail_channel(c, make_error_code(errc::stream_reset));
@@ -449,7 +448,7 @@ ssh_core::step_r ssh_core::step_close(ssh_chan& c) {
     drained_ = true;
     if (rc == LIBSSH2_ERROR_EAGAIN) return step_r::blocked;
     if (rc < 0 && is_fatal(rc)) {
-      TETHER_SSH_FAIL_FROM(rc);
+      fail_from(rc);
       return step_r::done;
     }
     if (!c.probe)
@@ -495,7 +494,7 @@ bool ssh_core::drain() {
       peer_eof_ = true;
     else
       io_errno_ = errno;
-    TETHER_SSH_FAIL_FROM(0);
+    fail_from(0);
     return false;
   }
   // libssh2 1.10 has no call that only reads. Open a channel of a type nobody serves: while
@@ -649,7 +648,7 @@ void ssh_core::on_keepalive() {
         return;
       }
       if (rc != 0 && rc != LIBSSH2_ERROR_EAGAIN) {
-        TETHER_SSH_FAIL_FROM(rc);
+        fail_from(rc);
         return;
       }
       if (out_partial_) {
@@ -739,7 +738,5 @@ void ssh_core::teardown() {
   asio::error_code ignored;
   sock_.close(ignored);
 }
-
-#undef TETHER_SSH_FAIL_FROM
 
 }  // namespace tether::transport::detail

@@ -208,6 +208,7 @@ class ssh_core : public std::enable_shared_from_this<ssh_core> {
   void fail_channel(ssh_chan& c, asio::error_code ec);
   bool check_remote_closed(ssh_chan& c);
   void fail(asio::error_code ec, std::string why);
+  void fail_from(int rc);
   void teardown();
   void start_keepalive();
   void on_keepalive();
