@@ -169,8 +169,9 @@ struct proxy::impl : std::enable_shared_from_this<impl> {
       }
       if (ec) {
         const auto why = reason_of(ec);
-        const auto msg = ec.category() == tether_category() ? std::string(describe(why))
-                                                            : ec.message();
+        auto msg = ec.category() == tether_category() ? std::string(describe(why)) : ec.message();
+        if (const auto detail = tunnel->last_open_error(); !detail.empty() && detail != msg)
+          msg += " (" + detail + ")";
         spdlog::warn("stream to {}:{} failed: {}", l.map.device, l.map.device_port, msg);
         events.stream_error(l.map, l.local, why, msg);
         co_return;

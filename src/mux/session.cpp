@@ -369,6 +369,7 @@ bool session::on_open_result(const wire::open_result& f) {
     st.send_credit = f.window;
     st.send_wake.notify();
   } else {
+    last_open_error_.assign(f.message);
     auto keep = it->second;
     streams_.erase(it);
     keep->state = stream_state::phase::done;

@@ -1,9 +1,11 @@
 #include "tether/relay/splice.hpp"
 
 #include <algorithm>
-#include <asio/experimental/awaitable_operators.hpp>
+#include <asio/co_spawn.hpp>
+#include <asio/this_coro.hpp>
 #include <asio/write.hpp>
 
+#include "tether/mux/async_signal.hpp"
 #include "tether/mux/use_tuple.hpp"
 
 namespace tether::relay {
@@ -126,10 +128,21 @@ void prepare_socket(tcp::socket& sock) {
 }
 
 asio::awaitable<splice_result> splice(tcp::socket& sock, mux::channel& ch, buffer_pool& pool) {
-  using namespace asio::experimental::awaitable_operators;
   splice_result r;
   prepare_socket(sock);
-  co_await (uplink(sock, ch, pool, r) && downlink(sock, ch, r));
+  // The downlink runs as its own coroutine and the uplink in this one. (awaitable
+  // operator && would do the same with two spawns and a parallel group: more memory per
+  // connection, and idle connections are what there are most of.) Neither direction
+  // throws; each ends the other by closing the socket or resetting the channel.
+  const auto ex = co_await asio::this_coro::executor;
+  mux::async_signal downlink_done(ex);
+  bool finished = false;
+  asio::co_spawn(ex, downlink(sock, ch, r), [&](std::exception_ptr) {
+    finished = true;
+    downlink_done.notify();
+  });
+  co_await uplink(sock, ch, pool, r);
+  while (!finished) co_await downlink_done.wait();
   asio::error_code ignored;
   sock.close(ignored);
   co_return r;

@@ -110,8 +110,8 @@ struct server::impl {
     const std::string what = t.device + ":" + std::to_string(t.port);
     auto refuse = [&](errc why, const std::string& message) {
       ++counters.streams_refused;
-      spdlog::info("stream {} from '{}' ({}) refused: {}", what, ctx->cred->name, ctx->peer,
-                   message);
+      spdlog::info("stream {} from '{}' ({}) refused: {}: {}", what, ctx->cred->name, ctx->peer,
+                   describe(why), message);
       in.refuse(why, message);
     };
     if (t.proto != mux::protocol::tcp) {
@@ -124,14 +124,13 @@ struct server::impl {
     }
     const device* dev = devices.find(t.device);
     if (!dev) {
-      refuse(errc::unknown_device, "unknown device '" + t.device + "'");
+      refuse(errc::unknown_device, "no device '" + t.device + "' in the server's registry");
       co_return;
     }
     tcp::socket sock(executor);
     if (auto ec = co_await dial(dev->address, t.port, sock)) {
       const auto why = dial_failure(ec);
-      refuse(why, std::string(describe(why)) + " (" + dev->address + ":" +
-                      std::to_string(t.port) + ": " + ec.message() + ")");
+      refuse(why, dev->address + ":" + std::to_string(t.port) + ": " + ec.message());
       co_return;
     }
     ++counters.streams_opened;

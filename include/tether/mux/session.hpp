@@ -88,6 +88,7 @@ class session final : public tunnel, public std::enable_shared_from_this<session
 
   // tunnel
   asio::awaitable<std::pair<asio::error_code, std::unique_ptr<channel>>> open(target t) override;
+  std::string last_open_error() const override { return last_open_error_; }
   /// Completes when the session can take no new streams: it ended, or the peer sent GOAWAY.
   asio::awaitable<asio::error_code> wait_closed() override;
   void close() override;
@@ -147,6 +148,7 @@ class session final : public tunnel, public std::enable_shared_from_this<session
   std::unordered_map<std::uint32_t, std::shared_ptr<stream_state>> streams_;
   std::uint32_t next_local_id_ = 1;
   std::uint32_t last_peer_id_ = 0;
+  std::string last_open_error_;
   open_handler on_open_;
 
   // Sending. Control frames go first, then DATA round-robin over ready streams.

@@ -32,6 +32,10 @@ class tunnel {
   virtual asio::awaitable<std::pair<asio::error_code, std::unique_ptr<channel>>> open(
       target t) = 0;
 
+  /// The peer's own words for the last refused open() ("unknown device 'dev-9'"), for
+  /// messages and logs; empty when it gave none.
+  virtual std::string last_open_error() const { return {}; }
+
   /// Completes when the session has ended, with the reason.
   virtual asio::awaitable<asio::error_code> wait_closed() = 0;
 
