@@ -21,6 +21,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import textwrap
 from collections import defaultdict
 
 # metric -> (column title, format, higher is better)
@@ -208,7 +209,9 @@ def chart(data, paths, out_dir, meta):
                    ("bulk1_gbps", "bulk8_gbps", "rr_pinned_p50_us", "rr_free_p50_us")]
             f.write(p + " " + " ".join("NaN" if v is None else f"{v:.3f}" for v in row) + "\n")
     png = os.path.join(out_dir, "chart.png")
-    title = f"loopback, {meta.get('machine', '').split(',')[0]}, {meta.get('date', '')[:10]}"
+    reps = meta.get("reps", "?")
+    title = (f"loopback, {meta.get('machine', '').split(',')[0]}, {meta.get('date', '')[:10]}; "
+             f"median{'' if reps == '1' else 's'} of {reps} repetition{'' if reps == '1' else 's'}")
     script = f"""
 set terminal pngcairo size 1100,460 font "sans,10"
 set output "{png}"
@@ -218,10 +221,10 @@ set style histogram clustered gap 1
 set style fill solid 0.85 border -1
 set boxwidth 0.9
 set grid ytics
-set key top right
+set key below
 set xtics rotate by 25 right nomirror
 set yrange [0:*]
-set multiplot layout 1,2 title "tether and its peers ({title}); medians of {meta.get('reps', '?')} repetitions"
+set multiplot layout 1,2 title "tether and its peers ({title})"
 set title "bulk throughput (iperf3 -l 1M), higher is better"
 set ylabel "Gbit/s"
 plot "{dat}" using 2:xtic(1) title "1 stream" lc rgb "#3b75af", \\
@@ -246,29 +249,44 @@ unset multiplot
     return png
 
 
+def wrap(text, bullet=False):
+    """Prose wrapped like the rest of the README; tables and images stay on one line."""
+    return textwrap.wrap(text, width=95, initial_indent="- " if bullet else "",
+                         subsequent_indent="  " if bullet else "", break_on_hyphens=False,
+                         break_long_words=False)
+
+
 def report(data, paths, peer, meta, skipped, ts):
+    reps = meta.get("reps", "?")
     lines = ["## Performance", ""]
-    lines.append(
-        "`scripts/bench` runs tether beside its peers over loopback in one run, every path from "
-        "a local port to a target on 127.0.0.1 (`--quick` for a short run). Figures are medians "
-        f"of {meta.get('reps', '?')} repetitions; `× {peer}` is the median of the per-repetition "
-        f"ratios to {peer} measured in the same repetition. Everything, load generators "
-        "included, shares the machine's CPUs, so compare ratios within one run, not absolute "
-        "figures across runs.")
-    lines += ["", f"Machine: {meta.get('machine', '?')}. Run {meta.get('date', '?')}, commit "
-              f"{meta.get('commit', '?')}, {meta.get('runtime_s', '?')} s of measuring.", ""]
+    lines += wrap(
+        "`scripts/bench` runs tether beside its peers over loopback in one run, every path "
+        "from a local port to a target on 127.0.0.1 (`--quick` for a short run). Figures are "
+        f"medians of {reps} repetition{'' if reps == '1' else 's'}; `× {peer}` is the median "
+        f"of the per-repetition ratios to {peer} measured in the same repetition. Everything, "
+        "load generators included, shares the machine's CPUs, so compare ratios within one "
+        "run, not absolute figures across runs.")
+    foreign = [v for p in paths for v in values(data, p, "path_max_foreign_pct")]
+    noise = (f" Load from other processes during the tests: up to "
+             f"{statistics.median(foreign):.0f}% of the machine for the median path, "
+             f"{max(foreign):.0f}% at worst." if foreign else "")
+    lines += [""] + wrap(
+        f"Machine: {meta.get('machine', '?')}. Run {meta.get('date', '?')}, commit "
+        f"{meta.get('commit', '?')}, {meta.get('runtime_s', '?')} s of measuring.{noise}") + [""]
     lines += main_table(data, paths, peer)
     lines += ["", "Targets (ratios in the same run):", ""]
     lines += targets_table(ts)
     lines += ["", "![throughput and latency per path](docs/bench.png)", "", "Paths and load:", ""]
     for p in paths:
-        lines.append(f"- `{p}`: {meta.get('path.' + p, '')}")
+        lines += wrap(f"`{p}`: {meta.get('path.' + p, '')}", bullet=True)
     for p, why in skipped.items():
-        lines.append(f"- `{p}`: skipped — {why}")
-    lines.append(f"- load: {meta.get('load', '')}; CPU s/GB counts only the path's own "
-                 "processes (relays, sshd, tether) over both bulk tests; memory is the RSS of "
-                 "the path's processes with the idle connections open, divided by their number.")
-    lines.append(f"- packages: {meta.get('versions', '')}")
+        lines += wrap(f"`{p}`: skipped: {why}", bullet=True)
+    lines += wrap(f"load: {meta.get('load', '')}. CPU s/GB counts only the path's own "
+                  "processes (relays, sshd, tether) over both bulk tests. Memory is the RSS of "
+                  "the path's processes with the idle connections open, divided by their "
+                  "number" + (f"; {meta['mem_note']}" if meta.get("mem_note") else "."),
+                  bullet=True)
+    lines += wrap(f"packages: {meta.get('versions', '')}", bullet=True)
     return lines
 
 
