@@ -27,6 +27,7 @@ enum class errc : std::uint8_t {
   internal = 15,           // a bug or resource exhaustion on the peer
   unsupported = 16,        // e.g. UDP over a transport that cannot carry it
   ssh_forwarding_denied = 17,  // the SSH server refused the direct-tcpip channel
+  untrusted_host = 18,         // the server's SSH host key is unknown or changed
 };
 
 const std::error_category& tether_category() noexcept;

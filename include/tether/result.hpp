@@ -6,10 +6,13 @@
 #include <utility>
 #include <variant>
 
+#include "tether/errc.hpp"
+
 namespace tether {
 
 struct error {
   std::string message;
+  errc code = errc::internal;  // lets callers decide (retry or not) without reading words
 };
 
 template <class T>
@@ -30,6 +33,7 @@ class result {
   const T& operator*() const& { return value(); }
 
   const std::string& message() const { return std::get<1>(v_).message; }
+  errc code() const { return std::get<1>(v_).code; }
 
  private:
   std::variant<T, error> v_;

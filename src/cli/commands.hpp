@@ -14,7 +14,7 @@ inline constexpr int exit_ok = 0;
 inline constexpr int exit_failure = 1;
 inline constexpr int exit_usage = 2;
 inline constexpr int exit_bad_credentials = 3;
-inline constexpr int exit_bad_certificate = 4;
+inline constexpr int exit_untrusted_server = 4;  // TLS certificate or SSH host key
 
 void add_server_command(CLI::App& app, action& run);
 void add_connect_command(CLI::App& app, action& run);

@@ -3,7 +3,11 @@
 #include <asio/co_spawn.hpp>
 #include <asio/io_context.hpp>
 #include <asio/signal_set.hpp>
+#include <pwd.h>
+#include <unistd.h>
+
 #include <cstdlib>
+#include <fstream>
 #include <iostream>
 
 #include "commands.hpp"
@@ -27,7 +31,16 @@ struct connect_flags {
   double connect_timeout_s = 10;
   double wait_for_session_s = 30;
   std::string log_level = "info";
+  // ssh://
+  std::vector<std::string> identity_files;
+  std::string known_hosts;
+  std::string passphrase_file;
+  bool accept_new_host_key = false;
 };
+
+std::chrono::milliseconds seconds(double s) {
+  return std::chrono::milliseconds(static_cast<long>(s * 1000));
+}
 
 // Token precedence: --token-file, then --token, then TETHER_TOKEN.
 std::string find_token(const connect_flags& f) {
@@ -38,8 +51,45 @@ std::string find_token(const connect_flags& f) {
       "no token: pass --token-file FILE, --token TOKEN or set TETHER_TOKEN");
 }
 
-std::chrono::milliseconds seconds(double s) {
-  return std::chrono::milliseconds(static_cast<long>(s * 1000));
+// The local user, the default for ssh:// URLs without one (as with ssh).
+std::string local_user() {
+  if (const char* u = std::getenv("USER"); u && *u) return u;
+  if (const auto* pw = ::getpwuid(::geteuid())) return pw->pw_name;
+  throw std::invalid_argument("cannot tell the local user name: give it as ssh://USER@HOST");
+}
+
+std::string read_secret_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw std::invalid_argument("cannot read --passphrase-file " + path);
+  std::string line;
+  std::getline(in, line);
+  if (!line.empty() && line.back() == '\r') line.pop_back();
+  return line;
+}
+
+client::dialer ssh_dialer(asio::any_io_executor ex, const client::server_url& url,
+                          const connect_flags& f) {
+  transport::ssh_options o;
+  o.host = url.host;
+  o.port = url.port;
+  o.user = url.user.empty() ? local_user() : url.user;
+  for (const auto& i : f.identity_files) o.identity_files.emplace_back(i);
+  if (!f.passphrase_file.empty()) o.passphrase = read_secret_file(f.passphrase_file);
+  o.known_hosts = f.known_hosts;
+  o.accept_new_host_key = f.accept_new_host_key;
+  o.connect_timeout = seconds(f.connect_timeout_s);
+  return client::make_ssh_dialer(ex, std::move(o));
+}
+
+client::dialer tls_dialer(asio::any_io_executor ex, const client::server_url& url,
+                          const connect_flags& f) {
+  client::tls_dial_options o;
+  o.host = url.host;
+  o.port = url.port;
+  o.ca_file = f.ca_file;
+  o.token = find_token(f);
+  o.connect_timeout = seconds(f.connect_timeout_s);
+  return client::make_tls_dialer(ex, std::move(o));
 }
 
 int run_connect(const connect_flags& f) {
@@ -60,18 +110,25 @@ int run_connect(const connect_flags& f) {
     for (const auto& spec : f.udp_specs) {
       auto m = client::parse_mapping(spec, mux::protocol::udp);
       if (!m) throw std::invalid_argument(m.message());
+      if (url.kind == client::scheme::ssh)
+        throw std::invalid_argument("-U '" + spec +
+                                    "': UDP needs a tls:// server (SSH forwards only TCP)");
       throw std::invalid_argument("-U '" + spec + "': UDP tunnels are not supported yet");
     }
     if (mappings.empty()) throw std::invalid_argument("nothing to forward: give at least one -L");
-    if (url.kind == client::scheme::ssh)
-      throw std::invalid_argument("ssh:// servers are not supported yet");
-    client::tls_dial_options o;
-    o.host = url.host;
-    o.port = url.port;
-    o.ca_file = f.ca_file;
-    o.token = find_token(f);
-    o.connect_timeout = seconds(f.connect_timeout_s);
-    dial = client::make_tls_dialer(io.get_executor(), std::move(o));
+    const bool ssh = url.kind == client::scheme::ssh;
+    if (ssh && (!f.ca_file.empty() || !f.token_file.empty() || !f.token.empty()))
+      throw std::invalid_argument("--ca, --token and --token-file are for tls:// servers; "
+                                  "ssh:// uses -i KEY or ssh-agent");
+    if (!ssh && (!f.identity_files.empty() || !f.known_hosts.empty() || f.accept_new_host_key ||
+                 !f.passphrase_file.empty()))
+      throw std::invalid_argument("-i, --known-hosts, --accept-new-host-key and --passphrase-file "
+                                  "are for ssh:// servers");
+    if (ssh) {
+      dial = ssh_dialer(io.get_executor(), url, f);
+    } else {
+      dial = tls_dialer(io.get_executor(), url, f);
+    }
   } catch (const std::exception& e) {
     std::cerr << "error: " << e.what() << std::endl;
     return exit_usage;
@@ -88,18 +145,18 @@ int run_connect(const connect_flags& f) {
   int exit_code = exit_ok;
   auto report_fatal = [&](const client::dial_outcome& o) {
     using kind = client::dial_outcome::failure;
-    if (o.kind == kind::bad_credentials) {
+    if (o.kind == kind::none) return;
+    if (o.kind == kind::bad_credentials && url.kind == client::scheme::tls)
       std::cerr << "error: authentication failed: token rejected by " << options.server
                 << std::endl;
-      exit_code = exit_bad_credentials;
-    } else if (o.kind == kind::bad_certificate) {
-      std::cerr << "error: " << o.error << " (server " << options.server
-                << "; check --ca)" << std::endl;
-      exit_code = exit_bad_certificate;
-    } else if (o.kind != kind::none) {
+    else if (o.kind == kind::untrusted_server && url.kind == client::scheme::tls)
+      std::cerr << "error: " << o.error << " (server " << options.server << "; check --ca)"
+                << std::endl;
+    else
       std::cerr << "error: " << o.error << std::endl;
-      exit_code = exit_failure;
-    }
+    exit_code = o.kind == kind::bad_credentials    ? exit_bad_credentials
+                : o.kind == kind::untrusted_server ? exit_untrusted_server
+                                                   : exit_failure;
   };
 
   asio::signal_set signals(io, SIGINT, SIGTERM);
@@ -155,6 +212,15 @@ void add_connect_command(CLI::App& app, action& run) {
   cmd->add_option("--token", f->token,
                   "The access token (prefer --token-file or TETHER_TOKEN: command lines are "
                   "visible to other users)");
+  cmd->add_option("-i,--identity", f->identity_files,
+                  "ssh://: private key file (repeatable; default: keys of ssh-agent)");
+  cmd->add_option("--known-hosts", f->known_hosts,
+                  "ssh://: known_hosts file (default ~/.ssh/known_hosts)");
+  cmd->add_flag("--accept-new-host-key", f->accept_new_host_key,
+                "ssh://: trust and record the key of a host not in known_hosts (a changed "
+                "key is always refused)");
+  cmd->add_option("--passphrase-file", f->passphrase_file,
+                  "ssh://: file holding the key's passphrase (or set TETHER_SSH_PASSPHRASE)");
   cmd->add_flag("--json", f->json, "Print events as JSON lines");
   cmd->add_option("--connect-timeout", f->connect_timeout_s, "Seconds to connect and handshake")
       ->capture_default_str();

@@ -45,6 +45,7 @@ const char* reason_name(errc e) noexcept {
     case errc::internal: return "internal";
     case errc::unsupported: return "unsupported";
     case errc::ssh_forwarding_denied: return "forwarding_denied";
+    case errc::untrusted_host: return "untrusted_host";
   }
   return "internal";
 }

@@ -68,7 +68,7 @@ struct proxy::impl : std::enable_shared_from_this<impl> {
 
   static bool is_fatal(const dial_outcome& o) {
     return o.kind == dial_outcome::failure::bad_credentials ||
-           o.kind == dial_outcome::failure::bad_certificate ||
+           o.kind == dial_outcome::failure::untrusted_server ||
            o.kind == dial_outcome::failure::fatal;
   }
 

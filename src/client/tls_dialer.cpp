@@ -15,7 +15,7 @@ dialer make_tls_dialer(asio::any_io_executor, tls_dial_options options) {
         co_await transport::dial_tls(*ctx, opts->host, opts->port, opts->connect_timeout);
     if (ec) {
       out.error = transport::describe_tls_error(ec);
-      out.kind = transport::is_certificate_error(ec) ? dial_outcome::failure::bad_certificate
+      out.kind = transport::is_certificate_error(ec) ? dial_outcome::failure::untrusted_server
                                                      : dial_outcome::failure::transient;
       co_return out;
     }

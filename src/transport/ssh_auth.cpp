@@ -130,7 +130,7 @@ std::string failure_text(const outcome& o) {
 asio::awaitable<result<std::monostate>> ssh_core::authenticate() {
   const auto& user = opts_.user;
   const auto failed = [&user](const std::string& why) {
-    return error{"authentication failed for user " + user + ": " + why};
+    return error{"authentication failed for user " + user + ": " + why, errc::bad_token};
   };
   const auto lost = [this, &failed](int rc) -> error {
     if (deadline_passed_ || rc == LIBSSH2_ERROR_TIMEOUT)

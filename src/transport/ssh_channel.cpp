@@ -201,6 +201,8 @@ class ssh_tunnel final : public mux::tunnel {
 
   void close() override { core_->close("closed by the client"); }
 
+  std::string last_open_error() const override { return last_error_message(); }
+
   std::string last_error_message() const {
     if (!core_->last_open_error.empty()) return core_->last_open_error;
     return core_->dead() ? core_->dead_message() : std::string();
@@ -218,9 +220,5 @@ std::shared_ptr<mux::tunnel> make_ssh_tunnel(std::shared_ptr<ssh_core> core) {
 
 }  // namespace detail
 
-std::string ssh_last_error_message(const mux::tunnel& t) {
-  if (const auto* s = dynamic_cast<const detail::ssh_tunnel*>(&t)) return s->last_error_message();
-  return {};
-}
 
 }  // namespace tether::transport

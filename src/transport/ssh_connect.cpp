@@ -171,7 +171,7 @@ asio::awaitable<result<std::monostate>> ssh_core::handshake_and_check_host() {
       break;
     case known_hosts::status::revoked:
       co_return error{"host key for " + name + " (" + shown + ") is marked @revoked in " +
-                      at_line() + "; refusing to connect"};
+                      at_line() + "; refusing to connect", errc::untrusted_host};
     case known_hosts::status::changed:
       co_return error{"HOST KEY CHANGED for " + name + "! The server offered " + shown + ", but " +
                       at_line() + " holds a different " +
@@ -180,18 +180,18 @@ asio::awaitable<result<std::monostate>> ssh_core::handshake_and_check_host() {
                       "). Someone may be intercepting the connection (man-in-the-middle), or the "
                       "server's key was replaced. Refusing to connect. If you know the key was "
                       "replaced, remove the old line (" +
-                      remove_hint + ") and connect again."};
+                      remove_hint + ") and connect again.", errc::untrusted_host};
     case known_hosts::status::other_type:
       co_return error{"HOST KEY CHANGED for " + name + "? " + at_line() + " holds a " +
                       ssh_key_display_name(verdict.entry->key_type) +
                       " key for it, but the server offered only " + shown +
                       ". Refusing to connect. If you know the server's keys were replaced, "
                       "remove the old line (" +
-                      remove_hint + ") and connect again."};
+                      remove_hint + ") and connect again.", errc::untrusted_host};
     case known_hosts::status::not_found: {
       if (!opts_.accept_new_host_key)
         co_return error{"host key for " + name + " is not known (" + shown +
-                        "); pass --accept-new-host-key to trust it"};
+                        "); pass --accept-new-host-key to trust it", errc::untrusted_host};
       auto added = append_known_host(kh_path, known_hosts_line(name, blob));
       if (!added) co_return error{added.message()};
       spdlog::warn("ssh: permanently added {} ({}) to {}", name, shown, file);
@@ -232,7 +232,7 @@ asio::awaitable<result<std::shared_ptr<mux::tunnel>>> connect_ssh(asio::any_io_e
   if (opts.user.empty()) co_return error{"no SSH user given"};
   auto core = std::make_shared<detail::ssh_core>(ex, std::move(opts));
   auto r = co_await core->start();
-  if (!r) co_return error{r.message()};
+  if (!r) co_return error{r.message(), r.code()};
   co_return detail::make_ssh_tunnel(std::move(core));
 }
 

@@ -38,12 +38,13 @@ const char* describe(errc e) noexcept {
     case errc::internal: return "internal error";
     case errc::unsupported: return "not supported";
     case errc::ssh_forwarding_denied: return "the SSH server refused to forward to the target";
+    case errc::untrusted_host: return "the server's host key is not trusted";
   }
   return "unknown error";
 }
 
 errc errc_from_wire(std::uint8_t v) noexcept {
-  return v <= static_cast<std::uint8_t>(errc::ssh_forwarding_denied) ? static_cast<errc>(v)
+  return v <= static_cast<std::uint8_t>(errc::untrusted_host) ? static_cast<errc>(v)
                                                                       : errc::internal;
 }
 

@@ -9,13 +9,15 @@
 
 #include "tether/mux/session.hpp"
 #include "tether/mux/tunnel.hpp"
+#include "tether/transport/ssh.hpp"
 
 namespace tether::client {
 
 struct dial_outcome {
   std::shared_ptr<mux::tunnel> tunnel;  // set on success
   std::string error;                    // what went wrong, in plain words
-  enum class failure { none, transient, bad_credentials, bad_certificate, fatal } kind =
+  // untrusted_server: TLS certificate verification or SSH host key check failed.
+  enum class failure { none, transient, bad_credentials, untrusted_server, fatal } kind =
       failure::none;
 };
 
@@ -33,5 +35,8 @@ struct tls_dial_options {
 /// A dialer for tls:// servers: TLS with verification, then HELLO with the token.
 /// Throws std::runtime_error at construction if the CA file cannot be loaded.
 dialer make_tls_dialer(asio::any_io_executor ex, tls_dial_options options);
+
+/// A dialer for ssh:// servers: an SSH session whose channels are direct-tcpip forwards.
+dialer make_ssh_dialer(asio::any_io_executor ex, transport::ssh_options options);
 
 }  // namespace tether::client

@@ -60,13 +60,10 @@ struct ssh_options {
 /// errc::unsupported for UDP, errc::session_lost once the session ended. Opens are
 /// answered one after another (libssh2 keeps one open in flight per session).
 /// wait_closed() completes when the session ends (server gone, keepalive failure, close()).
+/// last_open_error() gives the server's reason for the last refused open ("Channel open
+/// failure (administratively prohibited)"), or why the session ended.
 /// Destroying the tunnel ends the session.
 asio::awaitable<result<std::shared_ptr<mux::tunnel>>> connect_ssh(asio::any_io_executor ex,
                                                                   ssh_options opts);
-
-/// The reason the SSH server gave for the last refused open on `t` ("Channel open failure
-/// (administratively prohibited)"), or why the session ended; for logs. Empty for tunnels
-/// that are not SSH tunnels or have no error yet.
-std::string ssh_last_error_message(const mux::tunnel& t);
 
 }  // namespace tether::transport

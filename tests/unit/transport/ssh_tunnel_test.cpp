@@ -248,8 +248,8 @@ TEST_F(SshTunnelTest, OpenToAClosedPortIsRefused) {
     auto [ec, ch] = co_await open_to(*tunnel, closed_port);
     EXPECT_EQ(ec, make_error_code(errc::refused)) << ec.message();
     EXPECT_EQ(ch, nullptr);
-    EXPECT_NE(ssh_last_error_message(*tunnel).find("connect failed"), std::string::npos)
-        << ssh_last_error_message(*tunnel);
+    EXPECT_NE(tunnel->last_open_error().find("connect failed"), std::string::npos)
+        << tunnel->last_open_error();
     // The session is still fine afterwards.
     echo_server echo(io_);
     auto [ec2, ch2] = co_await open_to(*tunnel, echo.port());
@@ -276,9 +276,9 @@ TEST_F(SshTunnelTest, ForwardingDisabledOnTheServerIsForwardingDenied) {
     if (!tunnel) co_return;
     auto [ec, ch] = co_await open_to(*tunnel, echo.port());
     EXPECT_EQ(ec, make_error_code(errc::ssh_forwarding_denied)) << ec.message();
-    EXPECT_NE(ssh_last_error_message(*tunnel).find("administratively prohibited"),
+    EXPECT_NE(tunnel->last_open_error().find("administratively prohibited"),
               std::string::npos)
-        << ssh_last_error_message(*tunnel);
+        << tunnel->last_open_error();
     tunnel->close();
   });
 }
@@ -487,8 +487,8 @@ TEST_F(SshTunnelTest, ServerDroppingTheConnectionEndsTheSession) {
     auto [rec, span] = co_await ch->receive();
     EXPECT_EQ(rec, make_error_code(errc::session_lost)) << rec.message();
     EXPECT_EQ(co_await tunnel->wait_closed(), make_error_code(errc::session_lost));
-    EXPECT_NE(ssh_last_error_message(*tunnel).find("closed by the server"), std::string::npos)
-        << ssh_last_error_message(*tunnel);
+    EXPECT_NE(tunnel->last_open_error().find("closed by the server"), std::string::npos)
+        << tunnel->last_open_error();
     auto [oec, och] = co_await open_to(*tunnel, echo.port());
     EXPECT_EQ(oec, make_error_code(errc::session_lost));
   });
@@ -546,7 +546,7 @@ TEST_F(SshTunnelTest, IdleSessionsAnswerTheServersKeepalives) {
     quiet.expires_after(2500ms);  // no channel at all
     co_await quiet.async_wait(use_tuple);
     auto [ec, ch] = co_await open_to(*tunnel, echo.port());
-    EXPECT_FALSE(ec) << ec.message() << ": " << ssh_last_error_message(*tunnel);
+    EXPECT_FALSE(ec) << ec.message() << ": " << tunnel->last_open_error();
     if (!ch) co_return;
     quiet.expires_after(2500ms);  // one idle channel
     co_await quiet.async_wait(use_tuple);
