@@ -408,7 +408,18 @@ bool session::on_data(const wire::data& f) {
     const bool can_append = !st.inbound.empty() &&
                             !(st.inbound.size() == 1 && st.front_handed_out) &&
                             st.inbound.back().capacity() - st.inbound.back().size() >= f.payload.size();
-    if (!can_append) st.inbound.push_back(take_chunk());
+    if (!can_append) {
+      if (st.inbound.empty()) {
+        // The local side has caught up: most likely a small message on an interactive or
+        // idle stream. A chunk of its own size keeps ten thousand such streams cheap; a
+        // stream that falls behind gets the big chunks below.
+        std::vector<std::byte> exact;
+        exact.reserve(f.payload.size());
+        st.inbound.push_back(std::move(exact));
+      } else {
+        st.inbound.push_back(take_chunk());
+      }
+    }
     auto& chunk = st.inbound.back();
     chunk.insert(chunk.end(), f.payload.begin(), f.payload.end());
     st.inbound_bytes += f.payload.size();
