@@ -62,6 +62,7 @@ struct proxy::impl : std::enable_shared_from_this<impl> {
   bool stopping = false;
   dial_outcome fatal;
   std::chrono::milliseconds backoff;
+  std::chrono::milliseconds first_retry{0};  // after a failed connect_first()
   std::size_t active = 0;
   relay::buffer_pool pool;
   std::minstd_rand jitter{std::random_device{}()};
@@ -96,6 +97,7 @@ struct proxy::impl : std::enable_shared_from_this<impl> {
   }
 
   asio::awaitable<void> keep_connected() {
+    if (first_retry.count() > 0 && !co_await pause(first_retry)) co_return;
     while (!stopping) {
       if (!current) {
         auto outcome = co_await dial();
@@ -218,8 +220,10 @@ asio::awaitable<dial_outcome> proxy::connect_first() {
   }
   if (!impl::is_fatal(outcome)) {
     const auto delay = impl_->next_delay();
-    spdlog::warn("cannot reach {}: {}; will retry", impl_->options.server, outcome.error);
+    spdlog::warn("cannot reach {}: {}; retrying in {} ms", impl_->options.server, outcome.error,
+                 delay.count());
     impl_->events.disconnected(outcome.error, delay);
+    impl_->first_retry = delay;
     co_return dial_outcome{};
   }
   co_return outcome;
