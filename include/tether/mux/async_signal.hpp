@@ -1,12 +1,13 @@
 #pragma once
 // A one-waiter wake-up for coroutines on a single-threaded executor: notify() before or
 // during wait() makes wait() return. Built on a timer that never expires, so an idle waiter
-// costs one timer and no thread.
+// costs one timer operation and no coroutine frame of its own.
 
-#include "tether/mux/use_tuple.hpp"
 #include <asio/awaitable.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
+
+#include "tether/mux/use_tuple.hpp"
 
 namespace tether::mux {
 
@@ -17,17 +18,17 @@ class async_signal {
 
   /// Wakes the waiter, or the next wait() if nobody waits now.
   void notify() {
-    pending_ = true;
-    timer_.cancel();
+    if (timer_.cancel() == 0) pending_ = true;
   }
 
-  /// Returns after a notify() (also when the coroutine is cancelled: callers re-check state).
-  asio::awaitable<void> wait() {
-    if (!pending_) {
-      timer_.expires_at(asio::steady_timer::time_point::max());
-      co_await timer_.async_wait(use_tuple);
-    }
+  /// Completes after a notify(), or when the awaiting coroutine is cancelled. Wake-ups may
+  /// be spurious: callers re-check their condition.
+  auto wait() {
+    // An already-expired timer completes at once: that is the remembered notify().
+    timer_.expires_at(pending_ ? asio::steady_timer::time_point::min()
+                               : asio::steady_timer::time_point::max());
     pending_ = false;
+    return timer_.async_wait(use_tuple);
   }
 
  private:
