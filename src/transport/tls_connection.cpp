@@ -277,11 +277,30 @@ void tls_connection::bio_write(const char* data, std::size_t len) {
 
 void tls_connection::start_send() {
   if (send_active_ || staged_.empty() || closed_ || send_error_) return;
+  // Most writes fit in the socket's buffer at once (the socket is non-blocking): try that
+  // first, so the common case needs no trip through the event loop and flush() returns
+  // without suspending. Only what the kernel did not take waits for writability.
+  asio::error_code ec;
+  const std::size_t n = socket_.write_some(asio::buffer(staged_), ec);
+  if (ec && ec != asio::error::would_block && ec != asio::error::try_again) {
+    send_error_ = ec;
+    out_signal_.cancel();
+    return;
+  }
+  if (!ec) {
+    sent_ += n;
+    if (n == staged_.size()) {
+      send_buffer_pool::local().give(std::move(staged_));
+      staged_ = {};
+      return;
+    }
+    staged_.erase(staged_.begin(), staged_.begin() + static_cast<std::ptrdiff_t>(n));
+  }
   std::swap(sending_, staged_);  // staged_ becomes the (empty, capacity-less) old sending_
   send_active_ = true;
   asio::async_write(socket_, asio::buffer(sending_),
-                    [self = shared_from_this()](const asio::error_code& ec, std::size_t n) {
-                      self->on_sent(ec, n);
+                    [self = shared_from_this()](const asio::error_code& e, std::size_t sent) {
+                      self->on_sent(e, sent);
                     });
 }
 
