@@ -1,7 +1,8 @@
 """The tunnel sshd is killed (SIGKILL, with the per-connection sshds it forked) in the middle
 of a transfer and started again on the same port: `tether connect ssh://` keeps its local
 ports, reports `disconnected`, reconnects, and new connections carry correct bytes,
-including one accepted while the session was down."""
+including one accepted while the session was down. A host that comes back with another
+host key ends the client instead."""
 
 import threading
 import unittest
@@ -62,6 +63,30 @@ class SshReconnectTest(SshModeTest):
         self.assertEqual(len(client.proc.json_events("connected")), 2)
         # The restarted sshd saw the client authenticate again, with the same known host key.
         tunnel.proc.wait_line(r"Accepted publickey for", stream="stderr")
+
+    def test_changed_host_key_on_reconnect_ends_the_client(self):
+        # The host comes back with another key: that is no outage to ride out but a host
+        # key that is no longer trusted, so the client stops (exit 4) instead of retrying.
+        echo = self.echo_server(harness.device_addr(82))
+        tunnel = self.sshd("127.0.0.1")
+        known_hosts = self.trusted_known_hosts(tunnel)
+        with open(known_hosts) as f:
+            before = f.read()
+        client = self.ssh_connect(tunnel, [(echo.host, echo.port)], known_hosts=known_hosts,
+                                  extra_args=["--accept-new-host-key"])
+        mark = client.proc.mark()
+        self.kill_sshd(tunnel)
+        client.proc.json_event("disconnected", after=mark, timeout=30)
+
+        other_key = self.path("other_host_ed25519")
+        harness.ssh_keygen(other_key, "tether-test-other-host")
+        self.restart_sshd(tunnel, host_key=other_key)
+        self.assertEqual(client.proc.wait(60), 4)
+        client.proc.wait_line(r"^error: HOST KEY CHANGED for \[127\.0\.0\.1\]:%d!" % tunnel.port,
+                              stream="stderr")
+        self.assertEqual(len(client.proc.json_events("connected")), 1)
+        with open(known_hosts) as f:
+            self.assertEqual(f.read(), before)
 
 
 if __name__ == "__main__":
