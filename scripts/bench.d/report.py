@@ -267,9 +267,14 @@ def report(data, paths, peer, meta, skipped, ts):
         "load generators included, shares the machine's CPUs, so compare ratios within one "
         "run, not absolute figures across runs.")
     foreign = [v for p in paths for v in values(data, p, "path_max_foreign_pct")]
-    noise = (f" Load from other processes during the tests: up to "
-             f"{statistics.median(foreign):.0f}% of the machine for the median path, "
-             f"{max(foreign):.0f}% at worst." if foreign else "")
+    noise = (f" Other processes used up to {statistics.median(foreign):.0f}% of the machine "
+             f"during a typical path's bulk and connection tests, {max(foreign):.0f}% at "
+             "worst" if foreign else "")
+    nice = meta.get("nice", "0")
+    if nice not in ("", "0"):
+        noise += (f"{';' if noise else ''} the measured processes ran at nice {nice} "
+                  "so that others got mostly the CPU time they left idle")
+    noise += "." if noise else ""
     lines += [""] + wrap(
         f"Machine: {meta.get('machine', '?')}. Run {meta.get('date', '?')}, commit "
         f"{meta.get('commit', '?')}, {meta.get('runtime_s', '?')} s of measuring.{noise}") + [""]
@@ -337,8 +342,9 @@ def main():
     full = ["# tether beside its peers", ""] + section[2:] + \
         ["", "### Diagnostics", "",
          "Others' CPU %: share of the whole machine (100 = all CPUs) used by processes this run "
-         "did not start, worst test of a path; a path is redone (within the time budget) when it "
-         "passes the limit.", ""] + diagnostics(data, paths)
+         "did not start, in the worst bulk or connection test of a path (the tests that want "
+         "both CPUs). A path is redone, within the time budget, when that passes the limit and "
+         "the machine is quiet again.", ""] + diagnostics(data, paths)
     report_md = "\n".join(full).replace("(docs/bench.png)", "(chart.png)") + "\n"
     with open(os.path.join(a.out, "report.md"), "w") as f:
         f.write(report_md)
