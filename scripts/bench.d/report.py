@@ -267,9 +267,9 @@ def report(data, paths, peer, meta, skipped, ts):
         "load generators included, shares the machine's CPUs, so compare ratios within one "
         "run, not absolute figures across runs.")
     foreign = [v for p in paths for v in values(data, p, "path_max_foreign_pct")]
-    noise = (f" Other processes used up to {statistics.median(foreign):.0f}% of the machine "
-             f"during a typical path's bulk and connection tests, {max(foreign):.0f}% at "
-             "worst" if foreign else "")
+    noise = (f" In a path's bulk and connection tests, other processes used a median of "
+             f"{statistics.median(foreign):.0f}% of the machine ({max(foreign):.0f}% at worst)"
+             if foreign else "")
     nice = meta.get("nice", "0")
     if nice not in ("", "0"):
         noise += (f"{';' if noise else ''} the measured processes ran at nice {nice} "
@@ -341,10 +341,11 @@ def main():
     section = report(data, paths, a.peer, META, skipped, ts)
     full = ["# tether beside its peers", ""] + section[2:] + \
         ["", "### Diagnostics", "",
-         "Others' CPU %: share of the whole machine (100 = all CPUs) used by processes this run "
-         "did not start, in the worst bulk or connection test of a path (the tests that want "
-         "both CPUs). A path is redone, within the time budget, when that passes the limit and "
-         "the machine is quiet again.", ""] + diagnostics(data, paths)
+         ] + wrap("Others' CPU %: share of the whole machine (100 = all CPUs) used by processes "
+                  "this run did not start, in the worst bulk or connection test of a path (the "
+                  "tests that want both CPUs). A path is redone, within the time budget, when "
+                  "that passes the limit and the machine is quiet again.") + [""] + \
+        diagnostics(data, paths)
     report_md = "\n".join(full).replace("(docs/bench.png)", "(chart.png)") + "\n"
     with open(os.path.join(a.out, "report.md"), "w") as f:
         f.write(report_md)
