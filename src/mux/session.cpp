@@ -234,7 +234,7 @@ asio::awaitable<void> session::read_loop([[maybe_unused]] std::shared_ptr<sessio
 
 asio::awaitable<void> session::write_loop([[maybe_unused]] std::shared_ptr<session> self) {
   for (;;) {
-    while (!closed_ && control_out_.empty() && ready_head_ == ready_.size())
+    while (!closed_ && (writing_ || (control_out_.empty() && ready_head_ == ready_.size())))
       co_await writer_wake_.wait();
     if (closed_) co_return;
 
@@ -271,13 +271,50 @@ asio::awaitable<void> session::write_loop([[maybe_unused]] std::shared_ptr<sessi
       }
     }
     if (write_buf_.empty()) continue;
-    if (auto ec = co_await stream_->write(asio::buffer(write_buf_))) {
+    writing_ = true;
+    const auto ec = co_await stream_->write(asio::buffer(write_buf_));
+    writing_ = false;
+    if (ec) {
       fail(make_error_code(errc::session_lost), ec.message());
       co_return;
     }
     // Keep the big buffer only while traffic flows; an idle session gives it back.
     if (write_buf_.capacity() > 4 * write_batch) write_buf_ = {};
   }
+}
+
+bool session::can_write_inline() const noexcept {
+  return !closed_ && !writing_ && ready_head_ == ready_.size();
+}
+
+asio::awaitable<asio::error_code> session::write_inline(stream_state& st,
+                                                        std::span<const std::byte> data) {
+  // The sender writes its own frames when nobody else waits to send: no wake-up of the
+  // writer loop and back, which is most of the latency of an interactive exchange. With
+  // other streams waiting, send() queues instead, and the writer loop's round-robin keeps
+  // the session fair.
+  auto self = shared_from_this();
+  writing_ = true;
+  write_buf_.clear();
+  std::swap(write_buf_, control_out_);  // control frames first, as in write_loop
+  while (!data.empty()) {
+    const auto take = std::min(data.size(), wire::max_data_payload);
+    const auto at = write_buf_.size();
+    write_buf_.resize(at + wire::header_size + take);
+    wire::encode_data_header(st.id, take, false, write_buf_.data() + at);
+    std::memcpy(write_buf_.data() + at + wire::header_size, data.data(), take);
+    counters_.bytes_out += take;
+    data = data.subspan(take);
+  }
+  const auto ec = co_await stream_->write(asio::buffer(write_buf_));
+  writing_ = false;
+  if (ec) {
+    fail(make_error_code(errc::session_lost), ec.message());
+    co_return make_error_code(errc::session_lost);
+  }
+  if (write_buf_.capacity() > 4 * write_batch) write_buf_ = {};
+  if (!control_out_.empty() || ready_head_ < ready_.size()) writer_wake_.notify();
+  co_return asio::error_code{};
 }
 
 asio::awaitable<void> session::keepalive_loop([[maybe_unused]] std::shared_ptr<session> self) {

@@ -44,6 +44,7 @@ asio::awaitable<asio::error_code> stream_channel::send(std::span<const std::byte
   session_->refund_send_credit(st, st.reserved - used);
   st.reserved = 0;
   if (data.empty()) co_return asio::error_code{};
+  if (session_->can_write_inline()) co_return co_await session_->write_inline(st, data.first(used));
   st.pending = data.first(used);
   session_->schedule(stream_);
   while (!st.pending.empty() && !st.failure) co_await st.send_wake.wait();

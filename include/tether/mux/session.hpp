@@ -13,6 +13,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include <asio/steady_timer.hpp>
+
 #include "tether/mux/async_signal.hpp"
 #include "tether/mux/byte_stream.hpp"
 #include "tether/mux/channel.hpp"
@@ -131,6 +133,9 @@ class session final : public tunnel, public std::enable_shared_from_this<session
   // Stream plumbing used by stream_channel and incoming_stream.
   void queue(const wire::frame& f);
   void schedule(const std::shared_ptr<stream_state>& st);  // it has DATA or FIN to send
+  bool can_write_inline() const noexcept;                  // nothing queued, nobody writing
+  asio::awaitable<asio::error_code> write_inline(stream_state& st,
+                                                 std::span<const std::byte> data);
   void forget(stream_state& st);                           // drop from the table, credit back
   void deliver_credit(stream_state& st, std::size_t n);    // local side consumed n bytes
   void deliver_credit_session_only();
@@ -157,6 +162,7 @@ class session final : public tunnel, public std::enable_shared_from_this<session
   std::vector<std::shared_ptr<stream_state>> ready_;  // FIFO: ready_head_ is the next turn
   std::size_t ready_head_ = 0;
   async_signal writer_wake_;
+  bool writing_ = false;  // a write to stream_ is in flight (write_loop or write_inline)
 
   // Receiving.
   std::vector<std::byte> read_buf_;
