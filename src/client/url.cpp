@@ -1,5 +1,7 @@
 #include "tether/client/url.hpp"
 
+#include "tether/transport/host.hpp"
+
 #include <arpa/inet.h>
 
 #include <algorithm>
@@ -29,18 +31,6 @@ bool is_user_char(char c) {
 
 }  // namespace
 
-bool is_valid_host(std::string_view h) {
-  if (h.empty() || h.size() > 253) return false;
-  if (h.find(':') != std::string_view::npos) {
-    in6_addr a{};
-    return inet_pton(AF_INET6, std::string(h).c_str(), &a) == 1;
-  }
-  if (h.front() == '-' || h.front() == '.') return false;
-  return std::all_of(h.begin(), h.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-           c == '-' || c == '_';
-  });
-}
 
 result<std::string> parse_host(std::string_view text) {
   const std::string quoted = "'" + std::string(text) + "'";
@@ -48,7 +38,7 @@ result<std::string> parse_host(std::string_view text) {
   if (text.front() == '[') {
     if (text.back() != ']') return error{"host " + quoted + ": missing ']'"};
     const std::string_view inner = text.substr(1, text.size() - 2);
-    if (inner.find(':') == std::string_view::npos || !is_valid_host(inner)) {
+    if (inner.find(':') == std::string_view::npos || !transport::is_valid_host(inner)) {
       return error{"host " + quoted + ": brackets must hold an IPv6 address"};
     }
     return std::string(inner);
@@ -56,7 +46,7 @@ result<std::string> parse_host(std::string_view text) {
   if (text.find(':') != std::string_view::npos) {
     return error{"host " + quoted + ": write IPv6 addresses in brackets, like [::1]"};
   }
-  if (!is_valid_host(text)) return error{"host " + quoted + " is not a host name or IP address"};
+  if (!transport::is_valid_host(text)) return error{"host " + quoted + " is not a host name or IP address"};
   return std::string(text);
 }
 

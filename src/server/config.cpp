@@ -1,5 +1,7 @@
 #include "tether/server/config.hpp"
 
+#include "tether/transport/host.hpp"
+
 #include <arpa/inet.h>
 #include <toml++/toml.h>
 
@@ -33,19 +35,6 @@ constexpr std::array<std::string_view, 12> top_level_keys{"listen",
                                                           "credential",
                                                           "device"};
 
-// Host names, IPv4 literals, and (without brackets) IPv6 literals. Resolves nothing.
-bool is_valid_host(std::string_view h) {
-  if (h.empty() || h.size() > 253) return false;
-  if (h.find(':') != std::string_view::npos) {
-    in6_addr a{};
-    return inet_pton(AF_INET6, std::string(h).c_str(), &a) == 1;
-  }
-  if (h.front() == '-' || h.front() == '.') return false;
-  return std::all_of(h.begin(), h.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-           c == '-' || c == '_';
-  });
-}
 
 bool is_valid_credential_name(std::string_view n) {
   if (n.empty() || n.size() > 64) return false;
@@ -238,7 +227,7 @@ device parse_device(const checker& c, const toml::table& t, const std::string& a
   if (addr.size() >= 2 && addr.front() == '[' && addr.back() == ']') {
     addr = addr.substr(1, addr.size() - 2);  // accept [v6] as well as bare v6
   }
-  if (!is_valid_host(addr)) {
+  if (!transport::is_valid_host(addr)) {
     c.fail(t.get("address"), at + ".address",
            "'" + d.address + "' is not a host name or IP address (no port: the stream gives it)");
   }
@@ -292,7 +281,7 @@ result<endpoint> parse_endpoint(std::string_view text) {
     }
   }
   if (host.empty()) return error{quoted + ": missing host (use 0.0.0.0 or [::] for all)"};
-  if (!is_valid_host(host)) {
+  if (!transport::is_valid_host(host)) {
     return error{quoted + ": '" + std::string(host) + "' is not a host name or IP address"};
   }
   if (port.empty() ||

@@ -35,7 +35,5 @@ result<server_url> parse_server_url(std::string_view text);
 /// bracketed IPv6 literal ("[::1]"). Returns it without brackets. Resolves nothing.
 result<std::string> parse_host(std::string_view text);
 
-/// True for a host name, an IPv4 literal or an IPv6 literal without brackets.
-bool is_valid_host(std::string_view host);
 
 }  // namespace tether::client

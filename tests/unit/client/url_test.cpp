@@ -1,4 +1,5 @@
 #include "tether/client/url.hpp"
+#include "tether/transport/host.hpp"
 
 #include <gtest/gtest.h>
 
@@ -110,11 +111,11 @@ TEST(Host, ParseAndValidate) {
             "host '::1': write IPv6 addresses in brackets, like [::1]");
   EXPECT_EQ(parse_host("[::1").message(), "host '[::1': missing ']'");
   EXPECT_EQ(parse_host("-x").message(), "host '-x' is not a host name or IP address");
-  EXPECT_TRUE(is_valid_host("::"));
-  EXPECT_TRUE(is_valid_host("a-b.c_d"));
-  EXPECT_FALSE(is_valid_host("a b"));
-  EXPECT_FALSE(is_valid_host(":::"));
-  EXPECT_FALSE(is_valid_host(std::string(254, 'a')));
+  EXPECT_TRUE(transport::is_valid_host("::"));
+  EXPECT_TRUE(transport::is_valid_host("a-b.c_d"));
+  EXPECT_FALSE(transport::is_valid_host("a b"));
+  EXPECT_FALSE(transport::is_valid_host(":::"));
+  EXPECT_FALSE(transport::is_valid_host(std::string(254, 'a')));
 }
 
 }  // namespace
