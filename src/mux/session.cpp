@@ -89,6 +89,17 @@ asio::awaitable<std::pair<asio::error_code, wire::frame>> session::read_first_fr
   }
 }
 
+asio::awaitable<std::pair<asio::error_code, wire::frame>> session::read_handshake_frame() {
+  using namespace asio::experimental::awaitable_operators;
+  asio::steady_timer deadline(executor_, settings_.handshake_timeout);
+  auto outcome = co_await (read_first_frame() || deadline.async_wait(use_tuple));
+  auto result = outcome.index() == 1
+                    ? std::pair{make_error_code(errc::timed_out), wire::frame{}}
+                    : std::get<0>(std::move(outcome));
+  if (result.first) stream_->close();
+  co_return result;
+}
+
 void session::drop_handshake_frame() {
   std::memmove(read_buf_.data(), read_buf_.data() + handshake_consumed_,
                read_have_ - handshake_consumed_);
@@ -99,7 +110,6 @@ void session::drop_handshake_frame() {
 asio::awaitable<asio::error_code> session::start_client(std::string token, wire::role role,
                                                         open_handler on_open,
                                                         std::string& message) {
-  using namespace asio::experimental::awaitable_operators;
   on_open_ = std::move(on_open);
   next_local_id_ = 1;
   std::vector<std::byte> hello_bytes;
@@ -108,14 +118,7 @@ asio::awaitable<asio::error_code> session::start_client(std::string token, wire:
                hello_bytes);
   if (auto ec = co_await stream_->write(asio::buffer(hello_bytes))) co_return ec;
 
-  asio::steady_timer deadline(executor_, settings_.handshake_timeout);
-  auto outcome = co_await (read_first_frame() ||
-                           deadline.async_wait(use_tuple));
-  if (outcome.index() == 1) {
-    stream_->close();
-    co_return make_error_code(errc::timed_out);
-  }
-  auto [ec, f] = std::get<0>(outcome);
+  auto [ec, f] = co_await read_handshake_frame();
   if (ec) co_return ec;
   if (auto* r = std::get_if<wire::refuse>(&f)) {
     message.assign(r->message);
@@ -141,21 +144,10 @@ asio::awaitable<asio::error_code> session::start_client(std::string token, wire:
 }
 
 asio::awaitable<asio::error_code> session::start_server(authenticator auth, open_handler on_open) {
-  using namespace asio::experimental::awaitable_operators;
   on_open_ = std::move(on_open);
   next_local_id_ = 2;
-  asio::steady_timer deadline(executor_, settings_.handshake_timeout);
-  auto outcome = co_await (read_first_frame() ||
-                           deadline.async_wait(use_tuple));
-  if (outcome.index() == 1) {
-    stream_->close();
-    co_return make_error_code(errc::timed_out);
-  }
-  auto [ec, f] = std::get<0>(outcome);
-  if (ec) {
-    stream_->close();
-    co_return ec;
-  }
+  auto [ec, f] = co_await read_handshake_frame();
+  if (ec) co_return ec;
   auto* h = std::get_if<wire::hello>(&f);
   auto refuse_with = [&](errc code, std::string_view why) -> asio::awaitable<asio::error_code> {
     std::vector<std::byte> out;

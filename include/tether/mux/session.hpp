@@ -117,6 +117,8 @@ class session final : public tunnel, public std::enable_shared_from_this<session
 
   // Reads until one whole frame is buffered; used during the handshake.
   asio::awaitable<std::pair<asio::error_code, wire::frame>> read_first_frame();
+  // read_first_frame bounded by handshake_timeout; closes the stream when it fails.
+  asio::awaitable<std::pair<asio::error_code, wire::frame>> read_handshake_frame();
   void drop_handshake_frame();  // after the first frame has been used
   std::size_t handshake_consumed_ = 0;
   // Handles one frame; false ends the session (fail() has been called).
