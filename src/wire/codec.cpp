@@ -23,6 +23,15 @@ class reader {
     return s;
   }
 
+  // A u16 length, then that many bytes of text: the messages of REFUSE, OPEN_RESULT,
+  // RESET and GOAWAY. False when the length is above max_message.
+  bool message(std::string_view& out) {
+    const auto n = u16();
+    if (n > max_message) return false;
+    out = text(n);
+    return true;
+  }
+
   bool short_read() const noexcept { return short_; }
   bool at_end() const noexcept { return pos_ == in_.size(); }
 
@@ -119,9 +128,7 @@ decode_result parse(frame_type type, std::uint8_t flags, std::uint32_t id,
     case frame_type::refuse: {
       refuse f;
       f.code = r.u8();
-      const auto n = r.u16();
-      if (n > max_message) return fail(errc::frame_too_large, "message too long");
-      f.message = r.text(n);
+      if (!r.message(f.message)) return fail(errc::frame_too_large, "message too long");
       out.value = f;
       break;
     }
@@ -145,9 +152,7 @@ decode_result parse(frame_type type, std::uint8_t flags, std::uint32_t id,
       o.stream_id = id;
       o.code = r.u8();
       o.window = r.u32();
-      const auto n = r.u16();
-      if (n > max_message) return fail(errc::frame_too_large, "message too long");
-      o.message = r.text(n);
+      if (!r.message(o.message)) return fail(errc::frame_too_large, "message too long");
       if (!r.short_read() && o.code == 0 && !window_ok(o.window))
         return fail(errc::protocol_error, "window out of range");
       out.value = o;
@@ -172,9 +177,7 @@ decode_result parse(frame_type type, std::uint8_t flags, std::uint32_t id,
       reset f;
       f.stream_id = id;
       f.code = r.u8();
-      const auto n = r.u16();
-      if (n > max_message) return fail(errc::frame_too_large, "message too long");
-      f.message = r.text(n);
+      if (!r.message(f.message)) return fail(errc::frame_too_large, "message too long");
       out.value = f;
       break;
     }
@@ -187,9 +190,7 @@ decode_result parse(frame_type type, std::uint8_t flags, std::uint32_t id,
       goaway g;
       g.last_stream_id = r.u32();
       g.code = r.u8();
-      const auto n = r.u16();
-      if (n > max_message) return fail(errc::frame_too_large, "message too long");
-      g.message = r.text(n);
+      if (!r.message(g.message)) return fail(errc::frame_too_large, "message too long");
       out.value = g;
       break;
     }
