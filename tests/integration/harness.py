@@ -849,20 +849,26 @@ class SinkSourceServer(TcpService):
         return None
 
 
+def read_to_eof_digest(conn, stats):
+    """Reads `conn` until EOF, counting into stats["received"]; returns the SHA-256 hex."""
+    h = hashlib.sha256()
+    while True:
+        b = conn.recv(65536)
+        if not b:
+            break
+        h.update(b)
+        stats["received"] += len(b)
+    return h.hexdigest()
+
+
 class HalfCloseServer(TcpService):
     """Reads until EOF, then replies "<count> <sha256 hex>\\n" and closes."""
 
     name = "half-close"
 
     def handle(self, conn, stats):
-        h = hashlib.sha256()
-        while True:
-            b = conn.recv(65536)
-            if not b:
-                break
-            h.update(b)
-            stats["received"] += len(b)
-        reply = ("%d %s\n" % (stats["received"], h.hexdigest())).encode()
+        digest = read_to_eof_digest(conn, stats)
+        reply = ("%d %s\n" % (stats["received"], digest)).encode()
         conn.sendall(reply)
         stats["sent"] += len(reply)
         conn.shutdown(socket.SHUT_WR)

@@ -26,14 +26,8 @@ class DeviceClosesFirstServer(harness.TcpService):
         conn.sendall(self.GREETING)
         stats["sent"] = len(self.GREETING)
         conn.shutdown(socket.SHUT_WR)
-        h = hashlib.sha256()
-        while True:
-            b = conn.recv(65536)
-            if not b:
-                break
-            h.update(b)
-            stats["received"] += len(b)
-        stats["digest"] = "%d %s" % (stats["received"], h.hexdigest())
+        digest = harness.read_to_eof_digest(conn, stats)
+        stats["digest"] = "%d %s" % (stats["received"], digest)
 
 
 class SshDataTest(SshModeTest):
