@@ -46,7 +46,6 @@ struct proxy::impl : std::enable_shared_from_this<impl> {
         events(e),
         options(std::move(o)),
         session_ready(ex, asio::steady_timer::time_point::max()),
-        stop_signal(ex),
         backoff(options.backoff_initial) {}
 
   asio::any_io_executor executor;

@@ -51,8 +51,6 @@ session::session(std::unique_ptr<byte_stream> stream, session_settings settings)
       executor_(stream_->get_executor()),
       settings_(settings),
       peer_(stream_->peer()),
-      writer_wake_(executor_),
-      closed_signal_(executor_),
       keepalive_timer_(executor_) {
   read_buf_.resize(read_buffer_size);
   recv_remaining_ = settings_.session_window;
@@ -375,7 +373,7 @@ bool session::on_open(const wire::open& f) {
   if (local_goaway_) return refuse(errc::going_away);
   if (streams_.size() >= settings_.max_streams) return refuse(errc::too_many_streams);
 
-  auto st = std::make_shared<stream_state>(f.stream_id, executor_);
+  auto st = std::make_shared<stream_state>(f.stream_id);
   st->send_credit = f.window;
   st->recv_remaining = settings_.stream_window;
   streams_.emplace(f.stream_id, st);
@@ -611,7 +609,7 @@ asio::awaitable<std::pair<asio::error_code, std::unique_ptr<channel>>> session::
 
   const auto id = next_local_id_;
   next_local_id_ += 2;
-  auto st = std::make_shared<stream_state>(id, executor_);
+  auto st = std::make_shared<stream_state>(id);
   st->recv_remaining = settings_.stream_window;
   streams_.emplace(id, st);
   queue(wire::open{id, static_cast<std::uint8_t>(t.proto), t.port, settings_.stream_window,

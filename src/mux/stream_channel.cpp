@@ -1,6 +1,7 @@
 #include "stream_channel.hpp"
 
 #include <algorithm>
+#include <asio/error.hpp>
 
 namespace tether::mux {
 namespace {
@@ -66,22 +67,31 @@ asio::awaitable<asio::error_code> stream_channel::send_eof() {
   co_return asio::error_code{};
 }
 
+std::pair<asio::error_code, std::span<const std::byte>> stream_channel::try_receive() {
+  auto& st = *stream_;
+  if (!st.inbound.empty()) {
+    st.front_handed_out = true;
+    return {asio::error_code{}, std::span<const std::byte>(st.inbound.front())};
+  }
+  if (st.failure) return {st.failure, {}};
+  if (st.fin_received) {
+    if (st.finished() && st.state != stream_state::phase::done) session_->forget(st);
+    return {asio::error_code{}, {}};
+  }
+  return {asio::error::would_block, {}};
+}
+
 asio::awaitable<std::pair<asio::error_code, std::span<const std::byte>>>
 stream_channel::receive() {
-  auto& st = *stream_;
   for (;;) {
-    if (!st.inbound.empty()) {
-      st.front_handed_out = true;
-      const auto& front = st.inbound.front();
-      co_return std::pair{asio::error_code{}, std::span<const std::byte>(front)};
-    }
-    if (st.failure) co_return std::pair{st.failure, std::span<const std::byte>{}};
-    if (st.fin_received) {
-      if (st.finished() && st.state != stream_state::phase::done) session_->forget(st);
-      co_return std::pair{asio::error_code{}, std::span<const std::byte>{}};
-    }
-    co_await st.receive_wake.wait();
+    auto got = try_receive();
+    if (got.first != asio::error::would_block) co_return got;
+    co_await stream_->receive_wake.wait();
   }
+}
+
+void stream_channel::when_receivable(std::function<void()> wake) {
+  stream_->receive_wake.on_notify(session_->executor_, std::move(wake));
 }
 
 void stream_channel::consumed(std::size_t n) {

@@ -20,6 +20,8 @@ class stream_channel final : public channel {
   asio::awaitable<asio::error_code> send(std::span<const std::byte> data) override;
   asio::awaitable<asio::error_code> send_eof() override;
   asio::awaitable<std::pair<asio::error_code, std::span<const std::byte>>> receive() override;
+  std::pair<asio::error_code, std::span<const std::byte>> try_receive() override;
+  void when_receivable(std::function<void()> wake) override;
   void consumed(std::size_t n) override;
   void reset(errc reason) override;
 

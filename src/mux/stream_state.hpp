@@ -15,8 +15,7 @@ namespace tether::mux {
 struct stream_state {
   enum class phase : std::uint8_t { opening, open, done };
 
-  stream_state(std::uint32_t stream_id, const asio::any_io_executor& ex)
-      : id(stream_id), send_wake(ex), receive_wake(ex) {}
+  explicit stream_state(std::uint32_t stream_id) : id(stream_id) {}
 
   std::uint32_t id;
   phase state = phase::opening;

@@ -1,12 +1,8 @@
 #include "tether/relay/splice.hpp"
 
 #include <algorithm>
-#include <asio/co_spawn.hpp>
-#include <asio/this_coro.hpp>
-#include <asio/write.hpp>
 
 #include "tether/mux/async_signal.hpp"
-#include "tether/mux/use_tuple.hpp"
 
 namespace tether::relay {
 namespace {
@@ -25,40 +21,124 @@ void note(splice_result& r, asio::error_code ec) {
   if (!r.error) r.error = ec;
 }
 
-// Writes all of `data`, trying the non-blocking write first: most writes complete at once
-// and need no trip through the event loop.
-asio::awaitable<asio::error_code> write_all(tcp::socket& sock, std::span<const std::byte> data) {
-  while (!data.empty()) {
-    asio::error_code ec;
-    const auto n = sock.write_some(asio::buffer(data.data(), data.size()), ec);
-    if (ec == asio::error::would_block || ec == asio::error::try_again) {
-      auto [wec] = co_await sock.async_wait(tcp::socket::wait_write, use_tuple);
-      if (wec) co_return wec;
-      continue;
+// channel → socket, driven by callbacks rather than a coroutine: an idle connection then
+// holds one small pending callback, not a spawned coroutine (about a kilobyte each).
+// try_receive() lends the bytes; consumed() returns their credit once they are written.
+class downlink {
+ public:
+  downlink(tcp::socket& sock, mux::channel& ch, splice_result& r, mux::async_signal& done)
+      : sock_(sock), ch_(ch), r_(r), done_(done) {}
+
+  void start() { pump(); }
+  bool finished() const noexcept { return finished_; }
+
+ private:
+  void pump() {
+    for (;;) {
+      if (unwritten_.empty()) {
+        const auto [ec, bytes] = ch_.try_receive();
+        if (ec == asio::error::would_block) {
+          ch_.when_receivable([this] { pump(); });
+          return;
+        }
+        if (ec) {
+          note(r_, ec);
+          abort_socket(sock_);
+          return finish();
+        }
+        if (bytes.empty()) {  // the far end half-closed
+          asio::error_code ignored;
+          sock_.shutdown(tcp::socket::shutdown_send, ignored);
+          return finish();
+        }
+        unwritten_ = bytes;
+        lent_ = bytes.size();
+      }
+      // Most writes complete at once and need no trip through the event loop.
+      asio::error_code ec;
+      const auto n = sock_.write_some(asio::buffer(unwritten_.data(), unwritten_.size()), ec);
+      if (ec == asio::error::would_block || ec == asio::error::try_again) {
+        sock_.async_wait(tcp::socket::wait_write, [this](asio::error_code wec) {
+          if (wec) return fail(wec);
+          pump();
+        });
+        return;
+      }
+      if (ec) return fail(ec);
+      unwritten_ = unwritten_.subspan(n);
+      if (unwritten_.empty()) {
+        ch_.consumed(lent_);
+        r_.from_channel += lent_;
+      }
     }
-    if (ec) co_return ec;
-    data = data.subspan(n);
   }
-  co_return asio::error_code{};
+
+  void fail(asio::error_code ec) {
+    if (sock_.is_open()) {  // else the uplink failed and closed it: its error is the story
+      note(r_, ec);
+      ch_.reset(errc::stream_reset);
+      abort_socket(sock_);
+    }
+    finish();
+  }
+
+  void finish() {
+    finished_ = true;
+    done_.notify();
+  }
+
+  tcp::socket& sock_;
+  mux::channel& ch_;
+  splice_result& r_;
+  mux::async_signal& done_;
+  std::span<const std::byte> unwritten_;  // of the bytes try_receive() lent
+  std::size_t lent_ = 0;
+  bool finished_ = false;
+};
+
+}  // namespace
+
+void prepare_socket(tcp::socket& sock) {
+  asio::error_code ignored;
+  sock.set_option(tcp::no_delay(true), ignored);
+  sock.non_blocking(true, ignored);
 }
 
-// socket → channel. Waits for readiness holding nothing, then borrows a buffer.
-asio::awaitable<void> uplink(tcp::socket& sock, mux::channel& ch, buffer_pool& pool,
-                             splice_result& r) {
+asio::awaitable<splice_result> splice(tcp::socket& sock, mux::channel& ch, buffer_pool& pool) {
+  splice_result r;
+  prepare_socket(sock);
+  // One coroutine frame per connection: the uplink (socket → channel) runs here, the
+  // downlink (channel → socket) on callbacks. An idle connection holds this frame, a
+  // pending readiness callback and a pending channel callback; awaiting async_wait instead
+  // would park one more coroutine frame per connection. Neither direction throws; each
+  // ends the other by closing the socket or resetting the channel.
+  mux::async_signal wake;  // the socket became readable, or the downlink finished
+  downlink down(sock, ch, r, wake);
+  down.start();
+
+  bool readable = false;
+  asio::error_code wait_error;
   // After a read that filled the buffer more is likely waiting: read again at once instead
   // of asking the reactor (a syscall saved per read in bulk transfers).
   bool more_likely = false;
   for (;;) {
     if (!more_likely) {
-      auto [wec] = co_await sock.async_wait(tcp::socket::wait_read, use_tuple);
-      if (wec) co_return;  // the other direction failed and closed the socket
+      // Waits for readiness holding nothing, then borrows a buffer.
+      readable = false;
+      sock.async_wait(tcp::socket::wait_read, [&readable, &wait_error, &wake](asio::error_code ec) {
+        wait_error = ec;
+        readable = true;
+        wake.notify();
+      });
+      while (!readable) co_await wake.wait();
+      if (wait_error) break;  // the downlink failed and closed the socket
     }
     more_likely = false;
     auto [cec, credit] = co_await ch.wait_send_credit();
     if (cec) {
       note(r, cec);
       abort_socket(sock);
-      co_return;
+      break;
     }
     auto lease = pool.take();
     const auto space = lease.space().first(std::min(credit, lease.space().size()));
@@ -74,75 +154,25 @@ asio::awaitable<void> uplink(tcp::socket& sock, mux::channel& ch, buffer_pool& p
         note(r, ec);
         abort_socket(sock);
       }
-      co_return;
+      break;
     }
     if (rec) {
-      if (!sock.is_open()) co_return;  // closed by the other direction meanwhile
+      if (!sock.is_open()) break;  // closed by the downlink meanwhile
       note(r, rec);
       ch.reset(errc::stream_reset);
       abort_socket(sock);
-      co_return;
+      break;
     }
     if (auto ec = co_await ch.send(space.first(n))) {
       note(r, ec);
       abort_socket(sock);
-      co_return;
+      break;
     }
     r.to_channel += n;
     more_likely = n == space.size();
   }
-}
 
-// channel → socket. receive() lends the bytes; consumed() returns their credit once written.
-asio::awaitable<void> downlink(tcp::socket& sock, mux::channel& ch, splice_result& r) {
-  for (;;) {
-    auto [ec, bytes] = co_await ch.receive();
-    if (ec) {
-      note(r, ec);
-      abort_socket(sock);
-      co_return;
-    }
-    if (bytes.empty()) {  // the far end half-closed
-      asio::error_code ignored;
-      sock.shutdown(tcp::socket::shutdown_send, ignored);
-      co_return;
-    }
-    if (auto wec = co_await write_all(sock, bytes)) {
-      if (!sock.is_open()) co_return;
-      note(r, wec);
-      ch.reset(errc::stream_reset);
-      abort_socket(sock);
-      co_return;
-    }
-    ch.consumed(bytes.size());
-    r.from_channel += bytes.size();
-  }
-}
-
-}  // namespace
-
-void prepare_socket(tcp::socket& sock) {
-  asio::error_code ignored;
-  sock.set_option(tcp::no_delay(true), ignored);
-  sock.non_blocking(true, ignored);
-}
-
-asio::awaitable<splice_result> splice(tcp::socket& sock, mux::channel& ch, buffer_pool& pool) {
-  splice_result r;
-  prepare_socket(sock);
-  // The downlink runs as its own coroutine and the uplink in this one. (awaitable
-  // operator && would do the same with two spawns and a parallel group: more memory per
-  // connection, and idle connections are what there are most of.) Neither direction
-  // throws; each ends the other by closing the socket or resetting the channel.
-  const auto ex = co_await asio::this_coro::executor;
-  mux::async_signal downlink_done(ex);
-  bool finished = false;
-  asio::co_spawn(ex, downlink(sock, ch, r), [&](std::exception_ptr) {
-    finished = true;
-    downlink_done.notify();
-  });
-  co_await uplink(sock, ch, pool, r);
-  while (!finished) co_await downlink_done.wait();
+  while (!down.finished()) co_await wake.wait();
   asio::error_code ignored;
   sock.close(ignored);
   co_return r;

@@ -19,6 +19,9 @@ using woke = ssh_event::woke;
 // What wait_send_credit() offers at most: enough for a few SSH packets per send().
 constexpr std::size_t max_credit = 256 * 1024;
 
+// Whether receive() has something to return without waiting.
+bool receivable(const ssh_chan& c) { return (c.rx_len > 0 && !c.rx_delivered) || c.err || c.rx_eof; }
+
 class ssh_channel final : public mux::channel {
  public:
   ssh_channel(std::shared_ptr<ssh_core> core, std::shared_ptr<ssh_chan> c)
@@ -94,31 +97,40 @@ class ssh_channel final : public mux::channel {
     co_return c.eof_sent ? asio::error_code{} : c.err;
   }
 
-  asio::awaitable<std::pair<asio::error_code, std::span<const std::byte>>> receive() override {
+  std::pair<asio::error_code, std::span<const std::byte>> try_receive() override {
     auto& c = *c_;
     release_rx();  // the previous span is done with
+    if (!c.rx_want && !receivable(c) && core_->can_call_now())
+      core_->attempt(c_, ssh_core::op::read);
+    if (c.rx_len > 0 && !c.rx_delivered) {
+      c.rx_delivered = true;
+      return {asio::error_code{}, std::span<const std::byte>(c.rx_buf.get(), c.rx_len)};
+    }
+    if (c.err) return {c.err, {}};
+    if (c.rx_eof) return {asio::error_code{}, {}};
+    return {asio::error::would_block, {}};
+  }
+
+  asio::awaitable<std::pair<asio::error_code, std::span<const std::byte>>> receive() override {
+    auto& c = *c_;
     for (;;) {
-      if (c.rx_len > 0 && !c.rx_delivered) {
-        c.rx_delivered = true;
-        co_return std::pair{asio::error_code{},
-                            std::span<const std::byte>(c.rx_buf.get(), c.rx_len)};
-      }
-      if (c.err) co_return std::pair{c.err, std::span<const std::byte>{}};
-      if (c.rx_eof) co_return std::pair{asio::error_code{}, std::span<const std::byte>{}};
-      if (!c.rx_want && core_->can_call_now()) {
-        core_->attempt(c_, ssh_core::op::read);
-        if ((c.rx_len > 0 && !c.rx_delivered) || c.err || c.rx_eof) continue;
-      }
+      auto got = try_receive();
+      if (got.first != asio::error::would_block) co_return got;
       c.rx_want = true;
       core_->arm();
-      if (co_await c.rx_ev.wait() == woke::cancelled &&
-          !((c.rx_len > 0 && !c.rx_delivered) || c.err || c.rx_eof)) {
+      if (co_await c.rx_ev.wait() == woke::cancelled && !receivable(c)) {
         // An owner read must still finish; its bytes wait for the next receive().
         if (!core_->is_owner(c)) c.rx_want = false;
         co_return std::pair{make_error_code(asio::error::operation_aborted),
                             std::span<const std::byte>{}};
       }
     }
+  }
+
+  void when_receivable(std::function<void()> wake) override {
+    c_->rx_want = true;
+    core_->arm();
+    c_->rx_ev.on_notify(std::move(wake));
   }
 
   void consumed(std::size_t n) override {

@@ -79,6 +79,14 @@ asio::awaitable<ssh_event::woke> ssh_event::wait(std::chrono::steady_clock::time
   co_return ec ? woke::cancelled : woke::deadline;
 }
 
+void ssh_event::on_notify(std::function<void()> f) {
+  notified_ = false;
+  timer_.expires_at(std::chrono::steady_clock::time_point::max());
+  // Runs also when the timer is cancelled by notify(), which is the point; the event may be
+  // gone by then, so the handler does not touch it.
+  timer_.async_wait([f = std::move(f)](const asio::error_code&) { f(); });
+}
+
 std::unique_ptr<std::byte[]> ssh_buffer_pool::take() {
   if (free_.empty()) return std::make_unique_for_overwrite<std::byte[]>(buffer_size);
   auto b = std::move(free_.back());

@@ -6,6 +6,7 @@
 #include <asio/awaitable.hpp>
 #include <asio/error_code.hpp>
 #include <cstddef>
+#include <functional>
 #include <span>
 #include <utility>
 
@@ -34,7 +35,14 @@ class channel {
   /// One receive at a time.
   virtual asio::awaitable<std::pair<asio::error_code, std::span<const std::byte>>> receive() = 0;
 
-  /// The bytes of the last receive() were delivered to the local side; returns their credit
+  /// receive() without waiting: asio::error::would_block where receive() would wait. Then
+  /// when_receivable() calls `wake` once, from the executor and never inline, when trying
+  /// again may succeed (wake-ups may be spurious). This lets a relay keep one small pending
+  /// callback per idle connection instead of a parked coroutine.
+  virtual std::pair<asio::error_code, std::span<const std::byte>> try_receive() = 0;
+  virtual void when_receivable(std::function<void()> wake) = 0;
+
+  /// The bytes of the last receive() or try_receive() were delivered to the local side; returns their credit
   /// to the peer.
   virtual void consumed(std::size_t n) = 0;
 

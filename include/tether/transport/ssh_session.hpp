@@ -24,6 +24,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -48,6 +49,8 @@ class ssh_event {
   /// is not remembered.
   asio::awaitable<woke> wait(std::chrono::steady_clock::time_point deadline =
                                  std::chrono::steady_clock::time_point::max());
+  /// wait() for callers that are not coroutines: calls `f()` on the next notify().
+  void on_notify(std::function<void()> f);
 
  private:
   asio::steady_timer timer_;

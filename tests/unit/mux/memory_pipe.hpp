@@ -10,7 +10,6 @@
 namespace tether::mux::testing {
 
 struct pipe_half_state {
-  explicit pipe_half_state(const asio::any_io_executor& ex) : wake(ex) {}
   std::deque<std::byte> bytes;
   bool closed = false;
   async_signal wake;
@@ -67,8 +66,8 @@ class memory_stream final : public byte_stream {
 
 inline std::pair<std::unique_ptr<byte_stream>, std::unique_ptr<byte_stream>> make_pipe(
     asio::any_io_executor ex) {
-  auto a = std::make_shared<pipe_half_state>(ex);
-  auto b = std::make_shared<pipe_half_state>(ex);
+  auto a = std::make_shared<pipe_half_state>();
+  auto b = std::make_shared<pipe_half_state>();
   return {std::make_unique<memory_stream>(ex, a, b), std::make_unique<memory_stream>(ex, b, a)};
 }
 
