@@ -144,12 +144,26 @@ struct proxy::impl : std::enable_shared_from_this<impl> {
     co_return current;
   }
 
+  // One accepted connection. Its coroutine frame lives as long as the connection, so it
+  // keeps only what the relay needs: opening the stream runs in a frame of its own that is
+  // gone once the stream is open.
   asio::awaitable<void> handle(tcp::socket sock, const listener& l) {
     ++active;
     struct leave {
       std::size_t& n;
       ~leave() { --n; }
     } guard{active};
+    auto ch = co_await open_stream(l);
+    if (!ch) co_return;
+    const auto r = co_await relay::splice(sock, *ch, pool);
+    spdlog::debug("connection on {} to {}:{} closed: {} bytes sent, {} received{}{}", l.local,
+                  l.map.device, l.map.device_port, r.to_channel, r.from_channel,
+                  r.error ? ", " : "", r.error ? r.error.message() : "");
+  }
+
+  // Opens the stream for a connection on `l`, retrying once on a fresh session when the
+  // current one turns out to be gone. Failures are reported and return null.
+  asio::awaitable<std::unique_ptr<mux::channel>> open_stream(const listener& l) {
     for (int attempt = 0; attempt < 2; ++attempt) {
       auto tunnel = co_await get_tunnel();
       if (!tunnel) {
@@ -158,7 +172,7 @@ struct proxy::impl : std::enable_shared_from_this<impl> {
                                         std::to_string(options.wait_for_session.count() / 1000) +
                                         " s";
         events.stream_error(l.map, l.local, errc::session_lost, msg);
-        co_return;
+        co_return nullptr;
       }
       mux::target t{l.map.device, l.map.device_port, l.map.proto};
       auto [ec, ch] = co_await tunnel->open(t);
@@ -175,14 +189,11 @@ struct proxy::impl : std::enable_shared_from_this<impl> {
           msg += " (" + detail + ")";
         spdlog::warn("stream to {}:{} failed: {}", l.map.device, l.map.device_port, msg);
         events.stream_error(l.map, l.local, why, msg);
-        co_return;
+        co_return nullptr;
       }
-      const auto r = co_await relay::splice(sock, *ch, pool);
-      spdlog::debug("connection on {} to {}:{} closed: {} bytes sent, {} received{}{}", l.local,
-                    l.map.device, l.map.device_port, r.to_channel, r.from_channel,
-                    r.error ? ", " : "", r.error ? r.error.message() : "");
-      co_return;
+      co_return std::move(ch);
     }
+    co_return nullptr;
   }
 
   asio::awaitable<void> accept_loop(listener& l) {

@@ -83,11 +83,7 @@ struct server::impl {
     auto session = mux::session::make(std::move(stream), session_settings());
     auto ctx = std::make_shared<session_context>();
     ctx->peer = peer;
-    auto on_open = [this, ctx](mux::incoming_stream in) {
-      asio::co_spawn(executor, handle_stream(std::move(in), ctx), [](std::exception_ptr e) {
-        if (e) spdlog::error("stream handler failed unexpectedly");
-      });
-    };
+    auto on_open = [this, ctx](mux::incoming_stream in) { open_stream(std::move(in), ctx); };
     auto auth = [this, ctx](wire::role, std::string_view token) {
       ctx->cred = authenticate(token);
       return ctx->cred ? errc::ok : errc::bad_token;
@@ -105,42 +101,68 @@ struct server::impl {
     sessions.erase(it);
   }
 
-  asio::awaitable<void> handle_stream(mux::incoming_stream in, std::shared_ptr<session_context> ctx) {
-    const auto t = in.target();
-    const std::string what = t.device + ":" + std::to_string(t.port);
-    auto refuse = [&](errc why, const std::string& message) {
-      ++counters.streams_refused;
-      spdlog::info("stream {} from '{}' ({}) refused: {}: {}", what, ctx->cred->name, ctx->peer,
-                   describe(why), message);
-      in.refuse(why, message);
-    };
+  void refuse(mux::incoming_stream& in, const session_context& ctx, errc why,
+              const std::string& message) {
+    ++counters.streams_refused;
+    const auto& t = in.target();
+    spdlog::info("stream {}:{} from '{}' ({}) refused: {}: {}", t.device, t.port, ctx.cred->name,
+                 ctx.peer, describe(why), message);
+    in.refuse(why, message);
+  }
+
+  // A stream the client opens: checked against its credential and the registry here, and
+  // refused at once, or handed to a coroutine that dials the device and relays.
+  void open_stream(mux::incoming_stream in, const std::shared_ptr<session_context>& ctx) {
+    const auto& t = in.target();
     if (t.proto != mux::protocol::tcp) {
-      refuse(errc::unsupported, "UDP streams are not supported by this server");
-      co_return;
+      refuse(in, *ctx, errc::unsupported, "UDP streams are not supported by this server");
+      return;
     }
     if (!ctx->cred->allow.allows(t.device, t.port, t.proto)) {
-      refuse(errc::forbidden, "credential '" + ctx->cred->name + "' may not reach " + what);
-      co_return;
+      refuse(in, *ctx, errc::forbidden,
+             "credential '" + ctx->cred->name + "' may not reach " + t.device + ":" +
+                 std::to_string(t.port));
+      return;
     }
     const device* dev = devices.find(t.device);
     if (!dev) {
-      refuse(errc::unknown_device, "no device '" + t.device + "' in the server's registry");
-      co_return;
+      refuse(in, *ctx, errc::unknown_device, "no device '" + t.device + "' in the server's registry");
+      return;
     }
+    asio::co_spawn(executor, relay_stream(std::move(in), *dev, ctx), [](std::exception_ptr e) {
+      if (e) spdlog::error("stream handler failed unexpectedly");
+    });
+  }
+
+  // Dials the device and relays. This frame lives as long as the stream, so the dial runs
+  // in a frame of its own.
+  asio::awaitable<void> relay_stream(mux::incoming_stream in, const device& dev,
+                                     std::shared_ptr<session_context> ctx) {
     tcp::socket sock(executor);
-    if (auto ec = co_await dial(dev->address, t.port, sock)) {
-      const auto why = dial_failure(ec);
-      refuse(why, dev->address + ":" + std::to_string(t.port) + ": " + ec.message());
-      co_return;
-    }
-    ++counters.streams_opened;
-    auto ch = in.accept();
-    spdlog::debug("stream {} open for '{}'", what, ctx->cred->name);
+    auto ch = co_await dial_device(in, dev, *ctx, sock);
+    if (!ch) co_return;
     const auto r = co_await relay::splice(sock, *ch, pool);
     counters.bytes_to_devices += r.from_channel;
     counters.bytes_from_devices += r.to_channel;
-    spdlog::debug("stream {} closed: {} bytes to device, {} from it{}{}", what, r.from_channel,
-                  r.to_channel, r.error ? ", " : "", r.error ? r.error.message() : "");
+    spdlog::debug("stream {}:{} closed: {} bytes to device, {} from it{}{}", in.target().device,
+                  in.target().port, r.from_channel, r.to_channel, r.error ? ", " : "",
+                  r.error ? r.error.message() : "");
+  }
+
+  // Connects `sock` to the stream's device port and accepts the stream, or refuses it.
+  asio::awaitable<std::unique_ptr<mux::channel>> dial_device(mux::incoming_stream& in,
+                                                             const device& dev,
+                                                             const session_context& ctx,
+                                                             tcp::socket& sock) {
+    const auto port = in.target().port;
+    if (auto ec = co_await dial(dev.address, port, sock)) {
+      const auto why = dial_failure(ec);
+      refuse(in, ctx, why, dev.address + ":" + std::to_string(port) + ": " + ec.message());
+      co_return nullptr;
+    }
+    ++counters.streams_opened;
+    spdlog::debug("stream {}:{} open for '{}'", in.target().device, port, ctx.cred->name);
+    co_return in.accept();
   }
 
   // Connects to the device within the connect timeout.
