@@ -169,8 +169,17 @@ struct server::impl {
   asio::awaitable<asio::error_code> dial(const std::string& host, std::uint16_t port,
                                          tcp::socket& sock) {
     using namespace asio::experimental::awaitable_operators;
-    tcp::resolver resolver(executor);
     asio::steady_timer deadline(executor, config.connect_timeout);
+    asio::error_code not_literal;
+    if (const auto address = asio::ip::make_address(host, not_literal); !not_literal) {
+      // No resolver for a literal address: Asio resolves on a thread of its own, a round
+      // trip between threads on every new connection.
+      auto connected = co_await (sock.async_connect(tcp::endpoint(address, port), use_tuple) ||
+                                 deadline.async_wait(use_tuple));
+      if (connected.index() == 1) co_return asio::error::timed_out;
+      co_return std::get<0>(std::get<0>(connected));
+    }
+    tcp::resolver resolver(executor);
     const std::string service = std::to_string(port);
     auto resolved = co_await (resolver.async_resolve(host, service, use_tuple) ||
                               deadline.async_wait(use_tuple));
