@@ -128,7 +128,7 @@ asio::awaitable<splice_result> splice(tcp::socket& sock, mux::channel& ch, buffe
       sock.async_wait(tcp::socket::wait_read, [&readable, &wait_error, &wake](asio::error_code ec) {
         wait_error = ec;
         readable = true;
-        wake.notify();
+        wake.notify_here();
       });
       while (!readable) co_await wake.wait();
       if (wait_error) break;  // the downlink failed and closed the socket

@@ -4,6 +4,7 @@
 #include <openssl/err.h>
 
 #include <algorithm>
+#include <utility>
 #include <asio/bind_cancellation_slot.hpp>
 #include <asio/error.hpp>
 #include <asio/experimental/as_tuple.hpp>
@@ -175,15 +176,19 @@ std::size_t tls_connection::bio_read(char* out, std::size_t len) noexcept {
   return n;
 }
 
-asio::error_code tls_connection::pull_ciphertext(std::size_t want) {
-  // OpenSSL asked for more, so what it had is consumed: the leftover buffer can go.
+void tls_connection::drop_input() {
   if (in_leftover_.capacity() != 0) std::vector<std::byte>().swap(in_leftover_);
   in_view_ = {};
   in_view_is_scratch_ = false;
+}
 
+asio::error_code tls_connection::pull_ciphertext(std::size_t want) {
+  drop_input();
   asio::error_code ec;
   std::byte* buf = scratch();
-  const std::size_t n = socket_.read_some(asio::buffer(buf, std::min(want, max_pull)), ec);
+  const std::size_t asked = std::min(want, max_pull);
+  const std::size_t n = socket_.read_some(asio::buffer(buf, asked), ec);
+  drained_ = !ec && n < asked;
   if (ec == asio::error::eof) {
     in_eof_ = true;  // OpenSSL decides whether that was orderly (close_notify first) or not
     return {};
@@ -202,21 +207,30 @@ void tls_connection::park_input() {
   in_view_ = in_leftover_;
 }
 
-asio::awaitable<asio::error_code> tls_connection::wait_readable() {
-  auto [ec] = co_await socket_.async_wait(asio::ip::tcp::socket::wait_read, use_tuple);
+asio::awaitable<asio::error_code> tls_connection::await_ciphertext() {
+  drop_input();
+  auto [ec, n] = co_await socket_.async_read_some(asio::buffer(first_in_), use_tuple);
   if (closed_) co_return asio::error::operation_aborted;
-  co_return ec;
+  drained_ = !ec && n < first_in_.size();
+  if (ec == asio::error::eof) {
+    in_eof_ = true;
+    co_return asio::error_code{};
+  }
+  if (ec) co_return ec;  // a cancelled read took nothing
+  in_view_ = {first_in_.data(), n};
+  co_return asio::error_code{};
 }
 
 asio::awaitable<asio::error_code> tls_connection::fill_input(std::size_t want) {
-  // The pull after the last wait runs right before returning, and the caller decrypts
-  // without suspending, so the scratch buffer is not shared across a suspension.
-  for (;;) {
-    if (closed_) co_return asio::error::operation_aborted;
+  // The pull runs right before returning, and the caller decrypts without suspending, so
+  // the scratch buffer is not shared across a suspension. After a short read the socket
+  // was empty: a pull would only fail with EAGAIN.
+  if (closed_) co_return asio::error::operation_aborted;
+  if (!std::exchange(drained_, false)) {
     auto ec = pull_ciphertext(want);
     if (ec != asio::error::would_block && ec != asio::error::try_again) co_return ec;
-    if (auto wec = co_await wait_readable()) co_return wec;
   }
+  co_return co_await await_ciphertext();
 }
 
 std::size_t tls_connection::decrypt(asio::mutable_buffer buf) {

@@ -20,6 +20,7 @@
 #include <asio/awaitable.hpp>
 #include <asio/ip/tcp.hpp>
 #include <asio/steady_timer.hpp>
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -77,14 +78,16 @@ class tls_connection : public std::enable_shared_from_this<tls_connection> {
   void bio_write(const char* data, std::size_t len);
   bool bio_eof() const noexcept { return in_eof_ && in_view_.empty(); }
 
+  // OpenSSL asked for more, so the ciphertext it had is consumed.
+  void drop_input();
   // Reads the ciphertext available now (at most `want` bytes) into the thread's scratch
   // buffer, without waiting. asio::error::would_block if there is none.
   asio::error_code pull_ciphertext(std::size_t want);
+  // Waits for ciphertext on an empty socket and reads the first of it into `first_in_`.
+  asio::awaitable<asio::error_code> await_ciphertext();
   // Before any suspension: moves unread ciphertext out of the shared scratch buffer.
   void park_input();
-  // Waits until the socket is readable.
-  asio::awaitable<asio::error_code> wait_readable();
-  // Pulls ciphertext, waiting for readiness as needed.
+  // Gets more ciphertext: pulls what is there, else waits for it.
   asio::awaitable<asio::error_code> fill_input(std::size_t want);
 
   // Decrypts into `buf` until it is full or OpenSSL needs more input. Records a fatal
@@ -109,10 +112,16 @@ class tls_connection : public std::enable_shared_from_this<tls_connection> {
   bool shutdown_sent_ = false;
   bool in_handshake_ = true;
 
-  // Input: `in_view_` is the unread ciphertext, in the thread's scratch buffer or in
-  // `in_leftover_`.
+  // Input: `in_view_` is the unread ciphertext, in the thread's scratch buffer, in
+  // `first_in_` or in `in_leftover_`.
   std::span<const std::byte> in_view_;
   bool in_view_is_scratch_ = false;
+  bool drained_ = false;  // the last read took less than it asked for: the socket was empty
+  // Where the reactor reads when the socket was empty. A read pending in Asio's reactor
+  // costs no system call to set up (a readiness wait re-arms epoll every time), but its
+  // buffer must be this connection's own: big enough for small records, which is what
+  // interactive traffic sends; bulk traffic goes on with pulls into the scratch buffer.
+  std::array<std::byte, 2048> first_in_;
   bool in_eof_ = false;
   std::vector<std::byte> in_leftover_;
   asio::error_code read_error_;  // sticky once the read side has ended
