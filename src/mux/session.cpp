@@ -243,10 +243,7 @@ asio::awaitable<void> session::write_loop([[maybe_unused]] std::shared_ptr<sessi
       const bool last = take == st->pending.size();
       const bool fin = last && st->fin_pending;
       if (take == 0 && !fin) continue;
-      const auto at = write_buf_.size();
-      write_buf_.resize(at + wire::header_size + take);
-      wire::encode_data_header(st->id, take, fin, write_buf_.data() + at);
-      if (take) std::memcpy(write_buf_.data() + at + wire::header_size, st->pending.data(), take);
+      wire::append_data_frame(write_buf_, st->id, st->pending.first(take), fin);
       counters_.bytes_out += take;
       st->pending = st->pending.subspan(take);
       if (fin) {
@@ -289,10 +286,7 @@ asio::awaitable<asio::error_code> session::write_inline(stream_state& st,
   std::swap(write_buf_, control_out_);  // control frames first, as in write_loop
   while (!data.empty()) {
     const auto take = std::min(data.size(), wire::max_data_payload);
-    const auto at = write_buf_.size();
-    write_buf_.resize(at + wire::header_size + take);
-    wire::encode_data_header(st.id, take, false, write_buf_.data() + at);
-    std::memcpy(write_buf_.data() + at + wire::header_size, data.data(), take);
+    wire::append_data_frame(write_buf_, st.id, data.first(take), false);
     counters_.bytes_out += take;
     data = data.subspan(take);
   }

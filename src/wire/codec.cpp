@@ -241,18 +241,18 @@ decode_result decode(std::span<const std::byte> input) noexcept {
   return r;
 }
 
-void encode_data_header(std::uint32_t stream_id, std::size_t length, bool fin,
-                        std::byte* out9) noexcept {
+void append_data_frame(std::vector<std::byte>& out, std::uint32_t stream_id,
+                       std::span<const std::byte> payload, bool fin) {
+  const auto length = payload.size();
   assert(length <= max_data_payload);
-  out9[0] = static_cast<std::byte>(length >> 16);
-  out9[1] = static_cast<std::byte>(length >> 8);
-  out9[2] = static_cast<std::byte>(length);
-  out9[3] = static_cast<std::byte>(frame_type::data);
-  out9[4] = static_cast<std::byte>(fin ? flag_fin : 0);
-  out9[5] = static_cast<std::byte>(stream_id >> 24);
-  out9[6] = static_cast<std::byte>(stream_id >> 16);
-  out9[7] = static_cast<std::byte>(stream_id >> 8);
-  out9[8] = static_cast<std::byte>(stream_id);
+  const std::byte header[header_size] = {
+      static_cast<std::byte>(length >> 16),      static_cast<std::byte>(length >> 8),
+      static_cast<std::byte>(length),            static_cast<std::byte>(frame_type::data),
+      static_cast<std::byte>(fin ? flag_fin : 0), static_cast<std::byte>(stream_id >> 24),
+      static_cast<std::byte>(stream_id >> 16),   static_cast<std::byte>(stream_id >> 8),
+      static_cast<std::byte>(stream_id)};
+  out.insert(out.end(), std::begin(header), std::end(header));
+  out.insert(out.end(), payload.begin(), payload.end());
 }
 
 namespace {
