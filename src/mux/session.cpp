@@ -202,6 +202,11 @@ asio::awaitable<void> session::read_loop([[maybe_unused]] std::shared_ptr<sessio
       offset += r.consumed;
       if (!handle(r.value)) co_return;
     }
+    // Nothing of the batch is referenced any more: readers may now run, and do whatever
+    // they like to their streams (consume, reset, close).
+    for (const auto& st : received_) st->receive_wake.notify_here();
+    received_.clear();
+    if (closed_) co_return;
     if (offset > 0) {
       std::memmove(read_buf_.data(), read_buf_.data() + offset, read_have_ - offset);
       read_have_ -= offset;
@@ -446,7 +451,7 @@ bool session::on_data(const wire::data& f) {
     st.inbound_bytes += f.payload.size();
   }
   if (f.fin) st.fin_received = true;
-  st.receive_wake.notify();
+  if (received_.empty() || received_.back() != it->second) received_.push_back(it->second);
   return true;
 }
 
