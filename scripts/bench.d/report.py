@@ -281,6 +281,8 @@ def report(data, paths, peer, meta, skipped, ts):
     lines += main_table(data, paths, peer)
     lines += ["", "Targets (ratios in the same run):", ""]
     lines += targets_table(ts)
+    lines += [""] + wrap("What limits each figure, and what an idle connection holds: "
+                         "[docs/PERFORMANCE.md](docs/PERFORMANCE.md).")
     lines += ["", "![throughput and latency per path](docs/bench.png)", "", "Paths and load:", ""]
     for p in paths:
         lines += wrap(f"`{p}`: {meta.get('path.' + p, '')}", bullet=True)
