@@ -6,7 +6,9 @@
 #include <asio/detached.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
 #include <asio/io_context.hpp>
+#include <asio/steady_timer.hpp>
 #include <numeric>
+#include <optional>
 
 #include "memory_pipe.hpp"
 
@@ -224,6 +226,105 @@ TEST(Session, GarbageEndsTheSessionWithAProtocolError) {
                                             {});
     EXPECT_TRUE(ec);
     EXPECT_TRUE(server->closed() || ec);
+  });
+}
+
+// Reads a channel the way the relay's downlink does: try_receive() until it would block,
+// then when_receivable() to be called back. Collects everything up to end-of-stream.
+struct callback_reader {
+  explicit callback_reader(channel& c) : ch(c) {}
+
+  channel& ch;
+  std::vector<std::byte> got;
+  std::optional<asio::error_code> ended;  // set at end-of-stream (empty code) or failure
+  int callbacks = 0;
+  bool inside_pump = false;
+
+  void pump() {
+    EXPECT_FALSE(inside_pump) << "when_receivable() called back from inside the caller";
+    inside_pump = true;
+    for (;;) {
+      auto [ec, bytes] = ch.try_receive();
+      if (ec == asio::error::would_block) {
+        ch.when_receivable([this] {
+          ++callbacks;
+          pump();
+        });
+        break;
+      }
+      if (ec || bytes.empty()) {
+        ended = ec;
+        break;
+      }
+      got.insert(got.end(), bytes.begin(), bytes.end());
+      ch.consumed(bytes.size());
+    }
+    inside_pump = false;
+  }
+};
+
+// Polls `done` every 10 ms for up to 5 s.
+template <class Pred>
+asio::awaitable<void> wait_until(asio::any_io_executor ex, Pred done) {
+  asio::steady_timer t(ex);
+  for (int i = 0; i < 500 && !done(); ++i) {
+    t.expires_after(std::chrono::milliseconds(10));
+    co_await t.async_wait(asio::use_awaitable);
+  }
+}
+
+TEST(Session, CallbackReaderGetsEveryByteAndTheEnd) {
+  run([](asio::any_io_executor ex) -> asio::awaitable<void> {
+    session_settings settings;
+    settings.stream_window = 64 * 1024;  // the sender needs the reader's credit to finish
+    settings.session_window = 128 * 1024;
+    std::unique_ptr<channel> server_side;
+    auto s = co_await connect(ex, settings,
+                              [&](incoming_stream in) { server_side = in.accept(); });
+    target t{"dev-1", 22, protocol::tcp};
+    auto [ec, ch] = co_await s.client->open(t);
+    EXPECT_FALSE(ec) << ec.message();
+    EXPECT_TRUE(server_side);
+    if (ec || !server_side) co_return s.client->close();
+
+    callback_reader reader(*server_side);
+    reader.pump();
+    EXPECT_FALSE(reader.ended) << "nothing was sent yet";
+    const auto data = pattern(1 << 20, 3);
+    co_await send_all(*ch, data);  // ends with FIN
+    co_await wait_until(ex, [&] { return reader.ended.has_value(); });
+    EXPECT_TRUE(reader.ended.has_value());
+    if (reader.ended) {
+      EXPECT_FALSE(*reader.ended) << reader.ended->message();
+    }
+    EXPECT_EQ(reader.got, data);
+    EXPECT_GT(reader.callbacks, 0);
+    s.client->close();
+    // A reader still waiting is called back with the session's failure: let that happen
+    // while it exists.
+    co_await wait_until(ex, [&] { return reader.ended.has_value(); });
+  });
+}
+
+TEST(Session, CallbackReaderSeesAReset) {
+  run([](asio::any_io_executor ex) -> asio::awaitable<void> {
+    std::unique_ptr<channel> server_side;
+    auto s = co_await connect(ex, session_settings{},
+                              [&](incoming_stream in) { server_side = in.accept(); });
+    target t{"dev-1", 22, protocol::tcp};
+    auto [ec, ch] = co_await s.client->open(t);
+    EXPECT_FALSE(ec) << ec.message();
+    if (ec || !server_side) co_return s.client->close();
+    callback_reader reader(*server_side);
+    reader.pump();
+    ch->reset(errc::stream_reset);
+    co_await wait_until(ex, [&] { return reader.ended.has_value(); });
+    EXPECT_TRUE(reader.ended.has_value());
+    if (reader.ended) {
+      EXPECT_EQ(*reader.ended, make_error_code(errc::stream_reset));
+    }
+    s.client->close();
+    co_await wait_until(ex, [&] { return reader.ended.has_value(); });
   });
 }
 
