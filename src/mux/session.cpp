@@ -248,7 +248,7 @@ asio::awaitable<void> session::write_loop([[maybe_unused]] std::shared_ptr<sessi
       const bool last = take == st->pending.size();
       const bool fin = last && st->fin_pending;
       if (take == 0 && !fin) continue;
-      wire::append_data_frame(write_buf_, st->id, st->pending.first(take), fin);
+      wire::encode(wire::data{st->id, fin, st->pending.first(take)}, write_buf_);
       counters_.bytes_out += take;
       st->pending = st->pending.subspan(take);
       if (fin) {
@@ -291,7 +291,7 @@ asio::awaitable<asio::error_code> session::write_inline(stream_state& st,
   std::swap(write_buf_, control_out_);  // control frames first, as in write_loop
   while (!data.empty()) {
     const auto take = std::min(data.size(), wire::max_data_payload);
-    wire::append_data_frame(write_buf_, st.id, data.first(take), false);
+    wire::encode(wire::data{st.id, false, data.first(take)}, write_buf_);
     counters_.bytes_out += take;
     data = data.subspan(take);
   }

@@ -7,6 +7,7 @@
 #include <asio/experimental/awaitable_operators.hpp>
 #include <asio/steady_timer.hpp>
 #include <list>
+#include <vector>
 
 #include "tether/mux/session.hpp"
 #include "tether/mux/use_tuple.hpp"
@@ -170,22 +171,22 @@ struct server::impl {
                                          tcp::socket& sock) {
     using namespace asio::experimental::awaitable_operators;
     asio::steady_timer deadline(executor, config.connect_timeout);
+    std::vector<tcp::endpoint> endpoints;
     asio::error_code not_literal;
     if (const auto address = asio::ip::make_address(host, not_literal); !not_literal) {
       // No resolver for a literal address: Asio resolves on a thread of its own, a round
       // trip between threads on every new connection.
-      auto connected = co_await (sock.async_connect(tcp::endpoint(address, port), use_tuple) ||
-                                 deadline.async_wait(use_tuple));
-      if (connected.index() == 1) co_return asio::error::timed_out;
-      co_return std::get<0>(std::get<0>(connected));
+      endpoints.emplace_back(address, port);
+    } else {
+      tcp::resolver resolver(executor);
+      const std::string service = std::to_string(port);
+      auto resolved = co_await (resolver.async_resolve(host, service, use_tuple) ||
+                                deadline.async_wait(use_tuple));
+      if (resolved.index() == 1) co_return asio::error::timed_out;
+      auto [rec, found] = std::get<0>(resolved);
+      if (rec) co_return rec;
+      endpoints.assign(found.begin(), found.end());
     }
-    tcp::resolver resolver(executor);
-    const std::string service = std::to_string(port);
-    auto resolved = co_await (resolver.async_resolve(host, service, use_tuple) ||
-                              deadline.async_wait(use_tuple));
-    if (resolved.index() == 1) co_return asio::error::timed_out;
-    auto [rec, endpoints] = std::get<0>(resolved);
-    if (rec) co_return rec;
     auto connected = co_await (asio::async_connect(sock, endpoints, use_tuple) ||
                                deadline.async_wait(use_tuple));
     if (connected.index() == 1) co_return asio::error::timed_out;

@@ -116,8 +116,7 @@ class ssh_channel final : public mux::channel {
     for (;;) {
       auto got = try_receive();
       if (got.first != asio::error::would_block) co_return got;
-      c.rx_want = true;
-      core_->arm();
+      want_rx();
       if (co_await c.rx_ev.wait() == woke::cancelled && !receivable(c)) {
         // An owner read must still finish; its bytes wait for the next receive().
         if (!core_->is_owner(c)) c.rx_want = false;
@@ -128,8 +127,7 @@ class ssh_channel final : public mux::channel {
   }
 
   void when_receivable(std::function<void()> wake) override {
-    c_->rx_want = true;
-    core_->arm();
+    want_rx();
     c_->rx_ev.on_notify(std::move(wake));
   }
 
@@ -146,6 +144,12 @@ class ssh_channel final : public mux::channel {
   }
 
  private:
+  // Asks the driver to read this channel and notify rx_ev when something arrives.
+  void want_rx() {
+    c_->rx_want = true;
+    core_->arm();
+  }
+
   void release_rx() {
     if (c_->rx_buf && c_->rx_delivered) {
       core_->pool().give(std::move(c_->rx_buf));

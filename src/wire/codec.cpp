@@ -241,20 +241,6 @@ decode_result decode(std::span<const std::byte> input) noexcept {
   return r;
 }
 
-void append_data_frame(std::vector<std::byte>& out, std::uint32_t stream_id,
-                       std::span<const std::byte> payload, bool fin) {
-  const auto length = payload.size();
-  assert(length <= max_data_payload);
-  const std::byte header[header_size] = {
-      static_cast<std::byte>(length >> 16),      static_cast<std::byte>(length >> 8),
-      static_cast<std::byte>(length),            static_cast<std::byte>(frame_type::data),
-      static_cast<std::byte>(fin ? flag_fin : 0), static_cast<std::byte>(stream_id >> 24),
-      static_cast<std::byte>(stream_id >> 16),   static_cast<std::byte>(stream_id >> 8),
-      static_cast<std::byte>(stream_id)};
-  out.insert(out.end(), std::begin(header), std::end(header));
-  out.insert(out.end(), payload.begin(), payload.end());
-}
-
 namespace {
 
 struct encoder {

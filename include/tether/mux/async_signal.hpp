@@ -31,22 +31,12 @@ class async_signal {
 
   /// Wakes the waiter, or the next wait() if nobody waits now. Notifications that arrive
   /// before the waiter runs fold into one.
-  void notify() {
-    if (waiter_)
-      complete({});
-    else
-      notified_ = true;
-  }
+  void notify() { wake(false); }
 
   /// notify() that resumes the waiter right here instead of posting it: for a completion
   /// handler that does nothing after this call, where a post would cost the event loop one
   /// more turn (an extra epoll_wait per wake-up).
-  void notify_here() {
-    if (auto* w = std::exchange(waiter_, nullptr))
-      w->complete({}, true);
-    else
-      notified_ = true;
-  }
+  void notify_here() { wake(true); }
 
   /// Completes after a notify(), or with operation_aborted when the awaiting coroutine is
   /// cancelled. Wake-ups may be spurious: callers re-check their condition.
@@ -100,6 +90,13 @@ class async_signal {
       return;
     }
     if (slot.is_connected()) slot.template emplace<canceller>(canceller{this});
+  }
+
+  void wake(bool here) {
+    if (auto* w = std::exchange(waiter_, nullptr))
+      w->complete({}, here);
+    else
+      notified_ = true;
   }
 
   void complete(asio::error_code ec) {

@@ -42,8 +42,8 @@ class channel {
   virtual std::pair<asio::error_code, std::span<const std::byte>> try_receive() = 0;
   virtual void when_receivable(std::function<void()> wake) = 0;
 
-  /// The bytes of the last receive() or try_receive() were delivered to the local side; returns their credit
-  /// to the peer.
+  /// The bytes of the last receive() or try_receive() were delivered to the local side;
+  /// returns their credit to the peer.
   virtual void consumed(std::size_t n) = 0;
 
   /// Abortive end with a reason the peer will see. Pending operations complete with an error.

@@ -29,9 +29,4 @@ decode_result decode(std::span<const std::byte> input) noexcept;
 /// (callers validate user input first); an out-of-bounds field is a bug and asserts.
 void encode(const frame& f, std::vector<std::byte>& out);
 
-/// Appends a DATA frame carrying `payload` (at most max_data_payload bytes) to `out`: the
-/// relay's hot path, which copies the payload once and never zero-fills first.
-void append_data_frame(std::vector<std::byte>& out, std::uint32_t stream_id,
-                       std::span<const std::byte> payload, bool fin);
-
 }  // namespace tether::wire
