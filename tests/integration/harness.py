@@ -1234,3 +1234,81 @@ class TetherTest(unittest.TestCase):
     def http_server(self, host, files):
         d = self.path("www-%s-%d" % (host, len(self._procs)))
         return HttpServer(d, host, files, register=self._register)
+
+    def never_read_server(self, host):
+        return self._service(NeverReadServer, host)
+
+
+# ---------------------------------------------------------------------------------------------
+# What a process holds, read from /proc, and a device that never reads
+
+def open_fds(pid):
+    """The number of file descriptors process `pid` has open (entries of /proc/PID/fd)."""
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def status_kib(pid, field="VmRSS"):
+    """A size field of /proc/PID/status in KiB: VmRSS (resident now), VmHWM (peak
+    resident), VmSize, ..."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError("no %s in /proc/%d/status" % (field, pid))
+
+
+class NeverReadServer(TcpService):
+    """A device that stalls: accepts connections and reads nothing until start_reading().
+    Then each connection reads to its end and records how it ended in stats["end"]: 'eof',
+    'reset', or 'open' if still open at the read deadline.
+
+    Its small receive buffer and segment size (taken over by the connections it accepts)
+    keep the kernels at both ends from absorbing megabytes per connection, as they would
+    on loopback: what a sender writes beyond some tens of KiB stays with the sender, as
+    with a device on a slow link.
+    """
+
+    name = "never-read"
+    RECEIVE_BUFFER = 16 * KiB
+    SEGMENT_SIZE = 1024
+
+    def __init__(self, host):
+        self._reading = threading.Event()
+        self.read_timeout = 10.0
+        super().__init__(host)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.RECEIVE_BUFFER)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, self.SEGMENT_SIZE)
+
+    def start_reading(self, timeout=10.0):
+        """Lets every connection read until its peer ends it or `timeout` s (scaled) pass."""
+        self.read_timeout = timeout
+        self._reading.set()
+
+    def ends(self):
+        """How the connections ended so far: a list of 'eof'/'reset'/'open', one per
+        connection that finished reading."""
+        with self._lock:
+            return [st["end"] for st in self.stats if "end" in st]
+
+    def handle(self, conn, stats):
+        while not self._reading.wait(0.1):
+            if self._stopped:
+                return
+        deadline = time.monotonic() + scaled(self.read_timeout)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                stats["end"] = "open"
+                return
+            conn.settimeout(left)
+            try:
+                b = conn.recv(1 << 20)
+            except socket.timeout:
+                continue
+            except (ConnectionResetError, ConnectionAbortedError):
+                stats["end"] = "reset"
+                return
+            if not b:
+                stats["end"] = "eof"
+                return
+            stats["received"] += len(b)
