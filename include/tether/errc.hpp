@@ -28,6 +28,7 @@ enum class errc : std::uint8_t {
   unsupported = 16,        // e.g. UDP over a transport that cannot carry it
   ssh_forwarding_denied = 17,  // the SSH server refused the direct-tcpip channel
   untrusted_host = 18,         // the server's SSH host key is unknown or changed
+  limit_reached = 19,          // a server limit (sessions, streams, handshakes) was reached
 };
 
 const std::error_category& tether_category() noexcept;

@@ -46,6 +46,7 @@ const char* reason_name(errc e) noexcept {
     case errc::unsupported: return "unsupported";
     case errc::ssh_forwarding_denied: return "forwarding_denied";
     case errc::untrusted_host: return "untrusted_host";
+    case errc::limit_reached: return "limit_reached";
   }
   return "internal";
 }

@@ -11,6 +11,7 @@
 
 #include "stream_channel.hpp"
 #include "stream_state.hpp"
+#include "tether/printable.hpp"
 #include "tether/wire/codec.hpp"
 
 namespace tether::mux {
@@ -22,6 +23,14 @@ constexpr std::size_t write_batch = 256 * 1024;
 // Received bytes gather in chunks this big, so one socket write can carry many frames.
 constexpr std::size_t inbound_chunk_size = 256 * 1024;
 constexpr std::size_t max_spare_chunks = 8;
+// A first frame (HELLO or WELCOME) fits in this; the full read buffer comes after the
+// handshake, so a connection that never says hello costs little.
+constexpr std::size_t handshake_buffer_size = wire::header_size + 64 + wire::max_token;
+// How long the GOAWAY that explains a protocol violation may take to go out.
+constexpr std::chrono::seconds violation_flush_time{1};
+// DATA on a stream the peer finished is told apart from DATA in flight after a RESET for
+// this many of the most recently finished streams.
+constexpr std::size_t peer_finished_memory = 1024;
 
 // Logs an exception that escaped one of the session's loops (a bug: loops handle errors).
 auto log_escape(const char* what) {
@@ -52,7 +61,7 @@ session::session(std::unique_ptr<byte_stream> stream, session_settings settings)
       settings_(settings),
       peer_(stream_->peer()),
       keepalive_timer_(executor_) {
-  read_buf_.resize(read_buffer_size);
+  read_buf_.resize(handshake_buffer_size);
   recv_remaining_ = settings_.session_window;
 }
 
@@ -78,7 +87,11 @@ asio::awaitable<std::pair<asio::error_code, wire::frame>> session::read_first_fr
     }
     if (r.status == wire::decode_status::error) {
       spdlog::debug("session {}: bad first frame: {}", peer_, r.reason);
+      first_frame_error_ = r.reason;
       co_return std::pair{make_error_code(r.error), wire::frame{}};
+    }
+    if (read_have_ == read_buf_.size()) {  // cannot happen: a first frame fits
+      co_return std::pair{make_error_code(errc::frame_too_large), wire::frame{}};
     }
     auto [ec, n] = co_await stream_->read_some(
         asio::buffer(read_buf_.data() + read_have_, read_buf_.size() - read_have_));
@@ -94,7 +107,6 @@ asio::awaitable<std::pair<asio::error_code, wire::frame>> session::read_handshak
   auto result = outcome.index() == 1
                     ? std::pair{make_error_code(errc::timed_out), wire::frame{}}
                     : std::get<0>(std::move(outcome));
-  if (result.first) stream_->close();
   co_return result;
 }
 
@@ -103,11 +115,14 @@ void session::drop_handshake_frame() {
                read_have_ - handshake_consumed_);
   read_have_ -= handshake_consumed_;
   handshake_consumed_ = 0;
+  // Up and running: now reads may be big.
+  read_buf_.resize(read_buffer_size);
 }
 
 asio::awaitable<asio::error_code> session::start_client(std::string token, wire::role role,
                                                         open_handler on_open,
                                                         std::string& message) {
+  auto self = shared_from_this();  // the caller may drop the session while we wait
   on_open_ = std::move(on_open);
   next_local_id_ = 1;
   std::vector<std::byte> hello_bytes;
@@ -117,9 +132,12 @@ asio::awaitable<asio::error_code> session::start_client(std::string token, wire:
   if (auto ec = co_await stream_->write(asio::buffer(hello_bytes))) co_return ec;
 
   auto [ec, f] = co_await read_handshake_frame();
-  if (ec) co_return ec;
+  if (ec) {
+    stream_->close();
+    co_return ec;
+  }
   if (auto* r = std::get_if<wire::refuse>(&f)) {
-    message.assign(r->message);
+    message = printable(r->message);
     const auto code = errc_from_wire(r->code);
     stream_->close();
     co_return make_error_code(code);
@@ -144,21 +162,26 @@ asio::awaitable<asio::error_code> session::start_client(std::string token, wire:
 asio::awaitable<asio::error_code> session::start_server(authenticator auth, open_handler on_open) {
   on_open_ = std::move(on_open);
   next_local_id_ = 2;
+  auto self = shared_from_this();  // the caller may drop the session while we wait
   auto [ec, f] = co_await read_handshake_frame();
-  if (ec) co_return ec;
-  auto* h = std::get_if<wire::hello>(&f);
-  auto refuse_with = [&](errc code, std::string_view why) -> asio::awaitable<asio::error_code> {
-    std::vector<std::byte> out;
-    wire::encode(wire::refuse{static_cast<std::uint8_t>(code), why}, out);
-    co_await stream_->write(asio::buffer(out));
+  if (ec == errc::protocol_error || ec == errc::frame_too_large) {
+    std::string why = "bad HELLO: " + first_frame_error_;
+    const auto code = ec == errc::protocol_error ? errc::protocol_error : errc::frame_too_large;
+    co_return co_await refuse_hello(code, std::move(why));
+  }
+  if (ec) {
     stream_->close();
-    co_return make_error_code(code);
-  };
-  if (!h) co_return co_await refuse_with(errc::protocol_error, "expected HELLO");
+    co_return ec;
+  }
+  auto* h = std::get_if<wire::hello>(&f);
+  if (!h) co_return co_await refuse_hello(errc::protocol_error, "expected HELLO");
   if (h->version != wire::protocol_version)
-    co_return co_await refuse_with(errc::version_mismatch, "this server speaks version 1");
-  if (const auto verdict = auth(h->role, h->token); verdict != errc::ok)
-    co_return co_await refuse_with(verdict, describe(verdict));
+    co_return co_await refuse_hello(errc::version_mismatch, "this server speaks version 1");
+  std::string why;
+  if (const auto verdict = auth(h->role, h->token, why); verdict != errc::ok) {
+    if (why.empty()) why = describe(verdict);
+    co_return co_await refuse_hello(verdict, std::move(why));
+  }
 
   send_credit_ = h->session_window;
   peer_stream_window_ = h->stream_window;
@@ -174,6 +197,18 @@ asio::awaitable<asio::error_code> session::start_server(authenticator auth, open
   }
   start_loops();
   co_return asio::error_code{};
+}
+
+asio::awaitable<asio::error_code> session::refuse_hello(errc code, std::string why) {
+  // Bounded in time like the hello: a peer that does not read cannot hold the refusal.
+  using namespace asio::experimental::awaitable_operators;
+  std::vector<std::byte> out;
+  wire::encode(wire::refuse{static_cast<std::uint8_t>(code), why}, out);
+  asio::steady_timer deadline(executor_, violation_flush_time);
+  co_await (stream_->write(asio::buffer(out)) || deadline.async_wait(use_tuple));
+  stream_->close();
+  refusal_ = std::move(why);
+  co_return make_error_code(code);
 }
 
 void session::start_loops() {
@@ -196,7 +231,7 @@ asio::awaitable<void> session::read_loop([[maybe_unused]] std::shared_ptr<sessio
       const auto r = wire::decode(std::span(read_buf_).subspan(offset, read_have_ - offset));
       if (r.status == wire::decode_status::need_more) break;
       if (r.status == wire::decode_status::error) {
-        fail(make_error_code(r.error), r.reason);
+        violation(r.error, r.reason);
         co_return;
       }
       offset += r.consumed;
@@ -211,6 +246,11 @@ asio::awaitable<void> session::read_loop([[maybe_unused]] std::shared_ptr<sessio
       std::memmove(read_buf_.data(), read_buf_.data() + offset, read_have_ - offset);
       read_have_ -= offset;
     }
+    // A peer that does not read our answers (PING ACKs, refusals, window updates) is not
+    // read either: its frames would only pile up more answers. The keepalive ends the
+    // session if it stays that way.
+    while (output_backlogged() && !closed_) co_await reader_wake_.wait();
+    if (closed_) co_return;
     auto [ec, n] = co_await stream_->read_some(
         asio::buffer(read_buf_.data() + read_have_, read_buf_.size() - read_have_));
     if (ec) {
@@ -231,7 +271,10 @@ asio::awaitable<void> session::write_loop([[maybe_unused]] std::shared_ptr<sessi
   for (;;) {
     while (!closed_ && (writing_ || (control_out_.empty() && ready_head_ == ready_.size())))
       co_await writer_wake_.wait();
-    if (closed_) co_return;
+    if (closed_) {
+      if (goaway_then_close_) co_await flush_goaway();
+      co_return;
+    }
 
     write_buf_.clear();
     std::swap(write_buf_, control_out_);  // control frames first
@@ -266,6 +309,7 @@ asio::awaitable<void> session::write_loop([[maybe_unused]] std::shared_ptr<sessi
     writing_ = true;
     const auto ec = co_await stream_->write(asio::buffer(write_buf_));
     writing_ = false;
+    reader_wake_.notify();
     if (ec) {
       fail(make_error_code(errc::session_lost), ec.message());
       co_return;
@@ -273,6 +317,17 @@ asio::awaitable<void> session::write_loop([[maybe_unused]] std::shared_ptr<sessi
     // Keep the big buffer only while traffic flows; an idle session gives it back.
     if (write_buf_.capacity() > 4 * write_batch) write_buf_ = {};
   }
+}
+
+asio::awaitable<void> session::flush_goaway() {
+  // The write loop is the only writer now (closed_ stops inline writes); a write of its own
+  // that was in flight when the violation came has finished, since we are here.
+  using namespace asio::experimental::awaitable_operators;
+  while (writing_) co_await writer_wake_.wait();
+  asio::steady_timer deadline(executor_, violation_flush_time);
+  co_await (stream_->write(asio::buffer(control_out_)) || deadline.async_wait(use_tuple));
+  control_out_ = {};
+  stream_->close();
 }
 
 bool session::can_write_inline() const noexcept {
@@ -297,6 +352,13 @@ asio::awaitable<asio::error_code> session::write_inline(stream_state& st,
   }
   const auto ec = co_await stream_->write(asio::buffer(write_buf_));
   writing_ = false;
+  reader_wake_.notify();
+  if (closed_) {
+    // The session ended during the write; the writer loop may be waiting for this write
+    // to finish before it flushes a GOAWAY.
+    writer_wake_.notify();
+    co_return make_error_code(errc::session_lost);
+  }
   if (ec) {
     fail(make_error_code(errc::session_lost), ec.message());
     co_return make_error_code(errc::session_lost);
@@ -319,7 +381,10 @@ asio::awaitable<void> session::keepalive_loop([[maybe_unused]] std::shared_ptr<s
       fail(make_error_code(errc::timed_out), "no keepalive answer");
       co_return;
     }
-    if (silent >= interval) queue(wire::ping{false, ++n});
+    if (silent >= interval) {
+      last_ping_sent_ = ++n;
+      queue(wire::ping{false, n});
+    }
   }
 }
 
@@ -338,19 +403,13 @@ bool session::handle(const wire::frame& f) {
         } else if constexpr (std::is_same_v<T, wire::open_result>) {
           return on_open_result(x);
         } else if constexpr (std::is_same_v<T, wire::reset>) {
-          on_reset(x);
-          return true;
+          return on_reset(x);
         } else if constexpr (std::is_same_v<T, wire::ping>) {
-          if (!x.ack) queue(wire::ping{true, x.opaque});
-          return true;
+          return on_ping(x);
         } else if constexpr (std::is_same_v<T, wire::goaway>) {
-          spdlog::info("session {}: peer is going away: {}", peer_, x.message);
-          peer_goaway_ = true;
-          closed_signal_.notify();
-          return true;
+          return on_goaway(x);
         } else {
-          fail(make_error_code(errc::protocol_error), "handshake frame after the handshake");
-          return false;
+          return violation(errc::protocol_error, "handshake frame after the handshake");
         }
       },
       f);
@@ -358,10 +417,9 @@ bool session::handle(const wire::frame& f) {
 
 bool session::on_open(const wire::open& f) {
   const bool peer_parity_ok = (f.stream_id % 2) != (next_local_id_ % 2);
-  if (!peer_parity_ok || f.stream_id <= last_peer_id_) {
-    fail(make_error_code(errc::protocol_error), "OPEN with a stream id out of order");
-    return false;
-  }
+  if (!peer_parity_ok || f.stream_id <= last_peer_id_)
+    return violation(errc::protocol_error,
+                     "OPEN with a stream id out of order (" + std::to_string(f.stream_id) + ")");
   last_peer_id_ = f.stream_id;
   auto refuse = [&](errc code) {
     ++counters_.streams_refused;
@@ -383,19 +441,24 @@ bool session::on_open(const wire::open& f) {
 }
 
 bool session::on_open_result(const wire::open_result& f) {
+  const bool ours = (f.stream_id % 2) == (next_local_id_ % 2);
+  if (!ours || !ever_opened(f.stream_id))
+    return violation(errc::protocol_error, "OPEN_RESULT for stream " +
+                                               std::to_string(f.stream_id) +
+                                               ", which was never opened");
   auto it = streams_.find(f.stream_id);
   if (it == streams_.end()) return true;  // we gave up on it (timeout) and reset it
   auto& st = *it->second;
-  if (st.state != stream_state::phase::opening) {
-    fail(make_error_code(errc::protocol_error), "OPEN_RESULT for a stream already open");
-    return false;
-  }
+  if (st.state != stream_state::phase::opening)
+    return violation(errc::protocol_error, "OPEN_RESULT for stream " +
+                                               std::to_string(f.stream_id) +
+                                               ", which is already open");
   if (f.code == 0) {
     st.state = stream_state::phase::open;
     st.send_credit = f.window;
     st.send_wake.notify();
   } else {
-    last_open_error_.assign(f.message);
+    last_open_error_ = printable(f.message);
     auto keep = it->second;
     streams_.erase(it);
     keep->state = stream_state::phase::done;
@@ -407,28 +470,30 @@ bool session::on_open_result(const wire::open_result& f) {
 bool session::on_data(const wire::data& f) {
   const auto n = static_cast<std::int64_t>(f.payload.size());
   recv_remaining_ -= n;
-  if (recv_remaining_ < 0) {
-    fail(make_error_code(errc::flow_control_error), "peer exceeded the session window");
-    return false;
-  }
+  if (recv_remaining_ < 0)
+    return violation(errc::flow_control_error, "peer exceeded the session window");
   counters_.bytes_in += f.payload.size();
+  const auto on_stream = [&](const char* what) {
+    return "DATA on stream " + std::to_string(f.stream_id) + what;
+  };
   auto it = streams_.find(f.stream_id);
-  if (it == streams_.end() || it->second->state != stream_state::phase::open) {
-    // A stream we already forgot: its bytes still count against the session; give them back.
+  if (it == streams_.end()) {
+    if (!ever_opened(f.stream_id))
+      return violation(errc::protocol_error, on_stream(", which was never opened"));
+    if (peer_finished(f.stream_id))
+      return violation(errc::protocol_error, on_stream(" after FIN"));
+    // A stream we reset: bytes in flight still count against the session; give them back.
     recv_unacknowledged_ += f.payload.size();
     deliver_credit_session_only();
     return true;
   }
   auto& st = *it->second;
+  if (st.state != stream_state::phase::open)
+    return violation(errc::protocol_error, on_stream(" before it was accepted"));
+  if (st.fin_received) return violation(errc::protocol_error, on_stream(" after FIN"));
   st.recv_remaining -= n;
-  if (st.recv_remaining < 0) {
-    fail(make_error_code(errc::flow_control_error), "peer exceeded a stream window");
-    return false;
-  }
-  if (st.fin_received) {
-    fail(make_error_code(errc::protocol_error), "DATA after FIN");
-    return false;
-  }
+  if (st.recv_remaining < 0)
+    return violation(errc::flow_control_error, "peer exceeded a stream window");
   if (!f.payload.empty()) {
     // Append to the last chunk unless it is the one handed out to the reader.
     const bool can_append = !st.inbound.empty() &&
@@ -456,12 +521,14 @@ bool session::on_data(const wire::data& f) {
 }
 
 bool session::on_window_update(const wire::window_update& f) {
+  if (f.stream_id != 0 && !ever_opened(f.stream_id))
+    return violation(errc::protocol_error, "WINDOW_UPDATE for stream " +
+                                               std::to_string(f.stream_id) +
+                                               ", which was never opened");
   if (f.stream_id == 0) {
     send_credit_ += f.increment;
-    if (send_credit_ > wire::max_window) {
-      fail(make_error_code(errc::flow_control_error), "session window above 2^31-1");
-      return false;
-    }
+    if (send_credit_ > wire::max_window)
+      return violation(errc::flow_control_error, "session window above 2^31-1");
     wake_session_credit_waiters();
     return true;
   }
@@ -469,27 +536,68 @@ bool session::on_window_update(const wire::window_update& f) {
   if (it == streams_.end()) return true;
   auto& st = *it->second;
   st.send_credit += f.increment;
-  if (st.send_credit > wire::max_window) {
-    fail(make_error_code(errc::flow_control_error), "stream window above 2^31-1");
-    return false;
-  }
+  if (st.send_credit > wire::max_window)
+    return violation(errc::flow_control_error, "stream window above 2^31-1");
   st.send_wake.notify();
   return true;
 }
 
-void session::on_reset(const wire::reset& f) {
+bool session::on_reset(const wire::reset& f) {
+  if (!ever_opened(f.stream_id))
+    return violation(errc::protocol_error, "RESET for stream " + std::to_string(f.stream_id) +
+                                               ", which was never opened");
   auto it = streams_.find(f.stream_id);
-  if (it == streams_.end()) return;
+  if (it == streams_.end()) return true;
   auto st = it->second;
-  spdlog::debug("session {}: stream {} reset by peer: {}", peer_, f.stream_id, f.message);
+  spdlog::debug("session {}: stream {} reset by peer: {}", peer_, f.stream_id,
+                printable(f.message));
   st->fail(make_error_code(f.code == 0 ? errc::stream_reset : errc_from_wire(f.code)));
   forget(*st);
+  return true;
+}
+
+bool session::on_ping(const wire::ping& f) {
+  if (!f.ack) {
+    queue(wire::ping{true, f.opaque});
+    return true;
+  }
+  if (f.opaque <= last_ping_acked_ || f.opaque > last_ping_sent_)
+    return violation(errc::protocol_error, "PING ACK nobody asked for");
+  last_ping_acked_ = f.opaque;
+  return true;
+}
+
+bool session::on_goaway(const wire::goaway& f) {
+  if (peer_goaway_) return true;
+  spdlog::info("session {}: peer is going away: {} ({})", peer_,
+               describe(errc_from_wire(f.code)), printable(f.message));
+  peer_goaway_ = true;
+  closed_signal_.notify();
+  return true;
+}
+
+bool session::ever_opened(std::uint32_t id) const noexcept {
+  const bool ours = (id % 2) == (next_local_id_ % 2);
+  return ours ? id < next_local_id_ : id <= last_peer_id_;
+}
+
+void session::remember_peer_finished(std::uint32_t id) {
+  if (peer_finished_.size() < peer_finished_memory) {
+    peer_finished_.push_back(id);
+    return;
+  }
+  peer_finished_[peer_finished_next_] = id;
+  peer_finished_next_ = (peer_finished_next_ + 1) % peer_finished_memory;
+}
+
+bool session::peer_finished(std::uint32_t id) const noexcept {
+  return std::find(peer_finished_.begin(), peer_finished_.end(), id) != peer_finished_.end();
 }
 
 // ---- plumbing ----------------------------------------------------------------------------
 
 void session::queue(const wire::frame& f) {
-  if (closed_) return;
+  if (closed_) return;  // also after a violation: the GOAWAY stays the last frame
   wire::encode(f, control_out_);
   writer_wake_.notify();
 }
@@ -518,6 +626,8 @@ void session::forget(stream_state& st) {
     st.reserved = 0;
     wake_session_credit_waiters();
   }
+  release_charge(st);
+  if (st.fin_received) remember_peer_finished(st.id);
   st.state = stream_state::phase::done;
   streams_.erase(st.id);
 }
@@ -567,12 +677,47 @@ void session::refund_send_credit(stream_state& st, std::size_t n) {
   wake_session_credit_waiters();
 }
 
+bool session::can_charge() const noexcept {
+  // One send at a time is always allowed, so a tiny budget slows a session but never
+  // stops it.
+  return charged_ == 0 ||
+         control_out_.size() + charged_ + max_send_size <= settings_.max_queued_bytes;
+}
+
+void session::charge(stream_state& st) {
+  if (st.charged) return;
+  st.charged = true;
+  charged_ += max_send_size;
+}
+
+void session::release_charge(stream_state& st) {
+  if (!st.charged) return;
+  st.charged = false;
+  charged_ -= max_send_size;
+  wake_session_credit_waiters();
+}
+
+bool session::output_backlogged() const noexcept {
+  return control_out_.size() >= settings_.max_queued_bytes;
+}
+
 void session::wake_session_credit_waiters() {
   if (send_credit_ <= 0 || credit_waiters_.empty()) return;
   auto waiters = std::move(credit_waiters_);
   credit_waiters_.clear();
   for (auto& w : waiters)
     if (auto st = w.lock()) st->send_wake.notify();
+}
+
+bool session::violation(errc code, std::string reason) {
+  if (closed_) return false;
+  // Only the GOAWAY goes out: whatever else was queued no longer matters.
+  control_out_.clear();
+  wire::encode(wire::goaway{last_peer_id_, static_cast<std::uint8_t>(code), reason},
+               control_out_);
+  goaway_then_close_ = true;
+  fail(make_error_code(code), reason);
+  return false;
 }
 
 void session::fail(asio::error_code why, std::string_view log_reason) {
@@ -592,9 +737,11 @@ void session::fail(asio::error_code why, std::string_view log_reason) {
   ready_head_ = 0;
   credit_waiters_.clear();
   writer_wake_.notify();
+  reader_wake_.notify();
   closed_signal_.notify();
   keepalive_timer_.cancel();
-  stream_->close();
+  // After a violation the writer loop closes the stream once the GOAWAY is out.
+  if (!goaway_then_close_ || !running_) stream_->close();
 }
 
 // ---- tunnel interface --------------------------------------------------------------------
@@ -635,6 +782,11 @@ asio::awaitable<std::pair<asio::error_code, std::unique_ptr<channel>>> session::
 asio::awaitable<asio::error_code> session::wait_closed() {
   while (!closed_ && !peer_goaway_) co_await closed_signal_.wait();
   co_return closed_ ? close_reason_ : make_error_code(errc::going_away);
+}
+
+asio::awaitable<asio::error_code> session::wait_ended() {
+  while (!closed_) co_await closed_signal_.wait();
+  co_return close_reason_;
 }
 
 void session::close() { fail(make_error_code(errc::session_lost), "closed locally"); }

@@ -4,11 +4,6 @@
 #include <asio/error.hpp>
 
 namespace tether::mux {
-namespace {
-// One send() may carry this much; the session cuts it into frames. Big sends mean few
-// syscalls per byte on the local socket.
-constexpr std::size_t max_credit_per_send = 256 * 1024;
-}
 
 stream_channel::~stream_channel() {
   auto& st = *stream_;
@@ -24,16 +19,20 @@ asio::awaitable<std::pair<asio::error_code, std::size_t>> stream_channel::wait_s
   auto& s = *session_;
   for (;;) {
     if (st.failure) co_return std::pair{st.failure, std::size_t{0}};
+    // One send() may carry max_send_size; the session cuts it into frames. Big sends mean
+    // few syscalls per byte on the local socket.
     const auto credit = std::min<std::int64_t>(
-        {st.send_credit, s.send_credit_, static_cast<std::int64_t>(max_credit_per_send)});
-    if (credit > 0) {
+        {st.send_credit, s.send_credit_, static_cast<std::int64_t>(max_send_size)});
+    if (credit > 0 && (st.charged || s.can_charge())) {
       // Reserve it now: other streams may spend session credit while our caller reads.
       st.send_credit -= credit;
       s.send_credit_ -= credit;
       st.reserved += static_cast<std::size_t>(credit);
+      s.charge(st);
       co_return std::pair{asio::error_code{}, static_cast<std::size_t>(credit)};
     }
-    if (st.send_credit > 0) s.credit_waiters_.push_back(stream_);  // session budget is out
+    // The session's credit or its output budget is out: wait for either to come back.
+    if (st.send_credit > 0) s.credit_waiters_.push_back(stream_);
     co_await st.send_wake.wait();
   }
 }
@@ -44,19 +43,30 @@ asio::awaitable<asio::error_code> stream_channel::send(std::span<const std::byte
   const auto used = std::min(data.size(), st.reserved);
   session_->refund_send_credit(st, st.reserved - used);
   st.reserved = 0;
-  if (data.empty()) co_return asio::error_code{};
-  if (session_->can_write_inline()) co_return co_await session_->write_inline(st, data.first(used));
-  st.pending = data.first(used);
-  session_->schedule(stream_);
-  while (!st.pending.empty() && !st.failure) co_await st.send_wake.wait();
-  st.pending = {};
-  co_return st.failure;
+  if (used == 0) {
+    session_->release_charge(st);
+    co_return asio::error_code{};
+  }
+  asio::error_code ec;
+  if (session_->can_write_inline()) {
+    ec = co_await session_->write_inline(st, data.first(used));
+  } else {
+    st.pending = data.first(used);
+    session_->schedule(stream_);
+    while (!st.pending.empty() && !st.failure) co_await st.send_wake.wait();
+    st.pending = {};
+    ec = st.failure;
+  }
+  // The caller's buffer is free again: its place in the output budget goes to the next.
+  session_->release_charge(st);
+  co_return ec;
 }
 
 asio::awaitable<asio::error_code> stream_channel::send_eof() {
   auto& st = *stream_;
   session_->refund_send_credit(st, st.reserved);
   st.reserved = 0;
+  session_->release_charge(st);
   if (st.failure) co_return st.failure;
   if (st.fin_sent || st.fin_pending) co_return asio::error_code{};
   st.fin_pending = true;

@@ -24,6 +24,7 @@ class stream_channel final : public channel {
   void when_receivable(std::function<void()> wake) override;
   void consumed(std::size_t n) override;
   void reset(errc reason) override;
+  asio::error_code error() const noexcept override { return stream_->failure; }
 
  private:
   std::shared_ptr<session> session_;

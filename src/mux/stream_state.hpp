@@ -25,6 +25,7 @@ struct stream_state {
   // but not yet used by send().
   std::int64_t send_credit = 0;
   std::size_t reserved = 0;
+  bool charged = false;                // holds one send buffer of the session's output budget
   std::span<const std::byte> pending;  // caller's bytes not yet copied into a frame
   bool fin_pending = false;            // send an (empty) DATA frame with FIN
   bool fin_sent = false;

@@ -1,6 +1,7 @@
 #include "tether/relay/splice.hpp"
 
 #include <algorithm>
+#include <memory>
 
 #include "tether/mux/async_signal.hpp"
 
@@ -24,13 +25,17 @@ void note(splice_result& r, asio::error_code ec) {
 // channel → socket, driven by callbacks rather than a coroutine: an idle connection then
 // holds one small pending callback, not a spawned coroutine (about a kilobyte each).
 // try_receive() lends the bytes; consumed() returns their credit once they are written.
-class downlink {
+//
+// The callbacks own the downlink (shared), since one may still be pending when splice()
+// returns; detach() tells them that the socket, channel and result are gone.
+class downlink : public std::enable_shared_from_this<downlink> {
  public:
   downlink(tcp::socket& sock, mux::channel& ch, splice_result& r, mux::async_signal& done)
       : sock_(sock), ch_(ch), r_(r), done_(done) {}
 
   void start() { pump(); }
   bool finished() const noexcept { return finished_; }
+  void detach() noexcept { detached_ = true; }
 
  private:
   void pump() {
@@ -38,7 +43,7 @@ class downlink {
       if (unwritten_.empty()) {
         const auto [ec, bytes] = ch_.try_receive();
         if (ec == asio::error::would_block) {
-          ch_.when_receivable([this] { pump(); });
+          watch_channel([](downlink& self) { self.pump(); });
           return;
         }
         if (ec) {
@@ -58,10 +63,7 @@ class downlink {
       asio::error_code ec;
       const auto n = sock_.write_some(asio::buffer(unwritten_.data(), unwritten_.size()), ec);
       if (ec == asio::error::would_block || ec == asio::error::try_again) {
-        sock_.async_wait(tcp::socket::wait_write, [this](asio::error_code wec) {
-          if (wec) return fail(wec);
-          pump();
-        });
+        wait_writable();
         return;
       }
       if (ec) return fail(ec);
@@ -71,6 +73,41 @@ class downlink {
         r_.from_channel += lent_;
       }
     }
+  }
+
+  // The local peer is not reading. Its stream may still fail meanwhile (reset, session
+  // lost), and then the socket must not wait for a reader that may never come: the channel
+  // is watched too, and its failure aborts the socket, which ends the write wait.
+  void wait_writable() {
+    waiting_writable_ = true;
+    sock_.async_wait(tcp::socket::wait_write, [self = shared_from_this()](asio::error_code ec) {
+      if (self->detached_) return;
+      self->waiting_writable_ = false;
+      if (ec) return self->fail(ec);
+      self->pump();
+    });
+    watch_channel([](downlink& self) { self.check_channel(); });
+  }
+
+  void check_channel() {
+    if (!waiting_writable_) return;  // the write went on meanwhile
+    if (const auto ec = ch_.error()) {
+      note(r_, ec);
+      abort_socket(sock_);  // the pending write wait completes, and fail() finishes
+      return;
+    }
+    watch_channel([](downlink& self) { self.check_channel(); });  // a spurious wake
+  }
+
+  // Calls `then(*this)` when the channel has news. One registration is live at a time: a
+  // newer one replaces it, and the replaced callback, which still runs, does nothing.
+  template <typename Then>
+  void watch_channel(Then then) {
+    const auto generation = ++watch_generation_;
+    ch_.when_receivable([self = shared_from_this(), generation, then] {
+      if (self->detached_ || self->finished_ || generation != self->watch_generation_) return;
+      then(*self);
+    });
   }
 
   void fail(asio::error_code ec) {
@@ -93,7 +130,10 @@ class downlink {
   mux::async_signal& done_;
   std::span<const std::byte> unwritten_;  // of the bytes try_receive() lent
   std::size_t lent_ = 0;
+  std::uint64_t watch_generation_ = 0;
+  bool waiting_writable_ = false;
   bool finished_ = false;
+  bool detached_ = false;
 };
 
 }  // namespace
@@ -113,8 +153,8 @@ asio::awaitable<splice_result> splice(tcp::socket& sock, mux::channel& ch, buffe
   // would park one more coroutine frame per connection. Neither direction throws; each
   // ends the other by closing the socket or resetting the channel.
   mux::async_signal wake;  // the socket became readable, or the downlink finished
-  downlink down(sock, ch, r, wake);
-  down.start();
+  const auto down = std::make_shared<downlink>(sock, ch, r, wake);
+  down->start();
 
   bool readable = false;
   asio::error_code wait_error;
@@ -172,7 +212,8 @@ asio::awaitable<splice_result> splice(tcp::socket& sock, mux::channel& ch, buffe
     more_likely = n == space.size();
   }
 
-  while (!down.finished()) co_await wake.wait();
+  while (!down->finished()) co_await wake.wait();
+  down->detach();
   asio::error_code ignored;
   sock.close(ignored);
   co_return r;

@@ -131,6 +131,8 @@ class ssh_channel final : public mux::channel {
     c_->rx_ev.on_notify(std::move(wake));
   }
 
+  asio::error_code error() const noexcept override { return c_->err; }
+
   void consumed(std::size_t n) override {
     // libssh2 returned the window when we read; all that is left is the buffer.
     if (c_->rx_delivered && n >= c_->rx_len) release_rx();

@@ -1,6 +1,7 @@
 // The libssh2 session driver: readiness waits, rounds over waiting operations, the owner rule
 // for half-sent packets, keepalives and teardown. See ssh_session.hpp for the rules it keeps.
 
+#include "tether/printable.hpp"
 #include "tether/transport/ssh_session.hpp"
 
 #include <poll.h>
@@ -189,7 +190,8 @@ void ssh_core::on_disconnect(LIBSSH2_SESSION*, int, const char* message, int mes
                              const char*, int, void** abstract) {
   auto& self = *static_cast<ssh_core*>(*abstract);
   if (message && message_len > 0)
-    self.server_disconnect_.assign(message, std::size_t(std::min(message_len, 512)));
+    self.server_disconnect_ =
+        printable(std::string_view(message, std::size_t(std::min(message_len, 512))));
 }
 
 // ---- running phase: attempts, rounds, waits ----
@@ -321,7 +323,7 @@ ssh_core::step_r ssh_core::step_open(ssh_chan& c) {
   }
   opens_.pop_front();
   c.open_done = true;
-  c.open_message = last_error_text();
+  c.open_message = printable(last_error_text());
   c.open_ec = open_failure_code(rc, c.open_message);
   c.tx_ev.notify();
   return step_r::done;

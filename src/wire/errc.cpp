@@ -25,27 +25,30 @@ const char* describe(errc e) noexcept {
     case errc::forbidden: return "forbidden by the access list";
     case errc::refused: return "connection refused by the device";
     case errc::unreachable: return "device unreachable";
-    case errc::timed_out: return "timed out connecting to the device";
+    case errc::timed_out: return "timed out";
     case errc::bad_token: return "authentication failed: token rejected";
     case errc::protocol_error: return "protocol error";
     case errc::flow_control_error: return "flow control violation";
     case errc::frame_too_large: return "frame too large";
     case errc::version_mismatch: return "protocol version mismatch";
-    case errc::too_many_streams: return "too many streams on the session";
-    case errc::going_away: return "server is shutting down";
+    case errc::too_many_streams: return "too many streams";
+    case errc::going_away: return "going away";
     case errc::stream_reset: return "stream reset by peer";
     case errc::session_lost: return "tunnel session lost";
     case errc::internal: return "internal error";
     case errc::unsupported: return "not supported";
     case errc::ssh_forwarding_denied: return "the SSH server refused to forward to the target";
     case errc::untrusted_host: return "the server's host key is not trusted";
+    case errc::limit_reached: return "a limit of the server was reached";
   }
   return "unknown error";
 }
 
 errc errc_from_wire(std::uint8_t v) noexcept {
-  return v <= static_cast<std::uint8_t>(errc::untrusted_host) ? static_cast<errc>(v)
-                                                                      : errc::internal;
+  // 17 and 18 name outcomes of our own SSH transport; no tether peer sends them.
+  if (v <= static_cast<std::uint8_t>(errc::unsupported)) return static_cast<errc>(v);
+  if (v == static_cast<std::uint8_t>(errc::limit_reached)) return errc::limit_reached;
+  return errc::internal;
 }
 
 }  // namespace tether

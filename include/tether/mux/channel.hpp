@@ -37,8 +37,9 @@ class channel {
 
   /// receive() without waiting: asio::error::would_block where receive() would wait. Then
   /// when_receivable() calls `wake` once, from the executor and never inline, when trying
-  /// again may succeed (wake-ups may be spurious). This lets a relay keep one small pending
-  /// callback per idle connection instead of a parked coroutine.
+  /// again may succeed or the channel failed (wake-ups may be spurious). This lets a relay
+  /// keep one small pending callback per idle connection instead of a parked coroutine.
+  /// `wake` may also run when the channel is destroyed: it must keep alive what it uses.
   virtual std::pair<asio::error_code, std::span<const std::byte>> try_receive() = 0;
   virtual void when_receivable(std::function<void()> wake) = 0;
 
@@ -48,6 +49,11 @@ class channel {
 
   /// Abortive end with a reason the peer will see. Pending operations complete with an error.
   virtual void reset(errc reason) = 0;
+
+  /// Why the channel failed (reset by the peer, its session lost), or no error. Does not
+  /// touch bytes lent by the last receive: a relay that is still writing them asks this
+  /// when woken by when_receivable() to learn that the stream is gone.
+  virtual asio::error_code error() const noexcept = 0;
 };
 
 }  // namespace tether::mux

@@ -33,7 +33,14 @@ struct session_settings {
   std::chrono::milliseconds keepalive{15000};
   std::chrono::milliseconds handshake_timeout{10000};
   std::chrono::milliseconds open_timeout{30000};  // waiting for OPEN_RESULT
+  // What may wait to be written toward the peer: control frames, plus one send buffer
+  // (max_send_size) for every stream with a send in progress. Past it, streams wait for
+  // their turn to send, and the session stops reading from a peer whose answers pile up.
+  std::size_t max_queued_bytes = 4u << 20;
 };
+
+/// The most one channel send() may carry; also what the relay lends per send.
+inline constexpr std::size_t max_send_size = 256 * 1024;
 
 struct session_counters {
   std::uint64_t bytes_in = 0;   // DATA payload received
@@ -68,8 +75,10 @@ class incoming_stream {
 
 class session final : public tunnel, public std::enable_shared_from_this<session> {
  public:
-  /// Server side: decides on a HELLO. Returns errc::ok to accept.
-  using authenticator = std::function<errc(wire::role, std::string_view token)>;
+  /// Server side: decides on a HELLO. Returns errc::ok to accept; otherwise the refusal's
+  /// code, with `why` (words for the peer) set or left empty for the code's description.
+  using authenticator =
+      std::function<errc(wire::role, std::string_view token, std::string& why)>;
   /// Called for each stream the peer opens.
   using open_handler = std::function<void(incoming_stream)>;
 
@@ -93,10 +102,16 @@ class session final : public tunnel, public std::enable_shared_from_this<session
   std::string last_open_error() const override { return last_open_error_; }
   /// Completes when the session can take no new streams: it ended, or the peer sent GOAWAY.
   asio::awaitable<asio::error_code> wait_closed() override;
+  /// Completes when the session has ended (a peer's GOAWAY alone does not end it), with the
+  /// reason. Use either this or wait_closed(), not both: one waiter at a time.
+  asio::awaitable<asio::error_code> wait_ended();
   void close() override;
 
   /// Announces graceful shutdown: no new streams; open ones continue until they end.
   void goaway(errc reason, std::string_view message);
+
+  /// After start_server() refused the peer: the words it was sent, for the server's log.
+  const std::string& refusal() const noexcept { return refusal_; }
 
   std::size_t stream_count() const noexcept;
   const session_counters& counters() const noexcept { return counters_; }
@@ -120,17 +135,33 @@ class session final : public tunnel, public std::enable_shared_from_this<session
   // read_first_frame bounded by handshake_timeout; closes the stream when it fails.
   asio::awaitable<std::pair<asio::error_code, wire::frame>> read_handshake_frame();
   void drop_handshake_frame();  // after the first frame has been used
+  // Sends REFUSE (bounded in time), closes, and returns `code` as the handshake's outcome.
+  asio::awaitable<asio::error_code> refuse_hello(errc code, std::string why);
   std::size_t handshake_consumed_ = 0;
+  std::string first_frame_error_;  // the decoder's words for a malformed first frame
+  std::string refusal_;            // what start_server() told a refused peer
   // Handles one frame; false ends the session (fail() has been called).
   bool handle(const wire::frame& f);
   bool on_open(const wire::open& f);
   bool on_open_result(const wire::open_result& f);
   bool on_data(const wire::data& f);
   bool on_window_update(const wire::window_update& f);
-  void on_reset(const wire::reset& f);
+  bool on_reset(const wire::reset& f);
+  bool on_ping(const wire::ping& f);
+  bool on_goaway(const wire::goaway& f);
+
+  // True if `id` was opened in this session by either side (it may be forgotten since).
+  bool ever_opened(std::uint32_t id) const noexcept;
+  // Streams forgotten after the peer's FIN, so that DATA on them is seen as the protocol
+  // error it is (a stream forgotten after a RESET may still see DATA that was in flight).
+  void remember_peer_finished(std::uint32_t id);
+  bool peer_finished(std::uint32_t id) const noexcept;
 
   // Ends the session: every stream fails with `why`, the byte stream closes.
   void fail(asio::error_code why, std::string_view log_reason);
+  // The peer broke the protocol: GOAWAY with `code` and `reason` goes out (bounded in time),
+  // then the session ends as fail() does. Returns false, for handlers to return.
+  bool violation(errc code, std::string reason);
 
   // Stream plumbing used by stream_channel and incoming_stream.
   void queue(const wire::frame& f);
@@ -145,6 +176,12 @@ class session final : public tunnel, public std::enable_shared_from_this<session
   void give_back_chunk(std::vector<std::byte> chunk);
   void refund_send_credit(stream_state& st, std::size_t n);
   void wake_session_credit_waiters();
+  // Send buffers held toward the peer (see max_queued_bytes): taken by wait_send_credit(),
+  // released when the send completes.
+  bool can_charge() const noexcept;
+  void charge(stream_state& st);
+  void release_charge(stream_state& st);
+  bool output_backlogged() const noexcept;  // stop reading: the peer does not read
 
   std::unique_ptr<byte_stream> stream_;
   asio::any_io_executor executor_;
@@ -165,6 +202,10 @@ class session final : public tunnel, public std::enable_shared_from_this<session
   std::size_t ready_head_ = 0;
   async_signal writer_wake_;
   bool writing_ = false;  // a write to stream_ is in flight (write_loop or write_inline)
+  std::size_t charged_ = 0;    // send buffers held, max_send_size each
+  async_signal reader_wake_;   // the output backlog shrank: the read loop may read again
+  bool goaway_then_close_ = false;  // a violation: flush control frames, then close
+  asio::awaitable<void> flush_goaway();
 
   // Receiving.
   std::vector<std::byte> read_buf_;
@@ -175,6 +216,10 @@ class session final : public tunnel, public std::enable_shared_from_this<session
   // system call per message.
   std::vector<std::shared_ptr<stream_state>> received_;
   std::chrono::steady_clock::time_point last_receive_;
+  std::vector<std::uint32_t> peer_finished_;  // ring of recent ids, see remember_peer_finished
+  std::size_t peer_finished_next_ = 0;
+  std::uint64_t last_ping_sent_ = 0;   // PING opaque values are 1, 2, ...
+  std::uint64_t last_ping_acked_ = 0;
 
   // Credit. send_credit_: what the peer still lets us send on the session.
   std::int64_t send_credit_ = 0;

@@ -44,7 +44,7 @@ asio::awaitable<pair_of_sessions> connect(asio::any_io_executor ex, session_sett
   asio::co_spawn(
       ex,
       s.server->start_server(
-          [](wire::role, std::string_view t) { return t == "good" ? errc::ok : errc::bad_token; },
+          [](wire::role, std::string_view t, std::string&) { return t == "good" ? errc::ok : errc::bad_token; },
           std::move(on_open)),
       asio::detached);
   std::string message;
@@ -222,7 +222,7 @@ TEST(Session, GarbageEndsTheSessionWithAProtocolError) {
     auto server = session::make(std::move(b), {});
     const std::string junk = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
     co_await a->write(asio::buffer(junk));
-    auto ec = co_await server->start_server([](wire::role, std::string_view) { return errc::ok; },
+    auto ec = co_await server->start_server([](wire::role, std::string_view, std::string&) { return errc::ok; },
                                             {});
     EXPECT_TRUE(ec);
     EXPECT_TRUE(server->closed() || ec);
