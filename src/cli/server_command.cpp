@@ -1,8 +1,14 @@
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <asio/co_spawn.hpp>
 #include <asio/io_context.hpp>
 #include <asio/signal_set.hpp>
+#include <asio/steady_timer.hpp>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -11,6 +17,7 @@
 #include "output.hpp"
 #include "tether/server/server.hpp"
 #include "tether/transport/dev_pki.hpp"
+#include "tether/transport/private_dir.hpp"
 
 namespace tether::cli {
 namespace {
@@ -27,24 +34,24 @@ struct server_flags {
   std::string log_level = "info";
 };
 
-// The dev token: made once, kept in the state directory, readable only by its owner.
+// The dev token: made once, kept in the state directory, readable only by its owner. The
+// file is never a symlink: neither read through one nor written through one.
 std::string dev_token(const fs::path& file) {
-  if (fs::exists(file)) return server::read_token_file(file);
+  if (transport::check_private_file(file, true)) return server::read_token_file(file);
   const auto token = server::generate_token();
-  {
-    std::ofstream out(file, std::ios::trunc);
-    if (!out) throw std::runtime_error("cannot write " + file.string());
-    out << token << "\n";
-  }
-  fs::permissions(file, fs::perms::owner_read | fs::perms::owner_write, fs::perm_options::replace);
+  const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) throw std::runtime_error("cannot write " + file.string() + ": " + std::strerror(errno));
+  const std::string line = token + "\n";
+  const bool written = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
+  if (::close(fd) != 0 || !written)
+    throw std::runtime_error("cannot write " + file.string() + ": " + std::strerror(errno));
   return token;
 }
 
 // `--dev`: a config made on the spot, with a throwaway PKI and a token allowed everything.
 server::server_config dev_config(const server_flags& f, fs::path& ca, fs::path& token_file) {
   const fs::path dir = fs::absolute(f.state_dir);
-  fs::create_directories(dir);
-  const auto pki = transport::ensure_dev_pki(dir);
+  const auto pki = transport::ensure_dev_pki(dir);  // makes the directory, mode 0700
   ca = pki.ca_cert;
   token_file = dir / "token";
   const auto token = dev_token(token_file);
@@ -92,11 +99,15 @@ int run_server(const server_flags& f) {
   } catch (const server::config_error& e) {
     std::cerr << "error: " << e.what() << std::endl;
     return exit_usage;
+  } catch (const std::runtime_error& e) {  // --dev: the state directory
+    std::cerr << "error: --state-dir: " << e.what() << std::endl;
+    return exit_usage;
   }
 
   asio::io_context io(1);
   // Signals are caught before the ready line is printed: a supervisor may stop us at once.
   asio::signal_set signals(io, SIGINT, SIGTERM);
+  asio::steady_timer last_resort(io);
   server::server srv(io.get_executor(), config);
   const auto bound = srv.listen();
   const std::string local = connect_host(bound) + ":" + std::to_string(bound.port());
@@ -118,10 +129,17 @@ int run_server(const server_flags& f) {
     spdlog::info("signal {}: stopping (grace {} ms)", sig, config.grace_period.count());
     asio::co_spawn(io, srv.shutdown(), [&](std::exception_ptr) {
       signals.cancel();
+      last_resort.cancel();
     });
-    // A second signal stops at once.
+    // A second signal cuts every session now. Their tasks still run to their end, so
+    // nothing is destroyed under a pending operation; the timer is a last resort.
     signals.async_wait([&](const asio::error_code& ec2, int) {
-      if (!ec2) io.stop();
+      if (ec2) return;
+      srv.abort();
+      last_resort.expires_after(std::chrono::seconds(5));
+      last_resort.async_wait([&](const asio::error_code& tec) {
+        if (!tec) io.stop();
+      });
     });
   });
   asio::co_spawn(io, srv.run(), [](std::exception_ptr e) {

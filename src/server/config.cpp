@@ -22,7 +22,7 @@ namespace fs = std::filesystem;
 constexpr std::size_t max_config_size = 4 * 1024 * 1024;  // far above any real config
 constexpr std::int64_t max_timeout_ms = 24LL * 3600 * 1000;
 
-constexpr std::array<std::string_view, 12> top_level_keys{"listen",
+constexpr std::array<std::string_view, 22> top_level_keys{"listen",
                                                           "cert",
                                                           "key",
                                                           "connect_timeout_ms",
@@ -32,6 +32,16 @@ constexpr std::array<std::string_view, 12> top_level_keys{"listen",
                                                           "handshake_timeout_ms",
                                                           "grace_period_ms",
                                                           "keepalive_ms",
+                                                          "max_queued_bytes",
+                                                          "max_pending_handshakes",
+                                                          "max_pending_handshakes_per_source",
+                                                          "max_sessions_per_credential",
+                                                          "max_sessions_per_source",
+                                                          "max_streams_per_credential",
+                                                          "max_streams",
+                                                          "max_pending_opens_per_session",
+                                                          "max_auth_failures_per_source",
+                                                          "auth_failure_window_ms",
                                                           "credential",
                                                           "device"};
 
@@ -345,6 +355,24 @@ server_config parse_server_config(std::string_view toml_text, const fs::path& so
   }
   cfg.max_streams_per_session = static_cast<std::uint32_t>(get_int(
       c, root, "max_streams_per_session", cfg.max_streams_per_session, 1, max_streams_limit));
+
+  auto& l = cfg.limits;
+  auto count = [&](std::string_view name, std::uint32_t& field, std::int64_t lowest) {
+    field = static_cast<std::uint32_t>(get_int(c, root, name, field, lowest, max_streams_limit));
+  };
+  l.max_queued_bytes = static_cast<std::size_t>(
+      get_int(c, root, "max_queued_bytes", static_cast<std::int64_t>(l.max_queued_bytes),
+              min_window, max_window));
+  count("max_pending_handshakes", l.max_pending_handshakes, 1);
+  count("max_pending_handshakes_per_source", l.max_pending_handshakes_per_source, 1);
+  count("max_sessions_per_credential", l.max_sessions_per_credential, 1);
+  count("max_sessions_per_source", l.max_sessions_per_source, 1);
+  count("max_streams_per_credential", l.max_streams_per_credential, 1);
+  count("max_streams", l.max_streams, 0);
+  count("max_pending_opens_per_session", l.max_pending_opens_per_session, 1);
+  count("max_auth_failures_per_source", l.max_auth_failures_per_source, 1);
+  l.auth_failure_window = std::chrono::milliseconds(get_int(
+      c, root, "auth_failure_window_ms", l.auth_failure_window.count(), 1, max_timeout_ms));
 
   std::map<std::string, std::uint32_t, std::less<>> seen_names;
   std::map<sha256_digest, std::string> seen_tokens;

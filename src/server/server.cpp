@@ -7,43 +7,112 @@
 #include <asio/experimental/awaitable_operators.hpp>
 #include <asio/steady_timer.hpp>
 #include <list>
+#include <unordered_map>
 #include <vector>
 
+#include "rate_limited_log.hpp"
 #include "tether/mux/session.hpp"
 #include "tether/mux/use_tuple.hpp"
 #include "tether/relay/splice.hpp"
+#include "tether/server/open_files.hpp"
 #include "tether/transport/tls.hpp"
 
 namespace tether::server {
 namespace {
 
 using asio::ip::tcp;
+using clock = std::chrono::steady_clock;
 
-// What the server knows of one session once it has authenticated.
-struct session_context {
-  const credential* cred = nullptr;
-  std::string peer;
-};
+// Descriptors kept free of device streams when max_streams is derived from the open-files
+// limit: the listener, sessions and pending handshakes need theirs too.
+constexpr std::uint64_t descriptors_kept_for_sessions = 1024;
 
 // Maps a failed dial to the reason the client will see.
 errc dial_failure(const asio::error_code& ec) {
   if (ec == asio::error::connection_refused) return errc::refused;
   if (ec == asio::error::timed_out) return errc::timed_out;
+  if (ec == asio::error::no_descriptors || ec == std::errc::too_many_files_open_in_system)
+    return errc::internal;
   return errc::unreachable;
 }
 
+// What the client is told of a failed dial: what failed, not where the device lives (the
+// server's log has the address).
+std::string dial_failure_text(const asio::error_code& ec) {
+  if (dial_failure(ec) == errc::internal) return "the server is out of file descriptors";
+  return ec.message();
+}
+
+// Counts by key (a source address, a credential), dropping keys that fall to zero so the
+// maps hold only what is in use.
+class tally {
+ public:
+  std::uint32_t operator[](const std::string& key) const {
+    const auto it = counts_.find(key);
+    return it == counts_.end() ? 0 : it->second;
+  }
+  void add(const std::string& key) { ++counts_[key]; }
+  void remove(const std::string& key) {
+    const auto it = counts_.find(key);
+    if (it != counts_.end() && --it->second == 0) counts_.erase(it);
+  }
+
+ private:
+  std::unordered_map<std::string, std::uint32_t> counts_;
+};
+
+// Undoes a count when what took it ends; moved into the coroutine that owns the stream.
+class count_guard {
+ public:
+  explicit count_guard(std::function<void()> undo) : undo_(std::move(undo)) {}
+  count_guard(count_guard&& o) noexcept : undo_(std::exchange(o.undo_, nullptr)) {}
+  count_guard& operator=(count_guard&&) = delete;
+  ~count_guard() { release(); }
+  void release() {
+    if (auto undo = std::exchange(undo_, nullptr)) undo();
+  }
+
+ private:
+  std::function<void()> undo_;
+};
+
 }  // namespace
 
-struct server::impl {
+struct server::impl : std::enable_shared_from_this<server::impl> {
   impl(asio::any_io_executor ex, server_config c)
       : executor(ex),
         config(std::move(c)),
+        limits(config.limits),
         tls(config.cert, config.key),
         devices(config.devices),
-        acceptor(ex) {}
+        acceptor(ex) {
+    const auto files = raise_open_files_limit();
+    if (files.now > files.before)
+      spdlog::info("open files limit raised from {} to {} (the hard limit)", files.before,
+                   files.now);
+    else
+      spdlog::info("open files limit: {} (hard limit {})", files.now, files.hard);
+    if (limits.max_streams == 0) {
+      const auto room = files.now > descriptors_kept_for_sessions + limits.max_pending_handshakes
+                            ? files.now - descriptors_kept_for_sessions -
+                                  limits.max_pending_handshakes
+                            : 64;
+      limits.max_streams = static_cast<std::uint32_t>(std::min<std::uint64_t>(room, 1'000'000));
+      spdlog::info("max_streams {} (from the open files limit)", limits.max_streams);
+    }
+  }
+
+  // What the server knows of one session: set at the hello, read by its streams.
+  struct session_context {
+    const credential* cred = nullptr;
+    std::string peer;    // address:port, for logs
+    std::string source;  // address alone, for the per-source limits
+    std::uint32_t pending_opens = 0;
+  };
 
   asio::any_io_executor executor;
   server_config config;
+  server_limits limits;  // config.limits with max_streams resolved
   transport::tls_server_context tls;
   registry devices;
   tcp::acceptor acceptor;
@@ -52,6 +121,22 @@ struct server::impl {
   std::list<std::shared_ptr<mux::session>> sessions;
   bool stopping = false;
 
+  // Limit bookkeeping.
+  std::uint32_t pending_handshakes = 0;
+  tally pending_by_source;
+  tally sessions_by_source;
+  tally sessions_by_credential;
+  tally streams_by_credential;
+  std::uint32_t streams = 0;
+  struct auth_failures {
+    std::uint32_t count = 0;
+    clock::time_point window_start;
+  };
+  std::unordered_map<std::string, auth_failures> auth_failures_by_source;
+  rate_limited_log connection_refusals;
+  rate_limited_log accept_failures;
+  rate_limited_log auth_refusals;
+
   mux::session_settings session_settings() const {
     mux::session_settings s;
     s.stream_window = config.stream_window;
@@ -59,6 +144,7 @@ struct server::impl {
     s.max_streams = config.max_streams_per_session;
     s.keepalive = config.keepalive;
     s.handshake_timeout = config.handshake_timeout;
+    s.max_queued_bytes = limits.max_queued_bytes;
     return s;
   }
 
@@ -70,50 +156,203 @@ struct server::impl {
     return found;
   }
 
-  asio::awaitable<void> serve(tcp::socket socket) {
-    asio::error_code ignored;
-    const auto remote = socket.remote_endpoint(ignored);
-    const std::string peer = remote.address().to_string() + ":" + std::to_string(remote.port());
+  // ---- accepting ---------------------------------------------------------------------------
+
+  asio::awaitable<void> accept_loop(std::shared_ptr<impl> self) {
+    while (!stopping) {
+      auto [ec, sock] = co_await acceptor.async_accept(use_tuple);
+      if (stopping) break;
+      if (ec) {
+        // Out of descriptors and the like: back off briefly instead of spinning.
+        if (ec == asio::error::no_descriptors || ec == std::errc::too_many_files_open_in_system)
+          accept_failures.warn("accept failed: out of file descriptors (open files limit {}); "
+                               "new connections wait",
+                               raise_open_files_limit().now);
+        else
+          accept_failures.warn("accept failed: {}", ec.message());
+        asio::steady_timer pause(executor, std::chrono::milliseconds(100));
+        co_await pause.async_wait(use_tuple);
+        continue;
+      }
+      asio::error_code ignored;
+      const auto remote = sock.remote_endpoint(ignored);
+      std::string source = remote.address().to_string();
+      if (const auto limit = admission_refusal(source); !limit.empty()) {
+        ++counters.connections_refused;
+        connection_refusals.warn("connection from {} refused: {}", source, limit);
+        sock.close(ignored);
+        continue;
+      }
+      ++pending_handshakes;
+      pending_by_source.add(source);
+      std::string peer = source + ":" + std::to_string(remote.port());
+      asio::co_spawn(executor, serve(self, std::move(sock), std::move(source), std::move(peer)),
+                     [](std::exception_ptr e) {
+                       if (!e) return;
+                       try {
+                         std::rethrow_exception(e);
+                       } catch (const std::exception& x) {
+                         spdlog::error("session ended by an unexpected error: {}", x.what());
+                       }
+                     });
+    }
+  }
+
+  // Why a new connection from `source` may not even start a handshake, or empty. The
+  // words name the limit as it is spelt in the config.
+  std::string admission_refusal(const std::string& source) {
+    if (auth_blocked(source))
+      return "max_auth_failures_per_source (" +
+             std::to_string(limits.max_auth_failures_per_source) + " within " +
+             std::to_string(limits.auth_failure_window.count()) + " ms) reached";
+    if (pending_handshakes >= limits.max_pending_handshakes)
+      return "max_pending_handshakes (" + std::to_string(limits.max_pending_handshakes) +
+             ") reached";
+    if (pending_by_source[source] >= limits.max_pending_handshakes_per_source)
+      return "max_pending_handshakes_per_source (" +
+             std::to_string(limits.max_pending_handshakes_per_source) + ") reached";
+    return {};
+  }
+
+  bool auth_blocked(const std::string& source) {
+    const auto it = auth_failures_by_source.find(source);
+    if (it == auth_failures_by_source.end()) return false;
+    if (clock::now() - it->second.window_start >= limits.auth_failure_window) {
+      auth_failures_by_source.erase(it);
+      return false;
+    }
+    return it->second.count >= limits.max_auth_failures_per_source;
+  }
+
+  void note_auth_failure(const std::string& source) {
+    const auto now = clock::now();
+    if (auth_failures_by_source.size() > 100'000) {  // a spray of sources: forget stale ones
+      std::erase_if(auth_failures_by_source, [&](const auto& kv) {
+        return now - kv.second.window_start >= limits.auth_failure_window;
+      });
+    }
+    auto& f = auth_failures_by_source[source];
+    if (f.count == 0 || now - f.window_start >= limits.auth_failure_window) f = {0, now};
+    ++f.count;
+  }
+
+  // Ends the "pending handshake" of one connection, whatever way the handshake ends.
+  struct pending_handshake {
+    impl& s;
+    const std::string& source;
+    bool done = false;
+    void finish() {
+      if (std::exchange(done, true)) return;
+      --s.pending_handshakes;
+      s.pending_by_source.remove(source);
+    }
+    ~pending_handshake() { finish(); }
+  };
+
+  asio::awaitable<void> serve(std::shared_ptr<impl> self, tcp::socket socket, std::string source,
+                              std::string peer) {
+    pending_handshake pending{*this, source};
     auto [ec, stream] = co_await transport::accept_tls(tls, std::move(socket),
                                                        config.handshake_timeout);
     if (ec) {
       ++counters.sessions_refused;
-      spdlog::info("connection from {} dropped: {}", peer, transport::describe_tls_error(ec));
+      if (ec == asio::error::timed_out)
+        spdlog::info("connection from {} dropped: TLS handshake not done within {} ms", peer,
+                     config.handshake_timeout.count());
+      else
+        spdlog::info("connection from {} dropped: {}", peer, transport::describe_tls_error(ec));
       co_return;
     }
     auto session = mux::session::make(std::move(stream), session_settings());
     auto ctx = std::make_shared<session_context>();
     ctx->peer = peer;
-    auto on_open = [this, ctx](mux::incoming_stream in) { open_stream(std::move(in), ctx); };
-    auto auth = [this, ctx](wire::role, std::string_view token) {
-      ctx->cred = authenticate(token);
-      return ctx->cred ? errc::ok : errc::bad_token;
+    ctx->source = source;
+    auto on_open = [self, ctx](mux::incoming_stream in) {
+      self->open_stream(self, std::move(in), ctx);
     };
-    if (auto sec = co_await session->start_server(auth, on_open)) {
+    auto auth = [this, ctx](wire::role role, std::string_view token, std::string& why) {
+      return admit(role, token, *ctx, why);
+    };
+    const auto sec = co_await session->start_server(auth, on_open);
+    pending.finish();
+    if (sec) {
       ++counters.sessions_refused;
-      spdlog::warn("session from {} refused: {}", peer, sec.message());
+      if (sec == errc::timed_out)
+        spdlog::info("session from {} refused: no HELLO within {} ms", peer,
+                     config.handshake_timeout.count());
+      else if (!session->refusal().empty())
+        spdlog::warn("session from {} refused: {}", peer, session->refusal());
+      else
+        spdlog::info("session from {} dropped before its HELLO: {}", peer, sec.message());
       co_return;
     }
     ++counters.sessions_accepted;
+    sessions_by_source.add(source);
+    sessions_by_credential.add(ctx->cred->name);
     spdlog::info("session from {} up, credential '{}'", peer, ctx->cred->name);
     auto it = sessions.insert(sessions.end(), session);
     if (stopping) session->goaway(errc::going_away, "server is shutting down");
-    while (!session->closed()) co_await session->wait_closed();
+    co_await session->wait_ended();
     sessions.erase(it);
+    sessions_by_source.remove(source);
+    sessions_by_credential.remove(ctx->cred->name);
   }
 
+  // Decides on a HELLO: the token, then the session limits.
+  errc admit(wire::role role, std::string_view token, session_context& ctx, std::string& why) {
+    if (role != wire::role::client) {
+      why = "this server does not accept agent sessions";
+      return errc::unsupported;
+    }
+    ctx.cred = authenticate(token);
+    if (!ctx.cred) {
+      note_auth_failure(ctx.source);
+      auth_refusals.warn("bad token from {}", ctx.peer);
+      return errc::bad_token;
+    }
+    if (sessions_by_credential[ctx.cred->name] >= limits.max_sessions_per_credential) {
+      ++counters.limit_refusals;
+      why = "max_sessions_per_credential (" + std::to_string(limits.max_sessions_per_credential) +
+            ") reached for credential '" + ctx.cred->name + "'";
+      return errc::limit_reached;
+    }
+    if (sessions_by_source[ctx.source] >= limits.max_sessions_per_source) {
+      ++counters.limit_refusals;
+      why = "max_sessions_per_source (" + std::to_string(limits.max_sessions_per_source) +
+            ") reached for " + ctx.source;
+      return errc::limit_reached;
+    }
+    return errc::ok;
+  }
+
+  // ---- streams -----------------------------------------------------------------------------
+
   void refuse(mux::incoming_stream& in, const session_context& ctx, errc why,
-              const std::string& message) {
+              const std::string& message, const std::string& detail_for_log = {}) {
     ++counters.streams_refused;
     const auto& t = in.target();
     spdlog::info("stream {}:{} from '{}' ({}) refused: {}: {}", t.device, t.port, ctx.cred->name,
-                 ctx.peer, describe(why), message);
+                 ctx.peer, describe(why), detail_for_log.empty() ? message : detail_for_log);
     in.refuse(why, message);
   }
 
-  // A stream the client opens: checked against its credential and the registry here, and
-  // refused at once, or handed to a coroutine that dials the device and relays.
-  void open_stream(mux::incoming_stream in, const std::shared_ptr<session_context>& ctx) {
+  // Why the server cannot take one more stream for `ctx`, naming the limit, or empty.
+  std::string stream_limit_refusal(const session_context& ctx) const {
+    if (ctx.pending_opens >= limits.max_pending_opens_per_session)
+      return "max_pending_opens_per_session (" +
+             std::to_string(limits.max_pending_opens_per_session) + ") reached";
+    if (streams >= limits.max_streams)
+      return "max_streams (" + std::to_string(limits.max_streams) + ") reached on the server";
+    if (streams_by_credential[ctx.cred->name] >= limits.max_streams_per_credential)
+      return "max_streams_per_credential (" + std::to_string(limits.max_streams_per_credential) +
+             ") reached for credential '" + ctx.cred->name + "'";
+    return {};
+  }
+
+  // A stream the client opens: checked against its credential, the limits and the registry
+  // here, and refused at once, or handed to a coroutine that dials the device and relays.
+  void open_stream(const std::shared_ptr<impl>& self, mux::incoming_stream in,
+                   const std::shared_ptr<session_context>& ctx) {
     const auto& t = in.target();
     if (t.proto != mux::protocol::tcp) {
       refuse(in, *ctx, errc::unsupported, "UDP streams are not supported by this server");
@@ -130,17 +369,39 @@ struct server::impl {
       refuse(in, *ctx, errc::unknown_device, "no device '" + t.device + "' in the server's registry");
       return;
     }
-    asio::co_spawn(executor, relay_stream(std::move(in), *dev, ctx), [](std::exception_ptr e) {
-      if (e) spdlog::error("stream handler failed unexpectedly");
+    if (auto limit = stream_limit_refusal(*ctx); !limit.empty()) {
+      ++counters.limit_refusals;
+      refuse(in, *ctx, errc::limit_reached, limit);
+      return;
+    }
+    // Counted now, not when the coroutine starts: the other OPENs of the same read are
+    // handled before it does.
+    ++streams;
+    streams_by_credential.add(ctx->cred->name);
+    count_guard slot([this, &name = ctx->cred->name] {
+      --streams;
+      streams_by_credential.remove(name);
     });
+    ++ctx->pending_opens;
+    count_guard opening([ctx] { --ctx->pending_opens; });
+    asio::co_spawn(executor,
+                   relay_stream(self, std::move(slot), std::move(opening), std::move(in), *dev,
+                                ctx),
+                   [](std::exception_ptr e) {
+                     if (e) spdlog::error("stream handler failed unexpectedly");
+                   });
   }
 
   // Dials the device and relays. This frame lives as long as the stream, so the dial runs
-  // in a frame of its own.
-  asio::awaitable<void> relay_stream(mux::incoming_stream in, const device& dev,
-                                     std::shared_ptr<session_context> ctx) {
+  // in a frame of its own. `slot` holds the stream's place in the counts, `opening` its
+  // place among the session's pending opens.
+  asio::awaitable<void> relay_stream([[maybe_unused]] std::shared_ptr<impl> self,
+                                     [[maybe_unused]] count_guard slot,
+                                     count_guard opening, mux::incoming_stream in,
+                                     const device& dev, std::shared_ptr<session_context> ctx) {
     tcp::socket sock(executor);
     auto ch = co_await dial_device(in, dev, *ctx, sock);
+    opening.release();
     if (!ch) co_return;
     const auto r = co_await relay::splice(sock, *ch, pool);
     counters.bytes_to_devices += r.from_channel;
@@ -157,8 +418,9 @@ struct server::impl {
                                                              tcp::socket& sock) {
     const auto port = in.target().port;
     if (auto ec = co_await dial(dev.address, port, sock)) {
-      const auto why = dial_failure(ec);
-      refuse(in, ctx, why, dev.address + ":" + std::to_string(port) + ": " + ec.message());
+      const auto where = "device " + in.target().device + " port " + std::to_string(port);
+      refuse(in, ctx, dial_failure(ec), where + ": " + dial_failure_text(ec),
+             where + " at " + dev.address + ": " + ec.message());
       co_return nullptr;
     }
     ++counters.streams_opened;
@@ -192,10 +454,43 @@ struct server::impl {
     if (connected.index() == 1) co_return asio::error::timed_out;
     co_return std::get<0>(std::get<0>(connected));
   }
+
+  // ---- stopping ----------------------------------------------------------------------------
+
+  asio::awaitable<void> shutdown([[maybe_unused]] std::shared_ptr<impl> self) {
+    stopping = true;
+    asio::error_code ignored;
+    acceptor.close(ignored);
+    for (auto& session : sessions) session->goaway(errc::going_away, "server is shutting down");
+    const auto deadline = clock::now() + config.grace_period;
+    asio::steady_timer tick(executor);
+    auto busy = [&] {
+      for (auto& session : sessions)
+        if (session->stream_count() > 0) return true;
+      return false;
+    };
+    while (busy() && clock::now() < deadline) {
+      tick.expires_after(std::chrono::milliseconds(50));
+      co_await tick.async_wait(use_tuple);
+    }
+    abort();
+    spdlog::info(
+        "server stopped: {} sessions served, {} streams, {} bytes to devices, {} from them",
+        counters.sessions_accepted, counters.streams_opened, counters.bytes_to_devices,
+        counters.bytes_from_devices);
+  }
+
+  void abort() {
+    stopping = true;
+    asio::error_code ignored;
+    acceptor.close(ignored);
+    auto open = sessions;  // closing one erases it from the list later
+    for (auto& session : open) session->close();
+  }
 };
 
 server::server(asio::any_io_executor ex, server_config config)
-    : impl_(std::make_unique<impl>(ex, std::move(config))) {}
+    : impl_(std::make_shared<impl>(ex, std::move(config))) {}
 
 server::~server() = default;
 
@@ -217,51 +512,10 @@ tcp::endpoint server::listen() {
   return a.local_endpoint();
 }
 
-asio::awaitable<void> server::run() {
-  auto& s = *impl_;
-  while (!s.stopping) {
-    auto [ec, sock] = co_await s.acceptor.async_accept(use_tuple);
-    if (s.stopping) break;
-    if (ec) {
-      // Out of descriptors and the like: back off briefly instead of spinning.
-      spdlog::warn("accept failed: {}", ec.message());
-      asio::steady_timer pause(s.executor, std::chrono::milliseconds(100));
-      co_await pause.async_wait(use_tuple);
-      continue;
-    }
-    asio::co_spawn(s.executor, s.serve(std::move(sock)), [](std::exception_ptr e) {
-      if (!e) return;
-      try {
-        std::rethrow_exception(e);
-      } catch (const std::exception& x) {
-        spdlog::error("session ended by an unexpected error: {}", x.what());
-      }
-    });
-  }
-}
+asio::awaitable<void> server::run() { return impl_->accept_loop(impl_); }
 
-asio::awaitable<void> server::shutdown() {
-  auto& s = *impl_;
-  s.stopping = true;
-  asio::error_code ignored;
-  s.acceptor.close(ignored);
-  for (auto& session : s.sessions) session->goaway(errc::going_away, "server is shutting down");
-  const auto deadline = std::chrono::steady_clock::now() + s.config.grace_period;
-  asio::steady_timer tick(s.executor);
-  auto busy = [&] {
-    for (auto& session : s.sessions)
-      if (session->stream_count() > 0) return true;
-    return false;
-  };
-  while (busy() && std::chrono::steady_clock::now() < deadline) {
-    tick.expires_after(std::chrono::milliseconds(50));
-    co_await tick.async_wait(use_tuple);
-  }
-  auto sessions = s.sessions;  // closing one erases it from the list later
-  for (auto& session : sessions) session->close();
-  spdlog::info("server stopped: {} sessions served, {} streams, {} bytes to devices, {} from them",
-               s.counters.sessions_accepted, s.counters.streams_opened,
-               s.counters.bytes_to_devices, s.counters.bytes_from_devices);
-}
+asio::awaitable<void> server::shutdown() { return impl_->shutdown(impl_); }
+
+void server::abort() { impl_->abort(); }
 
 }  // namespace tether::server

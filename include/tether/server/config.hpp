@@ -40,6 +40,21 @@ struct credential {
   acl allow;
 };
 
+/// What one peer, one source address or one credential may make the server hold. Each
+/// refusal is logged with the limit's name and counted (docs/CONFIG.md).
+struct server_limits {
+  std::size_t max_queued_bytes = 4 * 1024 * 1024;  // waiting to be written toward one peer
+  std::uint32_t max_pending_handshakes = 1024;      // accepted, not yet authenticated
+  std::uint32_t max_pending_handshakes_per_source = 64;
+  std::uint32_t max_sessions_per_credential = 256;
+  std::uint32_t max_sessions_per_source = 256;
+  std::uint32_t max_streams_per_credential = 20000;
+  std::uint32_t max_streams = 0;  // server-wide; 0: what the open-files limit leaves room for
+  std::uint32_t max_pending_opens_per_session = 256;  // streams whose device is being dialed
+  std::uint32_t max_auth_failures_per_source = 10;    // bad tokens within auth_failure_window
+  std::chrono::milliseconds auth_failure_window{60000};
+};
+
 struct server_config {
   endpoint listen{"127.0.0.1", 7443};
   std::filesystem::path cert;  // PEM certificate chain
@@ -53,6 +68,7 @@ struct server_config {
   std::uint32_t stream_window = 2 * 1024 * 1024;
   std::uint32_t session_window = 16 * 1024 * 1024;
   std::uint32_t max_streams_per_session = 10000;
+  server_limits limits;
 };
 
 /// Bounds enforced by the parser (also listed in docs/CONFIG.md).

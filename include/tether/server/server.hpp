@@ -12,8 +12,10 @@
 namespace tether::server {
 
 struct server_counters {
+  std::uint64_t connections_refused = 0;  // closed at accept: a pending-handshake limit
   std::uint64_t sessions_accepted = 0;
-  std::uint64_t sessions_refused = 0;  // bad token, bad handshake
+  std::uint64_t sessions_refused = 0;  // bad token, bad handshake, session limits
+  std::uint64_t limit_refusals = 0;    // sessions and streams refused by a limit
   std::uint64_t streams_opened = 0;
   std::uint64_t streams_refused = 0;
   std::uint64_t bytes_to_devices = 0;
@@ -36,14 +38,20 @@ class server {
   asio::awaitable<void> run();
 
   /// Graceful stop: no new sessions, GOAWAY to every session, streams may finish for the
-  /// grace period, then every session is closed. Completes when all are gone.
+  /// grace period, then every session is closed.
   asio::awaitable<void> shutdown();
+
+  /// Immediate stop: the listener and every session close now; their tasks end with errors
+  /// as the event loop runs on.
+  void abort();
 
   const server_counters& counters() const noexcept;
 
  private:
+  // Shared with every task the server runs, which keep it alive: a task still pending when
+  // the server object goes never refers to freed state.
   struct impl;
-  std::unique_ptr<impl> impl_;
+  std::shared_ptr<impl> impl_;
 };
 
 }  // namespace tether::server

@@ -1,0 +1,43 @@
+#pragma once
+// A warning that a flood could repeat thousands of times a second (a refused connection, a
+// failed accept) is logged at most once a second; the lines left out are counted and the
+// next line says how many.
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+namespace tether::server {
+
+class rate_limited_log {
+ public:
+  explicit rate_limited_log(std::chrono::milliseconds interval = std::chrono::seconds(1))
+      : interval_(interval) {}
+
+  template <typename... Args>
+  void warn(spdlog::format_string_t<Args...> fmt, Args&&... args) {
+    const auto now = std::chrono::steady_clock::now();
+    if (logged_once_ && now - last_ < interval_) {
+      ++suppressed_;
+      return;
+    }
+    const auto text = fmt::format(fmt, std::forward<Args>(args)...);
+    if (suppressed_ > 0)
+      spdlog::warn("{} ({} more like this not logged)", text, suppressed_);
+    else
+      spdlog::warn("{}", text);
+    suppressed_ = 0;
+    last_ = now;
+    logged_once_ = true;
+  }
+
+ private:
+  std::chrono::milliseconds interval_;
+  std::chrono::steady_clock::time_point last_{};
+  bool logged_once_ = false;
+  std::uint64_t suppressed_ = 0;
+};
+
+}  // namespace tether::server
