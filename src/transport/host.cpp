@@ -10,6 +10,8 @@ namespace tether::transport {
 bool is_valid_host(std::string_view h) {
   if (h.empty() || h.size() > 253) return false;
   if (h.find(':') != std::string_view::npos) {
+    // inet_pton reads a C string: a NUL would end it early and let what follows through.
+    if (h.find('\0') != std::string_view::npos) return false;
     in6_addr a{};
     return inet_pton(AF_INET6, std::string(h).c_str(), &a) == 1;
   }

@@ -103,5 +103,14 @@ TEST(Mapping, PartErrors) {
             "IPv6 address");
 }
 
+// Found by fuzz_mapping: a NUL inside a bracketed device or bind address hid the rest of it
+// (brackets and bytes of any kind) from the IPv6 check.
+TEST(Mapping, NulInsideABracketedAddressIsRefused) {
+  using namespace std::string_view_literals;
+  EXPECT_FALSE(parse_mapping("2:22:[d::42\0\xd3" "0[\xd3\0*\0]:42"sv, protocol::tcp).ok());
+  EXPECT_FALSE(parse_mapping("[::1\0evil]:2222:dev-42:22"sv, protocol::tcp).ok());
+  EXPECT_TRUE(parse_mapping("[::1]:2222:[fd00::42]:22"sv, protocol::tcp).ok());
+}
+
 }  // namespace
 }  // namespace tether::client

@@ -118,5 +118,15 @@ TEST(Host, ParseAndValidate) {
   EXPECT_FALSE(transport::is_valid_host(std::string(254, 'a')));
 }
 
+// Found by fuzz_url: inet_pton stopped at the NUL, so "[::" NUL "junk]" passed as "::".
+TEST(Host, NulInsideAnIpv6LiteralIsRefused) {
+  using namespace std::string_view_literals;
+  EXPECT_FALSE(transport::is_valid_host("::1\0junk"sv));
+  EXPECT_FALSE(transport::is_valid_host("::\0"sv));
+  EXPECT_FALSE(parse_host("[::\0\0\0\x8e[::\x04\x04\x04\x04" "1]"sv).ok());
+  EXPECT_FALSE(parse_server_url("tls://[::1\0:x]:7443"sv).ok());
+  EXPECT_TRUE(transport::is_valid_host("::1"sv));
+}
+
 }  // namespace
 }  // namespace tether::client
