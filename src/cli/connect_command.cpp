@@ -45,7 +45,12 @@ std::chrono::milliseconds seconds(double s) {
 // Token precedence: --token-file, then --token, then TETHER_TOKEN.
 std::string find_token(const connect_flags& f) {
   if (!f.token_file.empty()) return server::read_token_file(f.token_file);
-  if (!f.token.empty()) return f.token;
+  if (!f.token.empty()) {
+    std::cerr << "warning: --token puts the token on the command line, where other local "
+                 "users can read it (ps, /proc); prefer --token-file FILE or TETHER_TOKEN"
+              << std::endl;
+    return f.token;
+  }
   if (const char* env = std::getenv("TETHER_TOKEN"); env && *env) return env;
   throw std::invalid_argument(
       "no token: pass --token-file FILE, --token TOKEN or set TETHER_TOKEN");
@@ -146,9 +151,12 @@ int run_connect(const connect_flags& f) {
   auto report_fatal = [&](const client::dial_outcome& o) {
     using kind = client::dial_outcome::failure;
     if (o.kind == kind::none) return;
-    if (o.kind == kind::bad_credentials && url.kind == client::scheme::tls)
-      std::cerr << "error: authentication failed: token rejected by " << options.server
-                << std::endl;
+    if (o.kind == kind::bad_credentials && url.kind == client::scheme::tls) {
+      // The server's own words, when it said more than the code does (escaped by mux).
+      std::cerr << "error: authentication failed: token rejected by " << options.server;
+      if (o.error != describe(errc::bad_token)) std::cerr << " (" << o.error << ")";
+      std::cerr << std::endl;
+    }
     else if (o.kind == kind::untrusted_server && url.kind == client::scheme::tls)
       std::cerr << "error: " << o.error << " (server " << options.server << "; check --ca)"
                 << std::endl;

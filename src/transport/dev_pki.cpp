@@ -1,6 +1,7 @@
 // The development PKI, built with OpenSSL's C API (no openssl(1) needed at run time).
 
 #include "tether/transport/dev_pki.hpp"
+#include "tether/transport/private_dir.hpp"
 
 #include <fcntl.h>
 #include <openssl/bio.h>
@@ -61,7 +62,7 @@ class dir_lock {
  public:
   explicit dir_lock(const fs::path& dir) {
     const fs::path file = dir / ".lock";
-    fd_ = ::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    fd_ = ::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd_ < 0) fail(file, "cannot open lock file", std::strerror(errno));
     while (::flock(fd_, LOCK_EX) != 0) {
       if (errno != EINTR) {
@@ -82,7 +83,8 @@ class dir_lock {
 // Writes through a temporary file and a rename, so a reader never sees half a file.
 void write_file(const fs::path& file, const std::string& data, mode_t mode) {
   const fs::path tmp = file.string() + ".tmp." + std::to_string(::getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  ::unlink(tmp.c_str());  // a leftover of a crash; never followed, if a link
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
   if (fd < 0) fail(file, "cannot write", std::strerror(errno));
   ::fchmod(fd, mode);  // open's mode is filtered by the umask
   std::size_t off = 0;
@@ -294,21 +296,6 @@ bool server_reusable(const dev_pki& pki, const ca& issuer, const std::vector<std
   return ok;
 }
 
-void ensure_dir(const fs::path& dir) {
-  std::error_code ec;
-  if (fs::exists(dir, ec)) {
-    if (!fs::is_directory(dir, ec)) fail(dir, "cannot use", "not a directory");
-    return;
-  }
-  if (dir.has_parent_path() && !dir.parent_path().empty()) {
-    fs::create_directories(dir.parent_path(), ec);
-  }
-  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
-    fail(dir, "cannot create directory", std::strerror(errno));
-  }
-  ::chmod(dir.c_str(), 0700);
-}
-
 }  // namespace
 
 dev_pki ensure_dev_pki(const fs::path& dir, const std::vector<std::string>& extra_names) {
@@ -317,13 +304,18 @@ dev_pki ensure_dev_pki(const fs::path& dir, const std::vector<std::string>& extr
     validate_name(n);
     if (std::find(names.begin(), names.end(), n) == names.end()) names.push_back(n);
   }
-  ensure_dir(dir);
+  ensure_private_dir(dir);
+  check_private_file(dir / ".lock", false);
   dir_lock lock(dir);
 
   const dev_pki pki{dir / "ca.pem", dir / "server.pem", dir / "server.key"};
   const fs::path ca_key = dir / "ca.key";
-  std::error_code ec;
-  const bool have_ca = fs::exists(pki.ca_cert, ec) && fs::exists(ca_key, ec);
+  // Files that are links or readable by others are refused before anything reads them.
+  const bool have_ca_cert = check_private_file(pki.ca_cert, false);
+  const bool have_ca_key = check_private_file(ca_key, true);
+  const bool have_ca = have_ca_cert && have_ca_key;
+  check_private_file(pki.server_cert, false);
+  check_private_file(pki.server_key, true);
   const ca issuer = have_ca ? load_ca(pki, ca_key) : make_ca(pki, ca_key);
   if (!have_ca || !server_reusable(pki, issuer, names)) issue_server(pki, issuer, names);
   return pki;

@@ -18,7 +18,8 @@ struct dev_pki {
 /// Creates, once, an EC P-256 CA (ca.pem, ca.key) and a server certificate (server.pem,
 /// server.key) for localhost, 127.0.0.1 and ::1 plus `extra_names` (DNS names or IP
 /// literals), signed by that CA, in `dir`. `dir` is created with mode 0700 if missing; keys
-/// are written 0600. Existing files are reused; the server certificate is re-issued when it
+/// are written 0600. A `dir` or key open to group or others, or a symlink among the files,
+/// is refused (see private_dir.hpp). Existing files are reused; the server certificate is re-issued when it
 /// is missing, expires within 30 days, lacks one of the names or was not signed by the CA.
 /// Safe against concurrent callers on the same directory (a lock file serialises them).
 /// Throws std::runtime_error naming the file on failure, std::invalid_argument for an extra
