@@ -97,6 +97,16 @@ TEST(ServerConfig, MinimalGetsDefaults) {
   EXPECT_EQ(cfg.stream_window, 2u * 1024 * 1024);
   EXPECT_EQ(cfg.session_window, 16u * 1024 * 1024);
   EXPECT_EQ(cfg.max_streams_per_session, 10000u);
+  EXPECT_EQ(cfg.limits.max_queued_bytes, 4u * 1024 * 1024);
+  EXPECT_EQ(cfg.limits.max_pending_handshakes, 1024u);
+  EXPECT_EQ(cfg.limits.max_pending_handshakes_per_source, 64u);
+  EXPECT_EQ(cfg.limits.max_sessions_per_credential, 256u);
+  EXPECT_EQ(cfg.limits.max_sessions_per_source, 256u);
+  EXPECT_EQ(cfg.limits.max_streams_per_credential, 20000u);
+  EXPECT_EQ(cfg.limits.max_streams, 0u);  // derived from the open-files limit at start
+  EXPECT_EQ(cfg.limits.max_pending_opens_per_session, 256u);
+  EXPECT_EQ(cfg.limits.max_auth_failures_per_source, 10u);
+  EXPECT_EQ(cfg.limits.auth_failure_window, 60000ms);
   ASSERT_EQ(cfg.credentials.size(), 1u);
   EXPECT_EQ(cfg.credentials[0].name, "laptop");
   EXPECT_EQ(to_hex(cfg.credentials[0].token_sha256), hex_a);
@@ -299,6 +309,116 @@ TEST(ServerConfig, NumericBounds) {
                                 "s.toml")
                 .session_window,
             1073741824u);
+}
+
+TEST(ServerConfig, Limits) {
+  const auto cfg = parse_server_config(top("max_queued_bytes = 65536\n"
+                                           "max_pending_handshakes = 2000\n"
+                                           "max_pending_handshakes_per_source = 8\n"
+                                           "max_sessions_per_credential = 3\n"
+                                           "max_sessions_per_source = 4\n"
+                                           "max_streams_per_credential = 500\n"
+                                           "max_streams = 12345\n"
+                                           "max_pending_opens_per_session = 16\n"
+                                           "max_auth_failures_per_source = 5\n"
+                                           "auth_failure_window_ms = 1500\n"),
+                                       "s.toml");
+  const auto& l = cfg.limits;
+  EXPECT_EQ(l.max_queued_bytes, 65536u);
+  EXPECT_EQ(l.max_pending_handshakes, 2000u);
+  EXPECT_EQ(l.max_pending_handshakes_per_source, 8u);
+  EXPECT_EQ(l.max_sessions_per_credential, 3u);
+  EXPECT_EQ(l.max_sessions_per_source, 4u);
+  EXPECT_EQ(l.max_streams_per_credential, 500u);
+  EXPECT_EQ(l.max_streams, 12345u);
+  EXPECT_EQ(l.max_pending_opens_per_session, 16u);
+  EXPECT_EQ(l.max_auth_failures_per_source, 5u);
+  EXPECT_EQ(l.auth_failure_window, 1500ms);
+}
+
+TEST(ServerConfig, LimitsAtTheirBounds) {
+  const auto low = parse_server_config(top("max_queued_bytes = 65536\n"
+                                           "max_pending_handshakes = 1\n"
+                                           "max_pending_handshakes_per_source = 1\n"
+                                           "max_sessions_per_credential = 1\n"
+                                           "max_sessions_per_source = 1\n"
+                                           "max_streams_per_credential = 1\n"
+                                           "max_streams = 0\n"
+                                           "max_pending_opens_per_session = 1\n"
+                                           "max_auth_failures_per_source = 1\n"
+                                           "auth_failure_window_ms = 1\n"),
+                                       "s.toml");
+  EXPECT_EQ(low.limits.max_queued_bytes, 65536u);
+  EXPECT_EQ(low.limits.max_pending_handshakes, 1u);
+  EXPECT_EQ(low.limits.max_streams, 0u);
+  EXPECT_EQ(low.limits.auth_failure_window, 1ms);
+
+  const auto high = parse_server_config(top("max_queued_bytes = 1073741824\n"
+                                            "max_pending_handshakes = 1000000\n"
+                                            "max_pending_handshakes_per_source = 1000000\n"
+                                            "max_sessions_per_credential = 1000000\n"
+                                            "max_sessions_per_source = 1000000\n"
+                                            "max_streams_per_credential = 1000000\n"
+                                            "max_streams = 1000000\n"
+                                            "max_pending_opens_per_session = 1000000\n"
+                                            "max_auth_failures_per_source = 1000000\n"
+                                            "auth_failure_window_ms = 86400000\n"),
+                                        "s.toml");
+  EXPECT_EQ(high.limits.max_queued_bytes, 1073741824u);
+  EXPECT_EQ(high.limits.max_pending_handshakes, 1000000u);
+  EXPECT_EQ(high.limits.max_pending_handshakes_per_source, 1000000u);
+  EXPECT_EQ(high.limits.max_sessions_per_credential, 1000000u);
+  EXPECT_EQ(high.limits.max_sessions_per_source, 1000000u);
+  EXPECT_EQ(high.limits.max_streams_per_credential, 1000000u);
+  EXPECT_EQ(high.limits.max_streams, 1000000u);
+  EXPECT_EQ(high.limits.max_pending_opens_per_session, 1000000u);
+  EXPECT_EQ(high.limits.max_auth_failures_per_source, 1000000u);
+  EXPECT_EQ(high.limits.auth_failure_window, 86400000ms);
+}
+
+TEST(ServerConfig, LimitBounds) {
+  // Every count takes 1 to 1000000, except max_streams, where 0 means "derive it".
+  for (const char* key :
+       {"max_pending_handshakes", "max_pending_handshakes_per_source",
+        "max_sessions_per_credential", "max_sessions_per_source", "max_streams_per_credential",
+        "max_pending_opens_per_session", "max_auth_failures_per_source"}) {
+    const std::string k = key;
+    EXPECT_EQ(error_of(top(k + " = 0\n")), "server.toml:1: " + k + ": 0 is below the minimum 1");
+    EXPECT_EQ(error_of(top(k + " = -1\n")), "server.toml:1: " + k + ": -1 is below the minimum 1");
+    EXPECT_EQ(error_of(top(k + " = 1000001\n")),
+              "server.toml:1: " + k + ": 1000001 is above the maximum 1000000");
+    EXPECT_EQ(error_of(top(k + " = \"10\"\n")),
+              "server.toml:1: " + k + ": expected an integer, got a string");
+  }
+  EXPECT_EQ(error_of(top("max_streams = -1\n")),
+            "server.toml:1: max_streams: -1 is below the minimum 0");
+  EXPECT_EQ(error_of(top("max_streams = 1000001\n")),
+            "server.toml:1: max_streams: 1000001 is above the maximum 1000000");
+  EXPECT_EQ(error_of(top("max_queued_bytes = 65535\n")),
+            "server.toml:1: max_queued_bytes: 65535 is below the minimum 65536");
+  EXPECT_EQ(error_of(top("max_queued_bytes = 1073741825\n")),
+            "server.toml:1: max_queued_bytes: 1073741825 is above the maximum 1073741824");
+  EXPECT_EQ(error_of(top("max_queued_bytes = 4.5e6\n")),
+            "server.toml:1: max_queued_bytes: expected an integer, got a floating-point number");
+  EXPECT_EQ(error_of(top("auth_failure_window_ms = 0\n")),
+            "server.toml:1: auth_failure_window_ms: 0 is below the minimum 1");
+  EXPECT_EQ(error_of(top("auth_failure_window_ms = 86400001\n")),
+            "server.toml:1: auth_failure_window_ms: 86400001 is above the maximum 86400000");
+  // The line is the value's own.
+  EXPECT_EQ(error_of(top("max_streams = 10\nkeepalive_ms = 500\nmax_sessions_per_source = 0\n")),
+            "server.toml:3: max_sessions_per_source: 0 is below the minimum 1");
+}
+
+TEST(ServerConfig, LimitKeysAreCheckedLikeTheOthers) {
+  EXPECT_EQ(error_of(top("max_session_per_source = 4\n")),
+            "server.toml:1: max_session_per_source: unknown key (did you mean "
+            "'max_sessions_per_source'?)");
+  EXPECT_EQ(error_of(top("auth_failures_window_ms = 1000\n")),
+            "server.toml:1: auth_failures_window_ms: unknown key (did you mean "
+            "'auth_failure_window_ms'?)");
+  EXPECT_EQ(error_of(minimal() + "max_streams = 100\n"),
+            "server.toml:8: credential[0].max_streams: unknown key here; top-level keys go "
+            "above the first [[...]] section");
 }
 
 TEST(ServerConfig, Duplicates) {
