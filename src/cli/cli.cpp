@@ -1,5 +1,7 @@
 #include "tether/cli/cli.hpp"
 
+#include <malloc.h>
+
 #include <csignal>
 #include <iostream>
 
@@ -8,8 +10,23 @@
 
 namespace tether::cli {
 
+namespace {
+
+// Big buffers (256 KiB reads, relay leases) are mapped from the system, not carved from the
+// heap: their untouched pages cost nothing and a freed one goes back at once. glibc would
+// otherwise raise this threshold after the first such buffer is freed, and the heap would
+// keep for good what a burst of connections once used.
+void keep_big_buffers_out_of_the_heap() {
+#ifdef M_MMAP_THRESHOLD
+  mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+#endif
+}
+
+}  // namespace
+
 int run(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);  // a peer that vanishes is an error value, not a signal
+  keep_big_buffers_out_of_the_heap();
   CLI::App app{"tether: secure tunnels to ports on remote devices"};
   app.set_version_flag("--version", std::string("tether ") + tether::version);
   app.require_subcommand(1);

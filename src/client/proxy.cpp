@@ -154,7 +154,10 @@ struct proxy::impl : std::enable_shared_from_this<impl> {
       ~leave() { --n; }
     } guard{active};
     auto ch = co_await open_stream(l);
-    if (!ch) co_return;
+    if (!ch) {
+      relay::abort_socket(sock);  // refused or no session: not a clean, empty transfer
+      co_return;
+    }
     const auto r = co_await relay::splice(sock, *ch, pool);
     spdlog::debug("connection on {} to {}:{} closed: {} bytes sent, {} received{}{}", l.local,
                   l.map.device, l.map.device_port, r.to_channel, r.from_channel,

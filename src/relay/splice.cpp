@@ -10,14 +10,6 @@ namespace {
 
 using asio::ip::tcp;
 
-// Ends the socket so the local peer sees a reset, not an orderly close: the stream failed.
-void abort_socket(tcp::socket& sock) {
-  asio::error_code ignored;
-  if (!sock.is_open()) return;
-  sock.set_option(asio::socket_base::linger(true, 0), ignored);
-  sock.close(ignored);
-}
-
 void note(splice_result& r, asio::error_code ec) {
   if (!r.error) r.error = ec;
 }
@@ -137,6 +129,13 @@ class downlink : public std::enable_shared_from_this<downlink> {
 };
 
 }  // namespace
+
+void abort_socket(tcp::socket& sock) {
+  asio::error_code ignored;
+  if (!sock.is_open()) return;
+  sock.set_option(asio::socket_base::linger(true, 0), ignored);
+  sock.close(ignored);
+}
 
 void prepare_socket(tcp::socket& sock) {
   asio::error_code ignored;

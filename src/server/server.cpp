@@ -1,16 +1,19 @@
 #include "tether/server/server.hpp"
 
+#include <malloc.h>
 #include <spdlog/spdlog.h>
 
 #include <asio/co_spawn.hpp>
 #include <asio/connect.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
 #include <asio/steady_timer.hpp>
+#include <deque>
 #include <list>
 #include <unordered_map>
 #include <vector>
 
 #include "rate_limited_log.hpp"
+#include "tether/mux/async_signal.hpp"
 #include "tether/mux/session.hpp"
 #include "tether/mux/use_tuple.hpp"
 #include "tether/relay/splice.hpp"
@@ -107,7 +110,12 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     const credential* cred = nullptr;
     std::string peer;    // address:port, for logs
     std::string source;  // address alone, for the per-source limits
-    std::uint32_t pending_opens = 0;
+    std::uint32_t streams = 0;  // being dialed or relayed
+    // Dials in flight, at most max_pending_opens_per_session; the streams past it wait
+    // their turn here, in order, and are handed a slot as a dial ends.
+    std::uint32_t dialing = 0;
+    std::deque<std::shared_ptr<mux::async_signal>> dial_queue;
+    bool ended = false;  // the session is over: queued streams give up their turn
   };
 
   asio::any_io_executor executor;
@@ -133,6 +141,8 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     clock::time_point window_start;
   };
   std::unordered_map<std::string, auth_failures> auth_failures_by_source;
+  asio::steady_timer trim_timer{executor};
+  bool trim_scheduled = false;
   rate_limited_log connection_refusals;
   rate_limited_log accept_failures;
   rate_limited_log auth_refusals;
@@ -141,7 +151,9 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     mux::session_settings s;
     s.stream_window = config.stream_window;
     s.session_window = config.session_window;
-    s.max_streams = config.max_streams_per_session;
+    // The server refuses past max_streams_per_session itself, naming the limit in its log;
+    // the session's own bound is the backstop.
+    s.max_streams = config.max_streams_per_session + 1;
     s.keepalive = config.keepalive;
     s.handshake_timeout = config.handshake_timeout;
     s.max_queued_bytes = limits.max_queued_bytes;
@@ -245,6 +257,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
       if (std::exchange(done, true)) return;
       --s.pending_handshakes;
       s.pending_by_source.remove(source);
+      s.schedule_trim();
     }
     ~pending_handshake() { finish(); }
   };
@@ -252,8 +265,25 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   asio::awaitable<void> serve(std::shared_ptr<impl> self, tcp::socket socket, std::string source,
                               std::string peer) {
     pending_handshake pending{*this, source};
-    auto [ec, stream] = co_await transport::accept_tls(tls, std::move(socket),
-                                                       config.handshake_timeout);
+    // No TLS state until the client speaks: a connection that stays silent costs its
+    // socket and this frame, not an SSL object and its buffers.
+    const auto started = clock::now();
+    {
+      using namespace asio::experimental::awaitable_operators;
+      asio::steady_timer deadline(executor, config.handshake_timeout);
+      const auto woke = co_await (socket.async_wait(tcp::socket::wait_read, use_tuple) ||
+                                  deadline.async_wait(use_tuple));
+      if (woke.index() == 1) {
+        ++counters.sessions_refused;
+        spdlog::info("connection from {} dropped: nothing sent within {} ms", peer,
+                     config.handshake_timeout.count());
+        co_return;
+      }
+    }
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        config.handshake_timeout - (clock::now() - started));
+    auto [ec, stream] = co_await transport::accept_tls(
+        tls, std::move(socket), std::max(left, std::chrono::milliseconds(1)));
     if (ec) {
       ++counters.sessions_refused;
       if (ec == asio::error::timed_out)
@@ -293,9 +323,32 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     auto it = sessions.insert(sessions.end(), session);
     if (stopping) session->goaway(errc::going_away, "server is shutting down");
     co_await session->wait_ended();
+    ctx->ended = true;
+    if (!ctx->dial_queue.empty()) {  // each woken stream hands its turn to the next
+      auto first = std::move(ctx->dial_queue.front());
+      ctx->dial_queue.pop_front();
+      ++ctx->dialing;
+      first->notify();
+    }
     sessions.erase(it);
     sessions_by_source.remove(source);
     sessions_by_credential.remove(ctx->cred->name);
+    schedule_trim();
+  }
+
+  // After connections leave, the memory they used goes back to the system, not only to the
+  // allocator: a burst of thousands of clients must not leave the server big for good. At
+  // most once every few seconds, and never on the path of a live stream.
+  void schedule_trim() {
+#ifdef __GLIBC__
+    if (trim_scheduled || stopping) return;
+    trim_scheduled = true;
+    trim_timer.expires_after(std::chrono::seconds(2));
+    trim_timer.async_wait([self = shared_from_this()](const asio::error_code& ec) {
+      self->trim_scheduled = false;
+      if (!ec) malloc_trim(0);
+    });
+#endif
   }
 
   // Decides on a HELLO: the token, then the session limits.
@@ -338,9 +391,9 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
 
   // Why the server cannot take one more stream for `ctx`, naming the limit, or empty.
   std::string stream_limit_refusal(const session_context& ctx) const {
-    if (ctx.pending_opens >= limits.max_pending_opens_per_session)
-      return "max_pending_opens_per_session (" +
-             std::to_string(limits.max_pending_opens_per_session) + ") reached";
+    if (ctx.streams >= config.max_streams_per_session)
+      return "max_streams_per_session (" + std::to_string(config.max_streams_per_session) +
+             ") reached";
     if (streams >= limits.max_streams)
       return "max_streams (" + std::to_string(limits.max_streams) + ") reached on the server";
     if (streams_by_credential[ctx.cred->name] >= limits.max_streams_per_credential)
@@ -371,37 +424,35 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     }
     if (auto limit = stream_limit_refusal(*ctx); !limit.empty()) {
       ++counters.limit_refusals;
-      refuse(in, *ctx, errc::limit_reached, limit);
+      const bool per_session = ctx->streams >= config.max_streams_per_session;
+      refuse(in, *ctx, per_session ? errc::too_many_streams : errc::limit_reached, limit);
       return;
     }
     // Counted now, not when the coroutine starts: the other OPENs of the same read are
     // handled before it does.
     ++streams;
+    ++ctx->streams;
     streams_by_credential.add(ctx->cred->name);
-    count_guard slot([this, &name = ctx->cred->name] {
+    count_guard slot([this, ctx] {
       --streams;
-      streams_by_credential.remove(name);
+      --ctx->streams;
+      streams_by_credential.remove(ctx->cred->name);
     });
-    ++ctx->pending_opens;
-    count_guard opening([ctx] { --ctx->pending_opens; });
-    asio::co_spawn(executor,
-                   relay_stream(self, std::move(slot), std::move(opening), std::move(in), *dev,
-                                ctx),
+    asio::co_spawn(executor, relay_stream(self, std::move(slot), std::move(in), *dev, ctx),
                    [](std::exception_ptr e) {
                      if (e) spdlog::error("stream handler failed unexpectedly");
                    });
   }
 
   // Dials the device and relays. This frame lives as long as the stream, so the dial runs
-  // in a frame of its own. `slot` holds the stream's place in the counts, `opening` its
-  // place among the session's pending opens.
+  // in a frame of its own. `slot` holds the stream's place in the counts.
   asio::awaitable<void> relay_stream([[maybe_unused]] std::shared_ptr<impl> self,
-                                     [[maybe_unused]] count_guard slot,
-                                     count_guard opening, mux::incoming_stream in,
+                                     [[maybe_unused]] count_guard slot, mux::incoming_stream in,
                                      const device& dev, std::shared_ptr<session_context> ctx) {
+    if (!co_await take_dial_turn(*ctx)) co_return;
     tcp::socket sock(executor);
     auto ch = co_await dial_device(in, dev, *ctx, sock);
-    opening.release();
+    end_dial_turn(*ctx);
     if (!ch) co_return;
     const auto r = co_await relay::splice(sock, *ch, pool);
     counters.bytes_to_devices += r.from_channel;
@@ -409,6 +460,32 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     spdlog::debug("stream {}:{} closed: {} bytes to device, {} from it{}{}", in.target().device,
                   in.target().port, r.from_channel, r.to_channel, r.error ? ", " : "",
                   r.error ? r.error.message() : "");
+  }
+
+  // A burst of OPENs (a client accepting a thousand connections at once) is not refused:
+  // past max_pending_opens_per_session its streams wait, in order, for a dial to end.
+  // False if the session ended meanwhile.
+  asio::awaitable<bool> take_dial_turn(session_context& ctx) {
+    if (ctx.dialing < limits.max_pending_opens_per_session && ctx.dial_queue.empty()) {
+      ++ctx.dialing;
+      co_return true;
+    }
+    auto turn = std::make_shared<mux::async_signal>();
+    ctx.dial_queue.push_back(turn);
+    co_await turn->wait();  // the slot is handed over with the wake-up
+    if (!ctx.ended) co_return true;
+    end_dial_turn(ctx);
+    co_return false;
+  }
+
+  void end_dial_turn(session_context& ctx) {
+    if (ctx.dial_queue.empty()) {
+      --ctx.dialing;
+      return;
+    }
+    auto next = std::move(ctx.dial_queue.front());
+    ctx.dial_queue.pop_front();
+    next->notify();
   }
 
   // Connects `sock` to the stream's device port and accepts the stream, or refuses it.
@@ -482,6 +559,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
 
   void abort() {
     stopping = true;
+    trim_timer.cancel();
     asio::error_code ignored;
     acceptor.close(ignored);
     auto open = sessions;  // closing one erases it from the list later

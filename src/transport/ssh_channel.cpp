@@ -127,7 +127,9 @@ class ssh_channel final : public mux::channel {
   }
 
   void when_receivable(std::function<void()> wake) override {
-    want_rx();
+    // While the caller still holds the bytes it was lent (its write is waiting), only a
+    // failure may wake it: a read now would replace the buffer it is writing from.
+    if (!holds_lent_bytes()) want_rx();
     c_->rx_ev.on_notify(std::move(wake));
   }
 
@@ -151,6 +153,8 @@ class ssh_channel final : public mux::channel {
     c_->rx_want = true;
     core_->arm();
   }
+
+  bool holds_lent_bytes() const noexcept { return c_->rx_delivered && c_->rx_len > 0; }
 
   void release_rx() {
     if (c_->rx_buf && c_->rx_delivered) {

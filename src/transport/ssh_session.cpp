@@ -335,6 +335,10 @@ ssh_core::step_r ssh_core::step_read(ssh_chan& c) {
     c.rx_ev.notify();
     return step_r::done;
   }
+  if (c.rx_len > 0) {  // delivered, still being written: its buffer must not be replaced
+    c.rx_want = false;
+    return step_r::done;
+  }
   auto buf = pool_.take();
   const auto n =
       libssh2_channel_read(c.ch, reinterpret_cast<char*>(buf.get()), ssh_buffer_pool::buffer_size);

@@ -16,6 +16,7 @@
 #include <asio/steady_timer.hpp>
 
 #include "tether/mux/async_signal.hpp"
+#include "tether/mux/byte_buffer.hpp"
 #include "tether/mux/byte_stream.hpp"
 #include "tether/mux/channel.hpp"
 #include "tether/mux/tunnel.hpp"
@@ -208,7 +209,7 @@ class session final : public tunnel, public std::enable_shared_from_this<session
   asio::awaitable<void> flush_goaway();
 
   // Receiving.
-  std::vector<std::byte> read_buf_;
+  byte_buffer read_buf_;
   std::size_t read_have_ = 0;
   std::vector<std::vector<std::byte>> spare_chunks_;
   // Streams that got DATA in the batch being decoded. Their readers are woken in place once

@@ -23,6 +23,10 @@ struct splice_result {
 asio::awaitable<splice_result> splice(asio::ip::tcp::socket& sock, mux::channel& ch,
                                       buffer_pool& pool);
 
+/// Closes `sock` so its peer sees a reset, not an orderly end: for a stream that failed, or
+/// never opened, a clean EOF would pass for a complete transfer.
+void abort_socket(asio::ip::tcp::socket& sock);
+
 /// TCP_NODELAY on and non-blocking mode, as splice() expects of its socket.
 void prepare_socket(asio::ip::tcp::socket& sock);
 
