@@ -515,8 +515,9 @@ TEST_F(SshTunnelTest, CloseEndsChannelsAndWaitClosed) {
     if (!tunnel) co_return;
     auto [ec, ch] = co_await open_to(*tunnel, echo.port());
     if (!ch) co_return;
-    auto receiver = [&]() -> asio::awaitable<asio::error_code> {
-      auto [rec, span] = co_await ch->receive();
+    // `ch` through a pointer: clang 14 cannot capture a structured binding.
+    auto receiver = [c = ch.get()]() -> asio::awaitable<asio::error_code> {
+      auto [rec, span] = co_await c->receive();
       co_return rec;
     };
     auto closer = [&]() -> asio::awaitable<void> {
