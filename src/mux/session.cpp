@@ -7,6 +7,7 @@
 #include <asio/experimental/awaitable_operators.hpp>
 #include <asio/redirect_error.hpp>
 #include <cstring>
+#include <limits>
 #include <random>
 
 #include "stream_channel.hpp"
@@ -578,7 +579,8 @@ bool session::on_goaway(const wire::goaway& f) {
 
 bool session::ever_opened(std::uint32_t id) const noexcept {
   const bool ours = (id % 2) == (next_local_id_ % 2);
-  return ours ? id < next_local_id_ : id <= last_peer_id_;
+  if (!ours) return id <= last_peer_id_;
+  return id < next_local_id_ || (local_ids_exhausted_ && id == next_local_id_);
 }
 
 void session::remember_peer_finished(std::uint32_t id) {
@@ -677,11 +679,15 @@ void session::refund_send_credit(stream_state& st, std::size_t n) {
   wake_session_credit_waiters();
 }
 
+std::size_t session::queued_bytes() const noexcept {
+  // write_buf_ holds the batch being written, control frames included.
+  return control_out_.size() + (writing_ ? write_buf_.size() : 0);
+}
+
 bool session::can_charge() const noexcept {
   // One send at a time is always allowed, so a tiny budget slows a session but never
   // stops it.
-  return charged_ == 0 ||
-         control_out_.size() + charged_ + max_send_size <= settings_.max_queued_bytes;
+  return charged_ == 0 || queued_bytes() + charged_ + max_send_size <= settings_.max_queued_bytes;
 }
 
 void session::charge(stream_state& st) {
@@ -698,7 +704,7 @@ void session::release_charge(stream_state& st) {
 }
 
 bool session::output_backlogged() const noexcept {
-  return control_out_.size() >= settings_.max_queued_bytes;
+  return queued_bytes() >= settings_.max_queued_bytes;
 }
 
 void session::wake_session_credit_waiters() {
@@ -749,12 +755,20 @@ void session::fail(asio::error_code why, std::string_view log_reason) {
 asio::awaitable<std::pair<asio::error_code, std::unique_ptr<channel>>> session::open(target t) {
   using result_type = std::pair<asio::error_code, std::unique_ptr<channel>>;
   if (closed_) co_return result_type{make_error_code(errc::session_lost), nullptr};
-  if (peer_goaway_) co_return result_type{make_error_code(errc::going_away), nullptr};
+  // At the end of its ids a session goes on with its streams but opens no more: callers
+  // treat it like the peer's GOAWAY and open on a new session.
+  if (peer_goaway_ || local_ids_exhausted_)
+    co_return result_type{make_error_code(errc::going_away), nullptr};
   if (!wire::valid_device_id(t.device))
     co_return result_type{make_error_code(errc::unknown_device), nullptr};
 
   const auto id = next_local_id_;
-  next_local_id_ += 2;
+  if (id > std::numeric_limits<std::uint32_t>::max() - 2) {
+    local_ids_exhausted_ = true;  // `id` is the last one; next_local_id_ stays on it
+    closed_signal_.notify();
+  } else {
+    next_local_id_ += 2;
+  }
   auto st = std::make_shared<stream_state>(id);
   st->recv_remaining = settings_.stream_window;
   streams_.emplace(id, st);
@@ -780,7 +794,7 @@ asio::awaitable<std::pair<asio::error_code, std::unique_ptr<channel>>> session::
 }
 
 asio::awaitable<asio::error_code> session::wait_closed() {
-  while (!closed_ && !peer_goaway_) co_await closed_signal_.wait();
+  while (!closed_ && !peer_goaway_ && !local_ids_exhausted_) co_await closed_signal_.wait();
   co_return closed_ ? close_reason_ : make_error_code(errc::going_away);
 }
 

@@ -34,9 +34,10 @@ struct session_settings {
   std::chrono::milliseconds keepalive{15000};
   std::chrono::milliseconds handshake_timeout{10000};
   std::chrono::milliseconds open_timeout{30000};  // waiting for OPEN_RESULT
-  // What may wait to be written toward the peer: control frames, plus one send buffer
-  // (max_send_size) for every stream with a send in progress. Past it, streams wait for
-  // their turn to send, and the session stops reading from a peer whose answers pile up.
+  // What may wait to be written toward the peer: control frames and the batch being
+  // written, plus one send buffer (max_send_size) for every stream with a send in progress.
+  // Past it, streams wait for their turn to send, and the session stops reading from a
+  // peer whose answers pile up (one read's worth of answers may come on top).
   std::size_t max_queued_bytes = 4u << 20;
 };
 
@@ -101,7 +102,8 @@ class session final : public tunnel, public std::enable_shared_from_this<session
   // tunnel
   asio::awaitable<std::pair<asio::error_code, std::unique_ptr<channel>>> open(target t) override;
   std::string last_open_error() const override { return last_open_error_; }
-  /// Completes when the session can take no new streams: it ended, or the peer sent GOAWAY.
+  /// Completes when the session can take no new streams: it ended, the peer sent GOAWAY, or
+  /// its stream ids ran out.
   asio::awaitable<asio::error_code> wait_closed() override;
   /// Completes when the session has ended (a peer's GOAWAY alone does not end it), with the
   /// reason. Use either this or wait_closed(), not both: one waiter at a time.
@@ -113,6 +115,11 @@ class session final : public tunnel, public std::enable_shared_from_this<session
 
   /// After start_server() refused the peer: the words it was sent, for the server's log.
   const std::string& refusal() const noexcept { return refusal_; }
+
+  /// Bytes waiting to be written toward the peer or being written now (control frames and
+  /// the DATA of the batch in flight); with the send buffers of streams that are sending,
+  /// bounded by max_queued_bytes.
+  std::size_t queued_bytes() const noexcept;
 
   std::size_t stream_count() const noexcept;
   const session_counters& counters() const noexcept { return counters_; }
@@ -233,6 +240,7 @@ class session final : public tunnel, public std::enable_shared_from_this<session
   bool closed_ = false;
   bool local_goaway_ = false;
   bool peer_goaway_ = false;
+  bool local_ids_exhausted_ = false;  // the last stream id of our side is used
   asio::error_code close_reason_;
   async_signal closed_signal_;
   asio::steady_timer keepalive_timer_;

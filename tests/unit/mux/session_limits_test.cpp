@@ -164,20 +164,19 @@ TEST_F(SessionStreamIds, IdsAboveTwoToThe31AreOrdinary) {
   EXPECT_FALSE(s->closed());
 }
 
-// DISABLED: a bug in session::open() (reported): next_local_id_ wraps. After the client
-// opens stream 2^32-1 its counter is 1, so ever_opened() says that stream was never opened:
-// the OK for it is taken for a violation ("OPEN_RESULT for stream 4294967295, which was
-// never opened") and the whole session ends; an open after that would reuse id 1.
-TEST_F(SessionStreamIds, DISABLED_AClientUsesItsLastIdThenRefusesOpensAlone) {
+// The client's last id is 2^32-1: a counter that wrapped to 1 would take the OK for it for
+// a violation ("OPEN_RESULT for stream 4294967295, which was never opened") and end the
+// session, and an open after it would reuse id 1.
+TEST_F(SessionStreamIds, AClientUsesItsLastIdThenRefusesOpensAlone) {
   auto [s, raw, to_session, to_raw] =
       dial({}, wire::welcome{1, wire::max_window, wire::max_window, 0});
   accept_opens(*raw);
   expect_graceful_end_of_ids(*s, *raw, 0xffffffffu);
 }
 
-// DISABLED: the same bug on the server's even ids: after 2^32-2 the counter wraps to 0, and
-// the next OPEN would carry stream id 0.
-TEST_F(SessionStreamIds, DISABLED_AServerUsesItsLastIdThenRefusesOpensAlone) {
+// The same on the server's even ids: a counter that wrapped after 2^32-2 would put stream
+// id 0 on the wire.
+TEST_F(SessionStreamIds, AServerUsesItsLastIdThenRefusesOpensAlone) {
   auto [s, raw, to_session, to_raw] = serve({}, {});
   accept_opens(*raw);
   expect_graceful_end_of_ids(*s, *raw, 0xfffffffeu);
