@@ -11,6 +11,7 @@
 #include <optional>
 
 #include "memory_pipe.hpp"
+#include "session_fixture.hpp"
 
 namespace tether::mux {
 namespace {
@@ -53,33 +54,11 @@ asio::awaitable<pair_of_sessions> connect(asio::any_io_executor ex, session_sett
   co_return s;
 }
 
-// Server side of the tests: echoes every stream back, byte for byte, including the FIN.
+// Server side of the tests: echoes every stream back, byte for byte, including the FIN;
+// refuses streams to the device "nowhere".
 void echo_streams(incoming_stream in, asio::any_io_executor ex) {
   if (in.target().device == "nowhere") return in.refuse(errc::unknown_device, "no such device");
-  auto ch = in.accept();
-  asio::co_spawn(
-      ex,
-      [ch = std::move(ch)]() -> asio::awaitable<void> {
-        for (;;) {
-          auto [ec, bytes] = co_await ch->receive();
-          if (ec) co_return;
-          if (bytes.empty()) {
-            co_await ch->send_eof();
-            co_return;
-          }
-          std::vector<std::byte> copy(bytes.begin(), bytes.end());
-          ch->consumed(bytes.size());
-          std::span<const std::byte> rest(copy);
-          while (!rest.empty()) {
-            auto [cec, credit] = co_await ch->wait_send_credit();
-            if (cec) co_return;
-            const auto n = std::min(credit, rest.size());
-            if (co_await ch->send(rest.first(n))) co_return;
-            rest = rest.subspan(n);
-          }
-        }
-      },
-      asio::detached);
+  testing::echo(std::move(in), ex);
 }
 
 asio::awaitable<void> send_all(channel& ch, std::span<const std::byte> data) {
