@@ -19,7 +19,8 @@
 // Everything runs on one thread with io_context::poll() and no timer ever expires, so a run
 // is deterministic. At the end the peer goes away; the session must end, every coroutine of
 // the handler must finish, nothing may keep the session alive, and every byte the session
-// wrote must decode as valid frames. FUZZ_SESSION_TRACE=1 prints those frames.
+// wrote must decode as valid frames, with no DATA after the session's own FIN or RESET on
+// that stream. FUZZ_SESSION_TRACE=1 prints the frames both ways and the local actions.
 
 #include <spdlog/sinks/null_sink.h>
 #include <spdlog/spdlog.h>
@@ -32,6 +33,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <set>
 #include <span>
 #include <string_view>
 #include <type_traits>
@@ -140,8 +142,9 @@ struct harness {
   std::shared_ptr<pipe_half_state> to_server = std::make_shared<pipe_half_state>();
   std::shared_ptr<pipe_half_state> to_client = std::make_shared<pipe_half_state>();
   std::shared_ptr<mux::session> session;
-  std::vector<std::byte> pending;  // encoded, not yet delivered
-  std::vector<std::byte> output;   // written by the session, not yet decoded
+  std::vector<std::byte> pending;     // encoded, not yet delivered
+  std::vector<std::byte> output;      // written by the session, not yet decoded
+  std::set<std::uint32_t> ended_out;  // streams the session sent FIN or RESET on
   // Streams kept for local actions; `busy` while a send or send_eof runs on one (a channel
   // takes one at a time). Entries are never erased before the end, so indexes stay valid.
   struct held_stream {
@@ -172,36 +175,54 @@ void run_until_idle(harness& h) {
 // seed or a crashing input makes the session do.
 bool trace = false;
 
-void print_frame(const wire::frame& f) {
+void print_frame(const char* dir, const wire::frame& f) {
   std::visit(
-      [](const auto& x) {
+      [dir](const auto& x) {
         using T = std::decay_t<decltype(x)>;
-        if constexpr (std::is_same_v<T, wire::welcome>)
-          std::fprintf(stderr, "  <- WELCOME\n");
+        if constexpr (std::is_same_v<T, wire::hello>)
+          std::fprintf(stderr, "%s HELLO role %u\n", dir, static_cast<unsigned>(x.role));
+        else if constexpr (std::is_same_v<T, wire::welcome>)
+          std::fprintf(stderr, "%s WELCOME\n", dir);
         else if constexpr (std::is_same_v<T, wire::open>)
-          std::fprintf(stderr, "  <- OPEN %u port %u\n", x.stream_id, x.port);
+          std::fprintf(stderr, "%s OPEN %u port %u\n", dir, x.stream_id, x.port);
         else if constexpr (std::is_same_v<T, wire::open_result>)
-          std::fprintf(stderr, "  <- OPEN_RESULT %u code %u\n", x.stream_id, x.code);
+          std::fprintf(stderr, "%s OPEN_RESULT %u code %u\n", dir, x.stream_id, x.code);
         else if constexpr (std::is_same_v<T, wire::data>)
-          std::fprintf(stderr, "  <- DATA %u %zu bytes%s\n", x.stream_id, x.payload.size(),
+          std::fprintf(stderr, "%s DATA %u %zu bytes%s\n", dir, x.stream_id, x.payload.size(),
                        x.fin ? " FIN" : "");
         else if constexpr (std::is_same_v<T, wire::window_update>)
-          std::fprintf(stderr, "  <- WINDOW_UPDATE %u +%u\n", x.stream_id, x.increment);
+          std::fprintf(stderr, "%s WINDOW_UPDATE %u +%u\n", dir, x.stream_id, x.increment);
         else if constexpr (std::is_same_v<T, wire::reset>)
-          std::fprintf(stderr, "  <- RESET %u code %u\n", x.stream_id, x.code);
+          std::fprintf(stderr, "%s RESET %u code %u\n", dir, x.stream_id, x.code);
         else if constexpr (std::is_same_v<T, wire::ping>)
-          std::fprintf(stderr, "  <- PING%s %llu\n", x.ack ? " ACK" : "",
+          std::fprintf(stderr, "%s PING%s %llu\n", dir, x.ack ? " ACK" : "",
                        static_cast<unsigned long long>(x.opaque));
         else if constexpr (std::is_same_v<T, wire::goaway>)
-          std::fprintf(stderr, "  <- GOAWAY last %u code %u: %.*s\n", x.last_stream_id, x.code,
+          std::fprintf(stderr, "%s GOAWAY last %u code %u: %.*s\n", dir, x.last_stream_id, x.code,
                        static_cast<int>(x.message.size()), x.message.data());
         else
-          std::fprintf(stderr, "  <- frame of type %zu\n", wire::frame(x).index());
+          std::fprintf(stderr, "%s frame of type %zu\n", dir, wire::frame(x).index());
       },
       f);
 }
 
 // Everything the session wrote must be a sequence of valid frames.
+// What the session sends must keep the protocol whatever its peer or its local side does: no
+// DATA on a stream after the session's own FIN or RESET on it.
+void check_sent(harness& h, const wire::frame& f) {
+  if (const auto* d = std::get_if<wire::data>(&f)) {
+    if (h.ended_out.contains(d->stream_id)) {
+      std::fprintf(stderr,
+                   "fuzz_session: the session sent DATA on stream %u after its FIN or RESET\n",
+                   d->stream_id);
+      std::abort();
+    }
+    if (d->fin) h.ended_out.insert(d->stream_id);
+  } else if (const auto* r = std::get_if<wire::reset>(&f)) {
+    h.ended_out.insert(r->stream_id);
+  }
+}
+
 // Takes up to `limit` bytes of what the session wrote, as a peer reading its socket would.
 void read_output(harness& h, std::size_t limit) {
   auto& q = h.to_client->bytes;
@@ -217,7 +238,8 @@ void read_output(harness& h, std::size_t limit) {
       std::fprintf(stderr, "fuzz_session: the session wrote an invalid frame: %s\n", r.reason);
       std::abort();
     }
-    if (trace) print_frame(r.value);
+    if (trace) print_frame("  <-", r.value);
+    check_sent(h, r.value);
     rest = rest.subspan(r.consumed);
   }
   h.output.erase(h.output.begin(), h.output.end() - static_cast<std::ptrdiff_t>(rest.size()));
@@ -229,7 +251,15 @@ void check_output(harness& h) {
 }
 
 void deliver(harness& h) {
-  if (trace && !h.pending.empty()) std::fprintf(stderr, "-> %zu bytes\n", h.pending.size());
+  if (trace) {  // what the peer sends: frames, and raw bytes from where they stop decoding
+    std::span<const std::byte> rest(h.pending);
+    for (auto r = wire::decode(rest); r.status == wire::decode_status::complete;
+         r = wire::decode(rest)) {
+      print_frame("->", r.value);
+      rest = rest.subspan(r.consumed);
+    }
+    if (!rest.empty()) std::fprintf(stderr, "-> %zu other bytes\n", rest.size());
+  }
   if (!h.pending.empty() && !h.to_server->closed) {
     h.to_server->bytes.insert(h.to_server->bytes.end(), h.pending.begin(), h.pending.end());
     h.to_server->wake.notify();
@@ -353,6 +383,19 @@ bool local_action(harness& h, input& in) {
   harness::held_stream* held = h.held.empty() ? nullptr : &h.held[pick % h.held.size()];
   const std::size_t index = h.held.empty() ? 0 : pick % h.held.size();
   const bool usable = held && held->ch;
+  if (trace) {
+    static constexpr const char* names[] = {"open toward the peer",
+                                            "GOAWAY",
+                                            "reset",
+                                            "send_eof",
+                                            "send",
+                                            "drain",
+                                            "drop",
+                                            "close",
+                                            "none"};
+    std::fprintf(stderr, "local: %s (held stream %zu of %zu%s)\n", names[what % 9], index,
+                 h.held.size(), usable ? "" : ", gone");
+  }
   switch (what % 9) {
     case 0:
       spawn(h, open_toward_peer(h, in.u16()));
