@@ -76,7 +76,7 @@ TEST_F(SessionBackpressure, APingFloodThatNeverReadsIsNotReadEitherAndTimesOut) 
   // write fails instead of waiting forever.
   ASSERT_TRUE(run_until([&] { return ended->has_value(); }));
   EXPECT_EQ(ended->value(), make_error_code(errc::timed_out)) << ended->value().message();
-  ASSERT_TRUE(run_until([&] { return !raw->flooding(); }));
+  ASSERT_TRUE(run_until([&, &raw = raw] { return !raw->flooding(); }));
   EXPECT_EQ(raw->write_error(), make_error_code(asio::error::broken_pipe));
 }
 

@@ -76,7 +76,7 @@ TEST_F(SessionGoaway, FromARawClientLeavesTheServerServing) {
 
   const std::string text = "still here";
   raw->send(wire::data{1, true, as_bytes(text)});
-  ASSERT_TRUE(run_until([&] {
+  ASSERT_TRUE(run_until([&, &raw = raw] {
     const auto data = raw->all<wire::data>();
     return !data.empty() && data.back().fin;
   }));
@@ -135,7 +135,7 @@ TEST_F(SessionGoaway, SentLocallyRefusesNewOpensAndLetsOpenStreamsFinish) {
   // The stream opened before finishes both ways.
   const std::string text = "last words";
   raw->send(wire::data{1, true, as_bytes(text)});
-  ASSERT_TRUE(run_until([&] {
+  ASSERT_TRUE(run_until([&, &raw = raw] {
     const auto data = raw->all<wire::data>();
     return !data.empty() && data.back().fin;
   }));

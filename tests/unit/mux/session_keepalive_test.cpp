@@ -35,7 +35,7 @@ TEST_F(SessionKeepalive, ASilentPeerEndsTheSessionAsTimedOut) {
   EXPECT_GE(took, 3 * interval) << "ended before three intervals of silence";
   ASSERT_EQ(held.size(), 1u);
   EXPECT_EQ(held[0]->error(), make_error_code(errc::session_lost));
-  ASSERT_TRUE(run_until([&] { return raw->ended(); }));
+  ASSERT_TRUE(run_until([&, &raw = raw] { return raw->ended(); }));
   // Whatever it sent meanwhile were PINGs numbered from 1.
   std::uint64_t expect = 1;
   for (const auto& p : raw->all<wire::ping>()) {
@@ -53,7 +53,8 @@ TEST_F(SessionKeepalive, APeerThatAnswersPingsKeepsTheSession) {
     if (auto p = f.as<wire::ping>(); p && !p->ack) peer->send(wire::ping{true, p->opaque});
   });
   // Six pings answered: twice as long as silence would have been allowed.
-  ASSERT_TRUE(run_until([&] { return raw->all<wire::ping>().size() >= 6 || ended->has_value(); }));
+  ASSERT_TRUE(run_until(
+      [&, &raw = raw] { return raw->all<wire::ping>().size() >= 6 || ended->has_value(); }));
   EXPECT_FALSE(ended->has_value()) << ended->value().message();
   EXPECT_FALSE(s->closed());
 }
@@ -63,7 +64,8 @@ TEST_F(SessionKeepalive, PingIsAnsweredWithTheSameOpaque) {
   raw->read_all();
   const std::uint64_t values[] = {0x0123456789abcdefu, 0, ~std::uint64_t{0}, 7};
   for (auto v : values) raw->send(wire::ping{false, v});
-  ASSERT_TRUE(run_until([&] { return raw->all<wire::ping>().size() == std::size(values); }));
+  ASSERT_TRUE(
+      run_until([&, &raw = raw] { return raw->all<wire::ping>().size() == std::size(values); }));
   const auto acks = raw->all<wire::ping>();
   for (std::size_t i = 0; i < std::size(values); ++i) {
     EXPECT_TRUE(acks[i].ack);
@@ -78,7 +80,7 @@ TEST_F(SessionKeepalive, ASecondAckOfTheSamePingIsAViolation) {
   auto [s, raw, to_session, to_raw] = serve(with_keepalive(std::chrono::milliseconds(100)), {});
   auto ended = start(s->wait_ended());
   raw->read_all();
-  ASSERT_TRUE(run_until([&] { return !raw->all<wire::ping>().empty(); }));
+  ASSERT_TRUE(run_until([&, &raw = raw] { return !raw->all<wire::ping>().empty(); }));
   const auto first = raw->all<wire::ping>()[0];
   ASSERT_FALSE(first.ack);
   raw->send(wire::ping{true, first.opaque});
@@ -86,7 +88,7 @@ TEST_F(SessionKeepalive, ASecondAckOfTheSamePingIsAViolation) {
   ASSERT_FALSE(s->closed()) << "an ACK of the session's own PING was refused";
 
   raw->send(wire::ping{true, first.opaque});
-  ASSERT_TRUE(run_until([&] { return ended->has_value() && raw->ended(); }));
+  ASSERT_TRUE(run_until([&, &raw = raw] { return ended->has_value() && raw->ended(); }));
   EXPECT_EQ(ended->value(), make_error_code(errc::protocol_error));
   const auto goaway = raw->frames().back().as<wire::goaway>();
   ASSERT_TRUE(goaway);

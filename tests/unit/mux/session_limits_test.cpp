@@ -159,7 +159,7 @@ TEST_F(SessionStreamIds, IdsAboveTwoToThe31AreOrdinary) {
   EXPECT_EQ(opens[1].stream_id, 0x80000001u);
 
   auto sent = start(send_all(*b->value().second, as_bytes("x")));
-  ASSERT_TRUE(run_until([&] { return *sent && !raw->all<wire::data>().empty(); }));
+  ASSERT_TRUE(run_until([&, &raw = raw] { return *sent && !raw->all<wire::data>().empty(); }));
   EXPECT_EQ(raw->all<wire::data>()[0].stream_id, 0x80000001u);
   EXPECT_FALSE(s->closed());
 }

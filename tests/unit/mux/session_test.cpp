@@ -108,7 +108,7 @@ TEST(Session, EchoesManyStreamsWithSmallWindows) {
             const auto data = pattern(1 << 20, i);
             std::vector<std::byte> got;
             using namespace asio::experimental::awaitable_operators;
-            co_await (send_all(*ch, data) && [&]() -> asio::awaitable<void> {
+            co_await (send_all(*ch, data) && [&, &ch = ch]() -> asio::awaitable<void> {
               got = co_await receive_all(*ch);
             }());
             EXPECT_TRUE(got == data) << "stream " << i;
@@ -187,7 +187,7 @@ TEST(Session, StalledStreamDoesNotBlockAnother) {
     const auto data = pattern(4 << 20, 9);
     std::vector<std::byte> got;
     using namespace asio::experimental::awaitable_operators;
-    co_await (send_all(*other, data) && [&]() -> asio::awaitable<void> {
+    co_await (send_all(*other, data) && [&, &other = other]() -> asio::awaitable<void> {
       got = co_await receive_all(*other);
     }());
     EXPECT_TRUE(got == data);

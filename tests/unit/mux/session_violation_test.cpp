@@ -226,7 +226,7 @@ TEST_P(SessionViolation, EndsTheSessionWithAGoawayAndFailsEveryStream) {
   EXPECT_EQ(s->stream_count(), c.streams_after_setup);
 
   raw->send_bytes(c.violation());
-  ASSERT_TRUE(run_until([&] { return raw->ended() && ended->has_value(); }));
+  ASSERT_TRUE(run_until([&, &raw = raw] { return raw->ended() && ended->has_value(); }));
 
   EXPECT_EQ(ended->value(), make_error_code(c.code)) << ended->value().message();
   EXPECT_FALSE(raw->read_error()) << "the session closed without an orderly end: "
