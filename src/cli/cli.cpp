@@ -15,10 +15,13 @@ namespace {
 // Big buffers (256 KiB reads, relay leases) are mapped from the system, not carved from the
 // heap: their untouched pages cost nothing and a freed one goes back at once. glibc would
 // otherwise raise this threshold after the first such buffer is freed, and the heap would
-// keep for good what a burst of connections once used.
+// keep for good what a burst of connections once used. Fixing it would also fix the heap's
+// trim threshold at 128 KiB, so that the heap could shrink and regrow around short-lived
+// buffers in a busy loop: the server trims on purpose instead, when connections leave.
 void keep_big_buffers_out_of_the_heap() {
-#ifdef M_MMAP_THRESHOLD
+#if defined(M_MMAP_THRESHOLD) && defined(M_TRIM_THRESHOLD)
   mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+  mallopt(M_TRIM_THRESHOLD, 64 * 1024 * 1024);
 #endif
 }
 
