@@ -4,6 +4,10 @@
 #include <asio/error.hpp>
 
 namespace tether::mux {
+namespace {
+// What sending after send_eof() gets, as from a socket after shutdown(SHUT_WR).
+asio::error_code shut_down() { return make_error_code(asio::error::shut_down); }
+}  // namespace
 
 stream_channel::~stream_channel() {
   auto& st = *stream_;
@@ -19,6 +23,7 @@ asio::awaitable<std::pair<asio::error_code, std::size_t>> stream_channel::wait_s
   auto& s = *session_;
   for (;;) {
     if (st.failure) co_return std::pair{st.failure, std::size_t{0}};
+    if (st.fin_pending || st.fin_sent) co_return std::pair{shut_down(), std::size_t{0}};
     // One send() may carry max_send_size; the session cuts it into frames. Big sends mean
     // few syscalls per byte on the local socket.
     const auto credit = std::min<std::int64_t>(
@@ -40,6 +45,10 @@ asio::awaitable<std::pair<asio::error_code, std::size_t>> stream_channel::wait_s
 asio::awaitable<asio::error_code> stream_channel::send(std::span<const std::byte> data) {
   auto& st = *stream_;
   if (st.failure) co_return st.failure;
+  if (st.fin_pending || st.fin_sent) {  // no DATA after our FIN: the peer would end the session
+    session_->release_charge(st);
+    co_return shut_down();
+  }
   const auto used = std::min(data.size(), st.reserved);
   session_->refund_send_credit(st, st.reserved - used);
   st.reserved = 0;

@@ -128,6 +128,31 @@ TEST(Session, EchoesManyStreamsWithSmallWindows) {
   });
 }
 
+// After send_eof() a stream takes no more bytes: DATA after our own FIN would be a protocol
+// violation that ends the whole session at the peer. (Found by fuzz_session.)
+TEST(Session, NothingIsSentAfterTheStreamsOwnFin) {
+  run([](asio::any_io_executor ex) -> asio::awaitable<void> {
+    auto s = co_await connect(ex, {}, [ex](incoming_stream in) { echo_streams(std::move(in), ex); });
+    target t{"dev-1", 22, protocol::tcp};
+    auto [ec, ch] = co_await s.client->open(t);
+    EXPECT_FALSE(ec) << ec.message();
+    if (ec) co_return;
+    const auto data = pattern(1000, 7);
+    co_await send_all(*ch, data);  // ends with send_eof()
+    auto [cec, credit] = co_await ch->wait_send_credit();
+    EXPECT_EQ(cec, make_error_code(asio::error::shut_down));
+    EXPECT_EQ(credit, 0u);
+    const std::byte more[] = {std::byte{1}, std::byte{2}};
+    EXPECT_EQ(co_await ch->send(more), make_error_code(asio::error::shut_down));
+    // The echo comes back whole and ends with the peer's FIN: the session is intact.
+    const auto got = co_await receive_all(*ch);
+    EXPECT_TRUE(got == data);
+    EXPECT_FALSE(s.client->closed());
+    EXPECT_FALSE(s.server->closed());
+    s.client->close();
+  });
+}
+
 TEST(Session, RefusalCarriesItsReason) {
   run([](asio::any_io_executor ex) -> asio::awaitable<void> {
     auto s = co_await connect(ex, {}, [ex](incoming_stream in) { echo_streams(std::move(in), ex); });
