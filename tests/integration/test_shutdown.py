@@ -60,7 +60,8 @@ class ShutdownTest(harness.TetherTest):
     def setUp(self):
         super().setUp()
         self.device = self.never_read_server(harness.device_addr(95))
-        self.server = self.dev_server(devices={"stall": self.device.host})
+        self.server = self.dev_server(devices={"stall": self.device.host,
+                                               "source": harness.device_addr(96)})
         self.client = self.connect(self.server, [("stall", self.device.port)])
 
     def stalled_transfers(self, n):
@@ -87,6 +88,35 @@ class ShutdownTest(harness.TetherTest):
         harness.wait_until(lambda: all(t.end for t in transfers), 15,
                            "every stalled transfer to end")
         self.assertEqual([t.end for t in transfers], ["reset"] * len(transfers))
+
+    def test_second_sigint_during_busy_transfers(self):
+        """Eight transfers moving data both ways through the server (buffers lent to them
+        at every moment); SIGINT twice: the server exits 0 at once, and every transfer ends
+        with an error its client sees, none short and clean."""
+        source = self.sink_source_server(harness.device_addr(96))
+        client = self.connect(self.server, [("source", source.port)])
+        outcomes = []
+
+        def one():
+            try:
+                harness.transfer(client.port, up=256 * MiB, down=256 * MiB, timeout=60)
+                outcomes.append("completed")
+            except (AssertionError, OSError) as e:
+                outcomes.append("failed: %s" % type(e).__name__)
+
+        threads = [threading.Thread(target=one, daemon=True) for _ in range(8)]
+        for t in threads:
+            t.start()
+        harness.wait_until(lambda: sum(st.get("received", 0) for st in source.stats)
+                           > 16 * MiB, 20, "the transfers to get going")
+        self.server.proc.popen.send_signal(signal.SIGINT)
+        self.server.proc.wait_for(lambda line: "stopping" in line, stream="stderr", timeout=10)
+        self.server.proc.popen.send_signal(signal.SIGINT)
+        self.assert_clean_exit(self.server.proc)
+        for t in threads:
+            t.join(harness.scaled(60))
+        self.assertEqual(len(outcomes), 8)
+        self.assertNotIn("completed", outcomes, "a 256 MiB transfer finished during the stop")
 
     def test_graceful_stop_cuts_stalled_transfers_after_the_grace_period(self):
         """One SIGTERM with transfers that cannot finish: after the grace period (10 s by
