@@ -91,7 +91,8 @@ asio::awaitable<std::pair<asio::error_code, wire::frame>> session::read_first_fr
       first_frame_error_ = r.reason;
       co_return std::pair{make_error_code(r.error), wire::frame{}};
     }
-    if (read_have_ == read_buf_.size()) {  // cannot happen: a first frame fits
+    if (read_have_ == read_buf_.size()) {  // a header announcing more than any HELLO holds
+      first_frame_error_ = "first frame longer than a HELLO can be";
       co_return std::pair{make_error_code(errc::frame_too_large), wire::frame{}};
     }
     auto [ec, n] = co_await stream_->read_some(

@@ -90,6 +90,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
         devices(config.devices),
         acceptor(ex) {
     const auto files = raise_open_files_limit();
+    open_files = files.now;
     if (files.now > files.before)
       spdlog::info("open files limit raised from {} to {} (the hard limit)", files.before,
                    files.now);
@@ -141,6 +142,8 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     clock::time_point window_start;
   };
   std::unordered_map<std::string, auth_failures> auth_failures_by_source;
+  clock::time_point last_auth_prune;
+  std::uint64_t open_files = 0;  // the soft limit the server runs with
   asio::steady_timer trim_timer{executor};
   bool trim_scheduled = false;
   rate_limited_log connection_refusals;
@@ -179,7 +182,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
         if (ec == asio::error::no_descriptors || ec == std::errc::too_many_files_open_in_system)
           accept_failures.warn("accept failed: out of file descriptors (open files limit {}); "
                                "new connections wait",
-                               raise_open_files_limit().now);
+                               open_files);
         else
           accept_failures.warn("accept failed: {}", ec.message());
         asio::steady_timer pause(executor, std::chrono::milliseconds(100));
@@ -236,12 +239,20 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     return it->second.count >= limits.max_auth_failures_per_source;
   }
 
+  // Bad tokens are counted per source in a table of bounded size: a spray from many
+  // addresses first makes room by forgetting expired entries (at most once a second, the
+  // scan is linear), and past that is not counted rather than growing the table.
   void note_auth_failure(const std::string& source) {
+    constexpr std::size_t max_sources = 100'000;
     const auto now = clock::now();
-    if (auth_failures_by_source.size() > 100'000) {  // a spray of sources: forget stale ones
+    if (auth_failures_by_source.size() >= max_sources &&
+        !auth_failures_by_source.contains(source)) {
+      if (now - last_auth_prune < std::chrono::seconds(1)) return;
+      last_auth_prune = now;
       std::erase_if(auth_failures_by_source, [&](const auto& kv) {
         return now - kv.second.window_start >= limits.auth_failure_window;
       });
+      if (auth_failures_by_source.size() >= max_sources) return;
     }
     auto& f = auth_failures_by_source[source];
     if (f.count == 0 || now - f.window_start >= limits.auth_failure_window) f = {0, now};
