@@ -289,6 +289,10 @@ asio::awaitable<void> session::write_loop([[maybe_unused]] std::shared_ptr<sessi
       }
       st->scheduled = false;
       if (st->failure) continue;
+      if (st->datagrams) {
+        write_next_datagram(st);
+        continue;
+      }
       const auto take = std::min(st->pending.size(), wire::max_data_payload);
       const bool last = take == st->pending.size();
       const bool fin = last && st->fin_pending;
@@ -330,6 +334,21 @@ asio::awaitable<void> session::flush_goaway() {
   co_await (stream_->write(asio::buffer(control_out_)) || deadline.async_wait(use_tuple));
   control_out_ = {};
   stream_->close();
+}
+
+void session::write_next_datagram(std::shared_ptr<stream_state>& st) {
+  if (st->datagrams_out.empty()) return;
+  auto d = std::move(st->datagrams_out.front());
+  st->datagrams_out.pop_front();
+  const auto frame_size = wire::header_size + d.size();
+  st->datagram_bytes -= frame_size;
+  datagram_queued_ -= frame_size;
+  wire::encode(wire::datagram{st->id, d}, write_buf_);
+  counters_.bytes_out += d.size();
+  if (!st->datagrams_out.empty()) {
+    st->scheduled = true;
+    ready_.push_back(std::move(st));
+  }
 }
 
 bool session::can_write_inline() const noexcept {
@@ -398,6 +417,8 @@ bool session::handle(const wire::frame& f) {
         using T = std::decay_t<decltype(x)>;
         if constexpr (std::is_same_v<T, wire::data>) {
           return on_data(x);
+        } else if constexpr (std::is_same_v<T, wire::datagram>) {
+          return on_datagram(x);
         } else if constexpr (std::is_same_v<T, wire::window_update>) {
           return on_window_update(x);
         } else if constexpr (std::is_same_v<T, wire::open>) {
@@ -433,6 +454,7 @@ bool session::on_open(const wire::open& f) {
   if (streams_.size() >= settings_.max_streams) return refuse(errc::too_many_streams);
 
   auto st = std::make_shared<stream_state>(f.stream_id);
+  st->datagrams = f.proto == static_cast<std::uint8_t>(protocol::udp);
   st->send_credit = f.window;
   st->recv_remaining = settings_.stream_window;
   streams_.emplace(f.stream_id, st);
@@ -493,6 +515,7 @@ bool session::on_data(const wire::data& f) {
   if (st.state != stream_state::phase::open)
     return violation(errc::protocol_error, on_stream(" before it was accepted"));
   if (st.fin_received) return violation(errc::protocol_error, on_stream(" after FIN"));
+  if (st.datagrams) return violation(errc::protocol_error, on_stream(", which is a UDP flow"));
   st.recv_remaining -= n;
   if (st.recv_remaining < 0)
     return violation(errc::flow_control_error, "peer exceeded a stream window");
@@ -518,6 +541,43 @@ bool session::on_data(const wire::data& f) {
     st.inbound_bytes += f.payload.size();
   }
   if (f.fin) st.fin_received = true;
+  if (received_.empty() || received_.back() != it->second) received_.push_back(it->second);
+  return true;
+}
+
+bool session::on_datagram(const wire::datagram& f) {
+  const auto n = f.payload.size();
+  recv_remaining_ -= static_cast<std::int64_t>(n);
+  if (recv_remaining_ < 0)
+    return violation(errc::flow_control_error, "peer exceeded the session window");
+  counters_.bytes_in += n;
+  const auto on_stream = [&](const char* what) {
+    return "DATAGRAM on stream " + std::to_string(f.stream_id) + what;
+  };
+  auto it = streams_.find(f.stream_id);
+  if (it == streams_.end()) {
+    if (!ever_opened(f.stream_id))
+      return violation(errc::protocol_error, on_stream(", which was never opened"));
+    // A flow we ended: datagrams in flight still count against the session.
+    recv_unacknowledged_ += n;
+    deliver_credit_session_only();
+    return true;
+  }
+  auto& st = *it->second;
+  if (!st.datagrams) return violation(errc::protocol_error, on_stream(", which is a TCP stream"));
+  if (st.state != stream_state::phase::open)
+    return violation(errc::protocol_error, on_stream(" before it was accepted"));
+  st.recv_remaining -= static_cast<std::int64_t>(n);
+  if (st.recv_remaining < 0)
+    return violation(errc::flow_control_error, "peer exceeded a stream window");
+  st.inbound_bytes += n;
+  if (st.inbound.size() >= max_inbound_datagrams) {
+    // The local side is behind: UDP drops rather than queues, and the credit goes back.
+    ++counters_.datagrams_dropped;
+    deliver_credit(st, n);
+    return true;
+  }
+  st.inbound.emplace_back(f.payload.begin(), f.payload.end());
   if (received_.empty() || received_.back() != it->second) received_.push_back(it->second);
   return true;
 }
@@ -630,6 +690,7 @@ void session::forget(stream_state& st) {
     wake_session_credit_waiters();
   }
   release_charge(st);
+  drop_queued_datagrams(st);
   if (st.fin_received) remember_peer_finished(st.id);
   st.state = stream_state::phase::done;
   streams_.erase(st.id);
@@ -682,7 +743,31 @@ void session::refund_send_credit(stream_state& st, std::size_t n) {
 
 std::size_t session::queued_bytes() const noexcept {
   // write_buf_ holds the batch being written, control frames included.
-  return control_out_.size() + (writing_ ? write_buf_.size() : 0);
+  return control_out_.size() + (writing_ ? write_buf_.size() : 0) + datagram_queued_;
+}
+
+bool session::can_queue_datagram(const stream_state& st, std::size_t n) const noexcept {
+  // A flow queues at most max_datagram_queue, and all flows together half the output
+  // budget: datagrams are dropped before they keep TCP streams from their turn.
+  const auto frame_size = wire::header_size + n;
+  return st.datagram_bytes + frame_size <= max_datagram_queue &&
+         datagram_queued_ + frame_size <= settings_.max_queued_bytes / 2 &&
+         queued_bytes() + charged_ + frame_size <= settings_.max_queued_bytes;
+}
+
+void session::queue_datagram(const std::shared_ptr<stream_state>& st,
+                             std::span<const std::byte> d) {
+  const auto frame_size = wire::header_size + d.size();
+  st->datagrams_out.emplace_back(d.begin(), d.end());
+  st->datagram_bytes += frame_size;
+  datagram_queued_ += frame_size;
+  schedule(st);
+}
+
+void session::drop_queued_datagrams(stream_state& st) {
+  datagram_queued_ -= st.datagram_bytes;
+  st.datagram_bytes = 0;
+  st.datagrams_out.clear();
 }
 
 bool session::can_charge() const noexcept {
@@ -738,6 +823,7 @@ void session::fail(asio::error_code why, std::string_view log_reason) {
   streams_.clear();
   for (auto& [id, st] : streams) {
     st->state = stream_state::phase::done;
+    drop_queued_datagrams(*st);
     st->fail(make_error_code(errc::session_lost));
   }
   ready_.clear();
@@ -771,6 +857,7 @@ asio::awaitable<std::pair<asio::error_code, std::unique_ptr<channel>>> session::
     next_local_id_ += 2;
   }
   auto st = std::make_shared<stream_state>(id);
+  st->datagrams = t.proto == protocol::udp;
   st->recv_remaining = settings_.stream_window;
   streams_.emplace(id, st);
   queue(wire::open{id, static_cast<std::uint8_t>(t.proto), t.port, settings_.stream_window,

@@ -7,6 +7,8 @@ namespace tether::mux {
 namespace {
 // What sending after send_eof() gets, as from a socket after shutdown(SHUT_WR).
 asio::error_code shut_down() { return make_error_code(asio::error::shut_down); }
+// What the byte-stream calls return on a datagram stream.
+asio::error_code not_a_byte_stream() { return make_error_code(errc::unsupported); }
 }  // namespace
 
 stream_channel::~stream_channel() {
@@ -14,13 +16,14 @@ stream_channel::~stream_channel() {
   if (st.state == stream_state::phase::done) return;  // already forgotten
   if (!st.failure && !st.finished())
     session_->queue(wire::reset{st.id, static_cast<std::uint8_t>(errc::stream_reset),
-                                "closed before the end of the stream"});
+                                st.datagrams ? "flow closed" : "closed before the end of the stream"});
   session_->forget(st);
 }
 
 asio::awaitable<std::pair<asio::error_code, std::size_t>> stream_channel::wait_send_credit() {
   auto& st = *stream_;
   auto& s = *session_;
+  if (st.datagrams) co_return std::pair{not_a_byte_stream(), std::size_t{0}};
   for (;;) {
     if (st.failure) co_return std::pair{st.failure, std::size_t{0}};
     if (st.fin_pending || st.fin_sent) co_return std::pair{shut_down(), std::size_t{0}};
@@ -45,6 +48,7 @@ asio::awaitable<std::pair<asio::error_code, std::size_t>> stream_channel::wait_s
 asio::awaitable<asio::error_code> stream_channel::send(std::span<const std::byte> data) {
   auto& st = *stream_;
   if (st.failure) co_return st.failure;
+  if (st.datagrams) co_return not_a_byte_stream();
   if (st.fin_pending || st.fin_sent) {  // no DATA after our FIN: the peer would end the session
     session_->release_charge(st);
     co_return shut_down();
@@ -77,6 +81,7 @@ asio::awaitable<asio::error_code> stream_channel::send_eof() {
   st.reserved = 0;
   session_->release_charge(st);
   if (st.failure) co_return st.failure;
+  if (st.datagrams) co_return not_a_byte_stream();
   if (st.fin_sent || st.fin_pending) co_return asio::error_code{};
   st.fin_pending = true;
   session_->schedule(stream_);
@@ -122,6 +127,21 @@ void stream_channel::consumed(std::size_t n) {
   st.front_handed_out = false;
   if (st.state == stream_state::phase::done) return;  // the session already took the credit
   session_->deliver_credit(st, n);
+}
+
+datagram_status stream_channel::try_send_datagram(std::span<const std::byte> datagram) {
+  auto& st = *stream_;
+  auto& s = *session_;
+  if (st.failure || !st.datagrams || st.state != stream_state::phase::open)
+    return datagram_status::failed;
+  if (datagram.size() > wire::max_datagram) return datagram_status::too_large;
+  const auto n = static_cast<std::int64_t>(datagram.size());
+  if (st.send_credit < n || s.send_credit_ < n) return datagram_status::no_credit;
+  if (!s.can_queue_datagram(st, datagram.size())) return datagram_status::backlogged;
+  st.send_credit -= n;
+  s.send_credit_ -= n;
+  s.queue_datagram(stream_, datagram);
+  return datagram_status::sent;
 }
 
 void stream_channel::reset(errc reason) {

@@ -23,6 +23,7 @@ class stream_channel final : public channel {
   std::pair<asio::error_code, std::span<const std::byte>> try_receive() override;
   void when_receivable(std::function<void()> wake) override;
   void consumed(std::size_t n) override;
+  datagram_status try_send_datagram(std::span<const std::byte> datagram) override;
   void reset(errc reason) override;
   asio::error_code error() const noexcept override { return stream_->failure; }
 

@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <span>
 #include <vector>
 
@@ -19,6 +20,7 @@ struct stream_state {
 
   std::uint32_t id;
   phase state = phase::opening;
+  bool datagrams = false;    // a UDP flow: whole datagrams in DATAGRAM frames, no FIN
   asio::error_code failure;  // set once: reset by the peer, refused, or session lost
 
   // Sending: the peer's credit for this stream, and credit taken by wait_send_credit()
@@ -31,9 +33,14 @@ struct stream_state {
   bool fin_sent = false;
   bool scheduled = false;              // in the session's ready list
   async_signal send_wake;              // credit arrived, pending copied, open result, failure
+  // Datagram streams: whole datagrams waiting for their round-robin turn, and the bytes
+  // they hold (frame headers included) in the session's output budget.
+  std::deque<std::vector<std::byte>> datagrams_out;
+  std::size_t datagram_bytes = 0;
 
   // Receiving: bytes from DATA frames waiting for the local side, in chunks so a chunk
-  // handed out by receive() never moves while more arrive.
+  // handed out by receive() never moves while more arrive. On a datagram stream each
+  // element is one whole datagram.
   std::vector<std::vector<std::byte>> inbound;
   std::size_t inbound_bytes = 0;
   bool front_handed_out = false;

@@ -140,6 +140,11 @@ class ssh_channel final : public mux::channel {
     if (c_->rx_delivered && n >= c_->rx_len) release_rx();
   }
 
+  // SSH forwards only TCP: no datagram stream is ever opened on it.
+  mux::datagram_status try_send_datagram(std::span<const std::byte>) override {
+    return mux::datagram_status::failed;
+  }
+
   void reset(errc) override {
     // SSH has no reset: closing the channel is the nearest (the server closes the device
     // socket). Pending operations end with operation_aborted.

@@ -164,6 +164,13 @@ decode_result parse(frame_type type, std::uint8_t flags, std::uint32_t id,
       out.value = data{id, (flags & flag_fin) != 0, payload};
       return out;  // the payload is the whole frame
     }
+    case frame_type::datagram: {
+      if (payload.size() > max_datagram)
+        return fail(errc::frame_too_large, "datagram above 65,507 bytes");
+      if (flags != 0) return fail(errc::protocol_error, "unknown datagram flags");
+      out.value = datagram{id, payload};
+      return out;  // the payload is the whole frame
+    }
     case frame_type::window_update: {
       window_update w;
       w.stream_id = id;
@@ -224,7 +231,7 @@ decode_result decode(std::span<const std::byte> input) noexcept {
                               std::to_integer<std::size_t>(input[2]);
       if (len > max_payload) return fail(errc::frame_too_large, "frame length above 64 KiB");
     }
-    if (input.size() >= 4 && std::to_integer<std::uint8_t>(input[3]) > 9)
+    if (input.size() >= 4 && std::to_integer<std::uint8_t>(input[3]) > max_frame_type)
       return fail(errc::protocol_error, "unknown frame type");
     return {};
   }
@@ -234,7 +241,7 @@ decode_result decode(std::span<const std::byte> input) noexcept {
   const auto flags = h.u8();
   const auto id = h.u32();
   if (len > max_payload) return fail(errc::frame_too_large, "frame length above 64 KiB");
-  if (type > 9) return fail(errc::protocol_error, "unknown frame type");
+  if (type > max_frame_type) return fail(errc::protocol_error, "unknown frame type");
   if (input.size() < header_size + len) return {};
   auto r = parse(static_cast<frame_type>(type), flags, id, input.subspan(header_size, len));
   if (r.status == decode_status::complete) r.consumed = header_size + len;
@@ -314,6 +321,11 @@ struct encoder {
   void operator()(const data& f) {
     assert(f.payload.size() <= max_data_payload);
     frame(frame_type::data, f.fin ? flag_fin : 0, f.stream_id,
+          [&](writer& w) { w.bytes(f.payload.data(), f.payload.size()); });
+  }
+  void operator()(const datagram& f) {
+    assert(f.payload.size() <= max_datagram);
+    frame(frame_type::datagram, 0, f.stream_id,
           [&](writer& w) { w.bytes(f.payload.data(), f.payload.size()); });
   }
   void operator()(const window_update& f) {

@@ -84,6 +84,9 @@ void check_bounds(const frame& f) {
         } else if constexpr (std::is_same_v<T, data>) {
           check(x.payload.size() <= max_data_payload, "DATA above max_data_payload");
           check(x.stream_id != 0, "DATA on stream 0");
+        } else if constexpr (std::is_same_v<T, wire::datagram>) {
+          check(x.payload.size() <= max_datagram, "DATAGRAM above max_datagram");
+          check(x.stream_id != 0, "DATAGRAM on stream 0");
         } else if constexpr (std::is_same_v<T, window_update>) {
           check(x.increment >= 1 && x.increment <= max_window, "WINDOW_UPDATE out of range");
         } else if constexpr (std::is_same_v<T, refuse> || std::is_same_v<T, reset> ||

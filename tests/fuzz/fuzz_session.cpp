@@ -190,6 +190,8 @@ void print_frame(const char* dir, const wire::frame& f) {
         else if constexpr (std::is_same_v<T, wire::data>)
           std::fprintf(stderr, "%s DATA %u %zu bytes%s\n", dir, x.stream_id, x.payload.size(),
                        x.fin ? " FIN" : "");
+        else if constexpr (std::is_same_v<T, wire::datagram>)
+          std::fprintf(stderr, "%s DATAGRAM %u %zu bytes\n", dir, x.stream_id, x.payload.size());
         else if constexpr (std::is_same_v<T, wire::window_update>)
           std::fprintf(stderr, "%s WINDOW_UPDATE %u +%u\n", dir, x.stream_id, x.increment);
         else if constexpr (std::is_same_v<T, wire::reset>)

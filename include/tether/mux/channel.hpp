@@ -1,11 +1,18 @@
 #pragma once
-// One tunnelled, bidirectional byte stream: a stream of a tether session, or an SSH
+// One tunnelled, bidirectional stream: a stream of a tether session, or an SSH
 // direct-tcpip channel. The relay copies a local socket to and from a channel and never
 // sees which kind it is.
+//
+// A stream opened with protocol udp is a datagram stream (a UDP flow): it carries whole
+// datagrams with try_send_datagram(), and each receive() or try_receive() returns exactly
+// one datagram (an empty span is an empty datagram; a flow has no end-of-stream and ends
+// with an error: reset, idle, session lost). The byte-stream calls (wait_send_credit,
+// send, send_eof) fail on it with errc::unsupported.
 
 #include <asio/awaitable.hpp>
 #include <asio/error_code.hpp>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <span>
 #include <utility>
@@ -13,6 +20,16 @@
 #include "tether/errc.hpp"
 
 namespace tether::mux {
+
+/// What became of a datagram offered to a datagram stream. UDP is lossy and must stay so:
+/// a datagram that cannot go now is dropped, never queued without bound or waited for.
+enum class datagram_status : std::uint8_t {
+  sent,        // queued whole toward the peer
+  no_credit,   // the stream's or the session's window is used up
+  backlogged,  // too much already waits to be written toward the peer
+  too_large,   // above wire::max_datagram
+  failed,      // the stream failed (error() says why) or is not a datagram stream
+};
 
 class channel {
  public:
@@ -46,6 +63,10 @@ class channel {
   /// The bytes of the last receive() or try_receive() were delivered to the local side;
   /// returns their credit to the peer.
   virtual void consumed(std::size_t n) = 0;
+
+  /// Datagram streams: queues `datagram` whole as one unit, or drops it at once and says
+  /// why. Never waits.
+  virtual datagram_status try_send_datagram(std::span<const std::byte> datagram) = 0;
 
   /// Abortive end with a reason the peer will see. Pending operations complete with an error.
   virtual void reset(errc reason) = 0;

@@ -49,7 +49,14 @@ struct session_counters {
   std::uint64_t bytes_out = 0;  // DATA payload sent
   std::uint64_t streams_opened = 0;
   std::uint64_t streams_refused = 0;
+  // Datagrams that arrived while their flow's reader was max_inbound_datagrams behind.
+  std::uint64_t datagrams_dropped = 0;
 };
+
+/// Datagrams one flow may have waiting for its local side; past it arrivals are dropped.
+inline constexpr std::size_t max_inbound_datagrams = 256;
+/// Datagram bytes (frames) one flow may have waiting to be written toward the peer.
+inline constexpr std::size_t max_datagram_queue = 256 * 1024;
 
 /// A peer-opened stream waiting for the local side's decision. Exactly one of accept() or
 /// refuse() should be called; dropping it unanswered refuses with errc::internal.
@@ -153,6 +160,7 @@ class session final : public tunnel, public std::enable_shared_from_this<session
   bool on_open(const wire::open& f);
   bool on_open_result(const wire::open_result& f);
   bool on_data(const wire::data& f);
+  bool on_datagram(const wire::datagram& f);
   bool on_window_update(const wire::window_update& f);
   bool on_reset(const wire::reset& f);
   bool on_ping(const wire::ping& f);
@@ -175,6 +183,7 @@ class session final : public tunnel, public std::enable_shared_from_this<session
   void queue(const wire::frame& f);
   void schedule(const std::shared_ptr<stream_state>& st);  // it has DATA or FIN to send
   bool can_write_inline() const noexcept;                  // nothing queued, nobody writing
+  void write_next_datagram(std::shared_ptr<stream_state>& st);  // one per round-robin turn
   asio::awaitable<asio::error_code> write_inline(stream_state& st,
                                                  std::span<const std::byte> data);
   void forget(stream_state& st);                           // drop from the table, credit back
@@ -183,6 +192,10 @@ class session final : public tunnel, public std::enable_shared_from_this<session
   std::vector<std::byte> take_chunk();  // for received DATA, from spares when there are some
   void give_back_chunk(std::vector<std::byte> chunk);
   void refund_send_credit(stream_state& st, std::size_t n);
+  // Datagrams: whether one of `n` bytes fits in the output budget now, and queueing it.
+  bool can_queue_datagram(const stream_state& st, std::size_t n) const noexcept;
+  void queue_datagram(const std::shared_ptr<stream_state>& st, std::span<const std::byte> d);
+  void drop_queued_datagrams(stream_state& st);
   void wake_session_credit_waiters();
   // Send buffers held toward the peer (see max_queued_bytes): taken by wait_send_credit(),
   // released when the send completes.
@@ -211,6 +224,7 @@ class session final : public tunnel, public std::enable_shared_from_this<session
   async_signal writer_wake_;
   bool writing_ = false;  // a write to stream_ is in flight (write_loop or write_inline)
   std::size_t charged_ = 0;    // send buffers held, max_send_size each
+  std::size_t datagram_queued_ = 0;  // the datagram_bytes of every stream
   async_signal reader_wake_;   // the output backlog shrank: the read loop may read again
   bool goaway_then_close_ = false;  // a violation: flush control frames, then close
   asio::awaitable<void> flush_goaway();

@@ -15,6 +15,8 @@ inline constexpr std::uint16_t protocol_version = 1;
 inline constexpr std::size_t header_size = 9;
 inline constexpr std::size_t max_payload = 65536;
 inline constexpr std::size_t max_data_payload = 16384;
+// The largest UDP payload over IPv4; a DATAGRAM frame carries one whole datagram.
+inline constexpr std::size_t max_datagram = 65507;
 inline constexpr std::size_t max_token = 1024;
 inline constexpr std::size_t max_device_id = 64;
 inline constexpr std::size_t max_message = 1024;
@@ -31,7 +33,9 @@ enum class frame_type : std::uint8_t {
   reset = 7,
   ping = 8,
   goaway = 9,
+  datagram = 10,
 };
+inline constexpr std::uint8_t max_frame_type = 10;
 
 inline constexpr std::uint8_t flag_fin = 0x1;  // DATA
 inline constexpr std::uint8_t flag_ack = 0x1;  // PING
@@ -79,6 +83,12 @@ struct data {
   std::span<const std::byte> payload;
 };
 
+// One whole UDP datagram on a stream opened with protocol udp (possibly empty).
+struct datagram {
+  std::uint32_t stream_id = 0;
+  std::span<const std::byte> payload;
+};
+
 struct window_update {
   std::uint32_t stream_id = 0;  // 0: the session
   std::uint32_t increment = 0;
@@ -102,7 +112,7 @@ struct goaway {
 };
 
 using frame = std::variant<hello, welcome, refuse, open, open_result, data, window_update, reset,
-                           ping, goaway>;
+                           ping, goaway, datagram>;
 
 // True if a device id is 1-64 characters of [A-Za-z0-9._-].
 bool valid_device_id(std::string_view id) noexcept;

@@ -19,6 +19,7 @@ std::span<const std::byte> bytes_of(std::string_view s) {
 }
 
 const std::string big_payload(16384, 'x');
+const std::string biggest_datagram(max_datagram, 'd');
 
 std::vector<frame> samples() {
   return {
@@ -39,6 +40,9 @@ std::vector<frame> samples() {
       ping{false, 0x0102030405060708ull},
       ping{true, 42},
       goaway{99, 12, "server is shutting down"},
+      datagram{7, bytes_of("dns query")},
+      datagram{9, {}},
+      datagram{11, bytes_of(biggest_datagram)},
   };
 }
 
@@ -74,6 +78,10 @@ bool same(const frame& a, const frame& b) {
           return x.stream_id == y.stream_id && x.code == y.code && x.message == y.message;
         else if constexpr (std::is_same_v<T, ping>)
           return x.ack == y.ack && x.opaque == y.opaque;
+        else if constexpr (std::is_same_v<T, datagram>)
+          return x.stream_id == y.stream_id &&
+                 std::equal(x.payload.begin(), x.payload.end(), y.payload.begin(),
+                            y.payload.end());
         else
           return x.last_stream_id == y.last_stream_id && x.code == y.code &&
                  x.message == y.message;
@@ -155,6 +163,7 @@ struct malformed_case {
 
 std::vector<malformed_case> malformed() {
   std::vector<std::uint8_t> big_data(16385, 0);
+  std::vector<std::uint8_t> big_datagram(max_datagram + 1, 0);
   return {
       {"length above 64 KiB", raw(65537, 5, 0, 1, {}), errc::frame_too_large},
       {"unknown type", raw(42, 0, 0, {}), errc::protocol_error},
@@ -172,6 +181,10 @@ std::vector<malformed_case> malformed() {
       {"data on stream 0", raw(5, 0, 0, {1, 2}), errc::protocol_error},
       {"data too large", raw(5, 0, 1, big_data), errc::frame_too_large},
       {"data unknown flag", raw(5, 0x80, 1, {1}), errc::protocol_error},
+      {"datagram on stream 0", raw(10, 0, 0, {1}), errc::protocol_error},
+      {"datagram above 65,507 bytes", raw(10, 0, 1, big_datagram), errc::frame_too_large},
+      {"datagram with a flag", raw(10, 1, 1, {1}), errc::protocol_error},
+      {"type 11", raw(11, 0, 1, {}), errc::protocol_error},
       {"open bad device", raw(3, 0, 1, {0, 0, 22, 0, 0, 1, 0, 2, 'a', ' '}), errc::protocol_error},
       {"open empty device", raw(3, 0, 1, {0, 0, 22, 0, 0, 1, 0, 0}), errc::protocol_error},
       {"open bad proto", raw(3, 0, 1, {9, 0, 22, 0, 0, 1, 0, 1, 'a'}), errc::protocol_error},
