@@ -1,9 +1,10 @@
 """Shared fixtures for tether's integration tests (python3 standard library only).
 
 The tests start the real `tether` binary as server and client on loopback and drive real
-peers through it: threaded TCP services on 127.0.1.x addresses that stand in for devices, a
-private OpenSSH sshd, an HTTP server, `ssh` and `curl`. They check bytes end to end with
-SHA-256 and wait on printed lines and counters with deadlines, never on sleeps.
+peers through it: threaded TCP and UDP services on 127.0.1.x addresses that stand in for
+devices, a private OpenSSH sshd, an HTTP server, dnsmasq, socat, `ssh`, `curl` and `dig`.
+They check bytes end to end with SHA-256 and wait on printed lines and counters with
+deadlines, never on sleeps.
 
 Everything a test starts is stopped by the test's cleanups (and, as a last resort, at exit).
 
@@ -1238,6 +1239,87 @@ class TetherTest(unittest.TestCase):
     def never_read_server(self, host):
         return self._service(NeverReadServer, host)
 
+    # -- UDP -----------------------------------------------------------------------------------
+
+    def udp_echo_server(self, host):
+        return self._service(UdpEchoServer, host)
+
+    def udp_sink_server(self, host):
+        return self._service(UdpSinkServer, host)
+
+    def socat_udp_echo(self, host):
+        """`socat` echoing UDP on (host, a free port): a child process per peer address."""
+        svc = SocatUdpEcho(host, register=self._register)
+        self.addCleanup(svc.stop)
+        return svc
+
+    def dnsmasq(self, host, records):
+        """A private dnsmasq on (host, a free port) answering `records` {name: IPv4}."""
+        d = self.path("dnsmasq-%s-%d" % (host, len(self._procs)))
+        return Dnsmasq(d, host, records, register=self._register)
+
+    def udp_client(self, port, host="127.0.0.1"):
+        """A UDP socket of its own (one local source address: one flow) aimed at `port`."""
+        c = UdpClient(port, host)
+        self.addCleanup(c.close)
+        return c
+
+    def connect_mixed(self, server, udp=(), tcp=(), extra_args=(), json=True,
+                      wait_connected=True, token=None):
+        """Starts `tether connect` with `-U` for each of `udp` and `-L` for each of `tcp`
+        ("[BIND:]LPORT:DEV:PORT", or (device, port) for "0:device:port"). Returns a Client
+        whose `udp_ports` and `tcp_ports` are the local ports of the listening lines, in
+        mapping order (`ports` is udp_ports + tcp_ports)."""
+        def spec(m):
+            return "0:%s:%d" % m if isinstance(m, tuple) else m
+        wanted = [("udp", spec(m)) for m in udp] + [("tcp", spec(m)) for m in tcp]
+        args = ["connect", server.url, "--ca", server.ca]
+        args += ["--token", token] if token is not None else ["--token-file", server.token_file]
+        for proto, s in wanted:
+            args += ["-U" if proto == "udp" else "-L", s]
+        if json:
+            args.append("--json")
+        proc = self.tether(*args, *extra_args, name="tether-connect")
+
+        def is_listening(line):
+            if not json:
+                return LISTENING_TEXT.search(line)
+            ev = Proc._parse_json(line)
+            return ev is not None and ev.get("event") == "listening"
+
+        listening = []  # (proto, device, port, local port) in the order printed
+        after = 0
+        while len(listening) < len(wanted):
+            _, i, line = proc.wait_for(is_listening, after=after,
+                                       what="%d listening lines" % len(wanted))
+            after = i + 1
+            if json:
+                ev = jsonlib.loads(line)
+                listening.append((ev.get("proto"), ev["device"], int(ev["port"]),
+                                  split_hostport(ev["local"])[1]))
+            else:
+                m = LISTENING_TEXT.search(line)
+                listening.append((m.group(4), m.group(2), int(m.group(3)),
+                                  split_hostport(m.group(1))[1]))
+        ports = {"udp": [], "tcp": []}
+        for proto, s in wanted:
+            target = (proto,) + _mapping_target(s)
+            for k, entry in enumerate(listening):
+                if entry[:3] == target:
+                    ports[proto].append(entry[3])
+                    del listening[k]
+                    break
+            else:
+                raise AssertionError("no %s listening line for %s\n%s" % (proto, s, proc.output()))
+        if wait_connected:
+            if json:
+                proc.json_event("connected")
+            else:
+                proc.wait_line(r"connected", stream="both")
+        client = Client(proc, ports["udp"] + ports["tcp"], [s for _, s in wanted])
+        client.udp_ports, client.tcp_ports = ports["udp"], ports["tcp"]
+        return client
+
 
 # ---------------------------------------------------------------------------------------------
 # What a process holds, read from /proc, and a device that never reads
@@ -1312,3 +1394,293 @@ class NeverReadServer(TcpService):
                 stats["end"] = "eof"
                 return
             stats["received"] += len(b)
+
+
+# ---------------------------------------------------------------------------------------------
+# UDP: services on device addresses, local sources, socat, dnsmasq and dig
+
+MAX_DATAGRAM = 65507  # the largest UDP payload over IPv4; tether's wire::max_datagram
+UDP_BUFFER = 4 * MiB  # socket buffers of the tests' UDP sockets: whole datagrams in flight
+
+
+def free_udp_port(host="127.0.0.1"):
+    """A UDP port the OS just handed out on `host` (bound to 0, read back, released).
+
+    Only for programs that cannot bind port 0 themselves (socat, dnsmasq); they retry.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _udp_socket(host):
+    """A UDP socket with buffers for several 64 KiB datagrams: the kernel drops what does not
+    fit, and the tests must not lose datagrams to their own small buffers. Beyond
+    net.core.rmem_max only root can go (SO_RCVBUFFORCE); otherwise the capped size stands."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_DGRAM)
+    for plain, force in ((socket.SO_RCVBUF, 33), (socket.SO_SNDBUF, 32)):
+        try:
+            s.setsockopt(socket.SOL_SOCKET, force, UDP_BUFFER)
+        except OSError:
+            s.setsockopt(socket.SOL_SOCKET, plain, UDP_BUFFER)
+    return s
+
+
+class UdpService:
+    """A UDP service on (host, port 0), served by one thread. Subclasses implement
+    reply(data) -> bytes to send back, or None.
+
+    Counters (read them under `lock` or through the methods): datagrams and bytes
+    received, datagrams sent, and `sources`: every peer address in the order first seen.
+    Through tether each flow reaches the device from its own connected socket, so a new
+    source address means a new flow.
+    """
+
+    name = "udp service"
+
+    def __init__(self, host):
+        self.sock = _udp_socket(host)
+        self.sock.bind((host, 0))
+        self.sock.settimeout(0.1)  # how soon the thread notices stop()
+        self.host, self.port = self.sock.getsockname()[:2]
+        self.lock = threading.Lock()
+        self.received = self.bytes_received = self.sent = 0
+        self.sources = []
+        self._seen = set()
+        self.errors = []
+        self._stopped = False
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self):
+        buf = bytearray(MAX_DATAGRAM + 1)
+        while not self._stopped:
+            try:
+                n, addr = self.sock.recvfrom_into(buf)
+            except socket.timeout:
+                continue
+            except OSError as e:
+                if not self._stopped:
+                    with self.lock:
+                        self.errors.append(repr(e))
+                continue
+            data = bytes(buf[:n])
+            with self.lock:
+                self.received += 1
+                self.bytes_received += n
+                if addr not in self._seen:
+                    self._seen.add(addr)
+                    self.sources.append(addr)
+            out = self.reply(data)
+            if out is None:
+                continue
+            try:
+                self.sock.sendto(out, addr)
+            except OSError as e:
+                with self.lock:
+                    self.errors.append(repr(e))
+                continue
+            with self.lock:
+                self.sent += 1
+
+    def reply(self, data):
+        raise NotImplementedError
+
+    def flows(self):
+        """The number of distinct source addresses seen so far."""
+        with self.lock:
+            return len(self.sources)
+
+    def count(self):
+        """Datagrams received so far."""
+        with self.lock:
+            return self.received
+
+    def stop(self):
+        self._stopped = True
+        self._thread.join(5)
+        self.sock.close()
+
+    def __repr__(self):
+        return "<%s %s>" % (self.name, hostport(self.host, self.port))
+
+
+class UdpEchoServer(UdpService):
+    """Sends every datagram back to its sender, unchanged (an empty one too)."""
+
+    name = "udp echo"
+
+    def reply(self, data):
+        return data
+
+
+class UdpSinkServer(UdpService):
+    """Counts datagrams and answers none."""
+
+    name = "udp sink"
+
+    def reply(self, data):
+        return None
+
+
+class SocatUdpEcho:
+    """`socat UDP4-LISTEN:PORT,bind=HOST,fork PIPE` on a free port: each new peer address
+    gets a child with a socket connected to it, which echoes through a pipe (whole
+    datagrams while one is in flight; -b 65536 takes the largest). socat reads an empty
+    datagram as end of input: send it none. Children end after 60 s idle or with the parent.
+    """
+
+    ACCEPTED = re.compile(r"accepting UDP connection from AF=\d+ (\S+)")
+
+    def __init__(self, host, register=None):
+        self.host = host
+        for _ in range(5):  # the port can be taken between free_udp_port() and bind
+            self.port = free_udp_port(host)
+            # its own session (setsid execs in place), so that stop() reaches the children
+            self.proc = Proc(["setsid", "socat", "-d", "-d", "-T", "60", "-b", "65536",
+                              "UDP4-LISTEN:%d,bind=%s,fork" % (self.port, host), "PIPE"],
+                             name="socat")
+            if register:
+                register(self.proc)
+            _, _, line = self.proc.wait_for(r"listening on|Address already in use",
+                                            timeout=30, stream="stderr")
+            if "listening on" in line:
+                return
+            self.proc.stop()
+        raise AssertionError("socat could not bind a UDP port on %s\n%s"
+                             % (host, self.proc.output()))
+
+    def peers(self):
+        """The peer addresses socat forked a child for, in order (one per flow)."""
+        with self.proc._cond:
+            lines = list(self.proc.lines["stderr"])
+        return [m.group(1) for m in map(self.ACCEPTED.search, lines) if m]
+
+    def stop(self):
+        """Ends the parent and every child it forked (SIGTERM to the session's group)."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.proc.stop()
+
+
+class Dnsmasq:
+    """A private dnsmasq on (host, a free port) with its own config file: no upstream
+    servers, no /etc/hosts, an A record for each of `records` {name: IPv4}, every query
+    logged to stderr. It runs in the foreground (--no-daemon) and changes nothing on the
+    system."""
+
+    def __init__(self, directory, host, records, register=None):
+        self.dir = directory
+        self.host = host
+        self.records = dict(records)
+        os.makedirs(directory, exist_ok=True)
+        self.config = os.path.join(directory, "dnsmasq.conf")
+        binary = shutil.which("dnsmasq", path="/usr/sbin:/sbin:" + os.environ.get("PATH", ""))
+        if not binary:
+            raise RuntimeError("dnsmasq not found (install dnsmasq-base)")
+        for _ in range(5):  # the port can be taken between free_udp_port() and bind
+            self.port = free_udp_port(host)
+            with open(self.config, "w") as f:
+                f.write(self._config_text())
+            self.proc = Proc([binary, "--no-daemon", "--conf-file=%s" % self.config],
+                             name="dnsmasq")
+            if register:
+                register(self.proc)
+            _, _, line = self.proc.wait_for(r"started, version|failed to create|in use",
+                                            timeout=30, stream="stderr")
+            if "started, version" in line:
+                return
+            self.proc.stop()
+        raise AssertionError("dnsmasq could not bind a port on %s\n%s"
+                             % (host, self.proc.output()))
+
+    def _config_text(self):
+        lines = ["port=%d" % self.port, "listen-address=%s" % self.host, "bind-interfaces",
+                 "no-resolv", "no-hosts", "no-poll", "log-queries", "log-facility=-",
+                 "pid-file="]
+        lines += ["host-record=%s,%s" % (name, ip) for name, ip in self.records.items()]
+        return "\n".join(lines) + "\n"
+
+    def queries(self, name=None):
+        """The number of queries it logged (for `name` only, if given)."""
+        pattern = re.compile(r"query\[\w+\] %s from" % (re.escape(name) if name else r"\S+"))
+        with self.proc._cond:
+            return sum(1 for line in self.proc.lines["stderr"] if pattern.search(line))
+
+    def stop(self):
+        self.proc.stop()
+
+
+def dig(port, name, host="127.0.0.1", timeout=3):
+    """One `dig` query for the A record of `name` at (host, port), without retries.
+
+    Returns (answers, seconds): the `+short` answer lines and the time dig took. Fails the
+    test when dig gets no answer within `timeout` s (scaled, whole seconds for dig).
+    """
+    wait = max(1, int(round(scaled(timeout))))
+    argv = ["dig", "@%s" % host, "-p", str(port), "+tries=1", "+time=%d" % wait, "+short",
+            name, "A"]
+    start = time.monotonic()
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=wait + 10)
+    seconds = time.monotonic() - start
+    if r.returncode != 0:
+        raise AssertionError("`%s` failed with code %d after %.2f s:\n%s%s"
+                             % (" ".join(argv), r.returncode, seconds, r.stdout, r.stderr))
+    return [line for line in r.stdout.splitlines() if line.strip()], seconds
+
+
+class UdpClient:
+    """One local UDP source: a socket of its own on (host, port 0), connected to (host,
+    port), so through tether it is one flow."""
+
+    def __init__(self, port, host="127.0.0.1"):
+        self.sock = _udp_socket(host)
+        self.sock.bind((host, 0))
+        self.sock.connect((host, port))
+        self.address = self.sock.getsockname()[:2]
+
+    def send(self, data):
+        self.sock.send(data)
+
+    def recv(self, timeout=5.0):
+        """The next datagram (b"" for an empty one), or None after `timeout` s (scaled)."""
+        self.sock.settimeout(scaled(timeout))
+        try:
+            return self.sock.recv(MAX_DATAGRAM + 1)
+        except socket.timeout:
+            return None
+
+    def drain(self):
+        """Reads and returns every datagram already queued, without waiting."""
+        out = []
+        self.sock.setblocking(False)
+        try:
+            while True:
+                out.append(self.sock.recv(MAX_DATAGRAM + 1))
+        except BlockingIOError:
+            pass
+        finally:
+            self.sock.setblocking(True)
+        return out
+
+    def echo(self, data, timeout=5.0, tries=1):
+        """Sends `data` to an echo service and waits for its reply; resends up to `tries`
+        times in all, `timeout` s apart. Returns the reply; fails the test if none comes or
+        it differs from `data`."""
+        for _ in range(tries):
+            self.send(data)
+            got = self.recv(timeout)
+            if got is not None:
+                if got != data:
+                    raise AssertionError("echo of %d bytes came back as %d other bytes"
+                                         % (len(data), len(got)))
+                return got
+        raise AssertionError("no echo of a %d-byte datagram from %s within %d x %.1f s"
+                             % (len(data), hostport(*self.address), tries, scaled(timeout)))
+
+    def close(self):
+        self.sock.close()
