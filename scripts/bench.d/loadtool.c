@@ -16,6 +16,17 @@
  *       Opens N connections, does one BYTES exchange on each (so each is established end to
  *       end), prints "held=.. errors=.. setup_s=..", then keeps them open and idle until
  *       SIGTERM/SIGINT. SECS bounds the setup.
+ *   loadtool uecho -l 127.0.0.1:PORT
+ *       UDP echo server (one thread, batches of datagrams with recvmmsg/sendmmsg): every
+ *       datagram goes back to its sender. Prints "port=N"; runs until SIGTERM or SIGINT.
+ *   loadtool udp -c ADDR [-t SECS] [-s BYTES] [-P SENDERS] [-n WINDOW]
+ *       SENDERS threads, each with its own socket (one flow through a relay), keep WINDOW
+ *       datagrams of BYTES in flight to a UDP echo: one more for each echo back; a window
+ *       with no echo for 50 ms counts as lost and is sent anew. Each flow is opened (one
+ *       echo) before the clock starts. Prints "dgram_per_s=.. loss_pct=.. sent=..
+ *       received=.. bad=.. stalls=.. mbit_s=..": echoes per second over SECS, and the share
+ *       of datagrams sent that never came back (echoes that arrive within 200 ms after the
+ *       end still count as received).
  *   loadtool watch [-i MS] [-t SECS] [-o OWNPID] [PID...]
  *       Samples the process trees rooted at PID... every MS ms until SIGTERM (or SECS).
  *       Prints "cpu_s=.. wall_s=.. peak_rss_kb=.. nproc=.. busy_pct=.. foreign_pct=..":
@@ -447,6 +458,204 @@ static int run_hold(const char *where, int want, int size, double secs) {
     return 0;
 }
 
+/* ------------------------------------------------------------------ udp */
+#define UDP_BATCH 64
+#define UDP_MAX 65536
+#define UDP_STALL_S 0.05 /* a window with no echo for this long is taken as lost */
+
+/* Room for many whole datagrams: the kernel drops what does not fit, and the load tools
+ * must not be what loses them. Beyond net.core.rmem_max only root gets more (FORCE). */
+static void udp_buffers(int fd) {
+    int size = 4 << 20;
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof size) < 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof size) < 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+}
+
+/* One thread; receives up to UDP_BATCH datagrams per call and sends them back in one call,
+ * so that the echo costs the machine much less than the relays it is used to measure. */
+static int run_uecho(const char *where) {
+    struct sockaddr_in a = loopback_addr(where);
+    socklen_t alen = sizeof a;
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) fail("socket");
+    udp_buffers(fd);
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) < 0) fail("bind");
+    if (getsockname(fd, (struct sockaddr *)&a, &alen) < 0) fail("getsockname");
+    printf("port=%d\n", ntohs(a.sin_port));
+    fflush(stdout);
+
+    static char bufs[UDP_BATCH][UDP_MAX];
+    static struct mmsghdr msgs[UDP_BATCH];
+    static struct iovec iov[UDP_BATCH];
+    static struct sockaddr_in peers[UDP_BATCH];
+    while (!stop_requested) {
+        for (int i = 0; i < UDP_BATCH; i++) {
+            iov[i].iov_base = bufs[i];
+            iov[i].iov_len = UDP_MAX;
+            memset(&msgs[i].msg_hdr, 0, sizeof msgs[i].msg_hdr);
+            msgs[i].msg_hdr.msg_iov = &iov[i];
+            msgs[i].msg_hdr.msg_iovlen = 1;
+            msgs[i].msg_hdr.msg_name = &peers[i];
+            msgs[i].msg_hdr.msg_namelen = sizeof peers[i];
+        }
+        int n = recvmmsg(fd, msgs, UDP_BATCH, MSG_WAITFORONE, NULL);
+        if (n < 0) {
+            if (errno == EINTR || errno == EAGAIN) continue;
+            fail("recvmmsg");
+        }
+        for (int i = 0; i < n; i++) iov[i].iov_len = msgs[i].msg_len;
+        for (int done = 0; done < n;) {
+            int m = sendmmsg(fd, msgs + done, (unsigned)(n - done), 0);
+            if (m <= 0) {
+                if (m < 0 && errno == EINTR) continue;
+                break; /* UDP: what cannot go now is dropped, as by any relay */
+            }
+            done += m;
+        }
+    }
+    return 0;
+}
+
+struct udp_worker {
+    int fd, size, window;
+    double start, end;
+    uint64_t sent, received, in_time, bad, stalls;
+};
+
+static void *udp_loop(void *arg) {
+    struct udp_worker *w = arg;
+    char *out = malloc((size_t)w->size + 1);
+    char *in = malloc((size_t)UDP_BATCH * ((size_t)w->size + 1));
+    struct mmsghdr *smsg = calloc((size_t)w->window, sizeof *smsg);
+    struct iovec *siov = calloc((size_t)w->window, sizeof *siov);
+    struct mmsghdr rmsg[UDP_BATCH];
+    struct iovec riov[UDP_BATCH];
+    if (!out || !in || !smsg || !siov) fail("malloc");
+    memset(out, 'u', (size_t)w->size);
+    for (int i = 0; i < w->window; i++) { /* every datagram of a window is the same bytes */
+        siov[i].iov_base = out;
+        siov[i].iov_len = (size_t)w->size;
+        smsg[i].msg_hdr.msg_iov = &siov[i];
+        smsg[i].msg_hdr.msg_iovlen = 1;
+    }
+    set_deadlines(w->fd, UDP_STALL_S);
+    int inflight = 0;
+    double t = now(), drain_end = w->end + 0.2;
+    while (!stop_requested && t < drain_end) {
+        int sending = t < w->end;
+        if (!sending && inflight <= 0) break;
+        if (sending && inflight < w->window) {
+            int m = sendmmsg(w->fd, smsg, (unsigned)(w->window - inflight), 0);
+            if (m > 0) {
+                w->sent += (uint64_t)m;
+                inflight += m;
+            } else if (m < 0 && errno != ECONNREFUSED && errno != EINTR && errno != EAGAIN &&
+                       errno != ENOBUFS) {
+                perror("udp sendmmsg");
+                break;
+            }
+        }
+        for (int i = 0; i < UDP_BATCH; i++) {
+            riov[i].iov_base = in + (size_t)i * ((size_t)w->size + 1);
+            riov[i].iov_len = (size_t)w->size + 1; /* one byte more shows a longer datagram */
+            memset(&rmsg[i].msg_hdr, 0, sizeof rmsg[i].msg_hdr);
+            rmsg[i].msg_hdr.msg_iov = &riov[i];
+            rmsg[i].msg_hdr.msg_iovlen = 1;
+        }
+        int n = recvmmsg(w->fd, rmsg, UDP_BATCH, MSG_WAITFORONE, NULL);
+        t = now();
+        if (n > 0) {
+            for (int i = 0; i < n; i++)
+                if (rmsg[i].msg_len != (unsigned)w->size) w->bad++;
+            w->received += (uint64_t)n;
+            if (t <= w->end) w->in_time += (uint64_t)n;
+            inflight -= n;
+            if (inflight < 0) inflight = 0; /* late echoes of a window given up */
+        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (t < w->end) w->stalls++;
+            inflight = 0; /* the window is lost: send a new one */
+        } else if (n < 0 && errno != EINTR && errno != ECONNREFUSED) {
+            perror("udp recvmmsg");
+            break;
+        }
+    }
+    free(out);
+    free(in);
+    free(smsg);
+    free(siov);
+    return NULL;
+}
+
+/* One echo through a new flow, retried: opens the flow (a relay's child process or
+ * tunnel stream) before the clock starts. */
+static int udp_open_flow(int fd, int size) {
+    char *b = calloc(1, (size_t)size + 1);
+    int ok = 0;
+    if (!b) fail("calloc");
+    set_deadlines(fd, 0.5);
+    for (int i = 0; i < 20 && !ok && !stop_requested; i++) {
+        if (send(fd, b, (size_t)size, 0) < 0 && errno != ECONNREFUSED) break;
+        ssize_t r = recv(fd, b, (size_t)size + 1, 0);
+        ok = r == size;
+    }
+    free(b);
+    return ok;
+}
+
+static int run_udp(const char *where, double secs, int size, int senders, int window) {
+    struct sockaddr_in a = loopback_addr(where);
+    struct sockaddr_in local;
+    memset(&local, 0, sizeof local);
+    local.sin_family = AF_INET;
+    local.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (senders < 1) senders = 1;
+    if (senders > 64) senders = 64;
+    if (window < 1) window = 1;
+    if (window > 1024) window = 1024;
+    if (size > 65507) size = 65507;
+    pthread_t tid[64];
+    struct udp_worker w[64];
+    for (int i = 0; i < senders; i++) {
+        memset(&w[i], 0, sizeof w[i]);
+        w[i].fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        if (w[i].fd < 0) fail("socket");
+        udp_buffers(w[i].fd);
+        if (bind(w[i].fd, (struct sockaddr *)&local, sizeof local) < 0) fail("bind");
+        if (connect(w[i].fd, (struct sockaddr *)&a, sizeof a) < 0) fail("connect");
+        if (!udp_open_flow(w[i].fd, size)) {
+            fprintf(stderr, "udp %s: flow %d got no echo within 10 s\n", where, i);
+            return 1;
+        }
+        w[i].size = size;
+        w[i].window = window;
+    }
+    double start = now();
+    for (int i = 0; i < senders; i++) {
+        w[i].start = start;
+        w[i].end = start + secs;
+        pthread_create(&tid[i], NULL, udp_loop, &w[i]);
+    }
+    uint64_t sent = 0, received = 0, in_time = 0, bad = 0, stalls = 0;
+    for (int i = 0; i < senders; i++) {
+        pthread_join(tid[i], NULL);
+        sent += w[i].sent;
+        received += w[i].received;
+        in_time += w[i].in_time;
+        bad += w[i].bad;
+        stalls += w[i].stalls;
+        close(w[i].fd);
+    }
+    double rate = secs > 0 ? (double)in_time / secs : 0;
+    double loss = sent ? 100.0 * (double)(sent > received ? sent - received : 0) / (double)sent : 0;
+    printf("dgram_per_s=%.1f loss_pct=%.3f sent=%llu received=%llu bad=%llu stalls=%llu "
+           "mbit_s=%.1f\n",
+           rate, loss, (unsigned long long)sent, (unsigned long long)received,
+           (unsigned long long)bad, (unsigned long long)stalls, rate * size * 8 / 1e6);
+    return bad ? 1 : 0;
+}
+
 /* ------------------------------------------------------------------ process meters */
 #define MAX_PROCS 16384
 
@@ -631,7 +840,8 @@ static void usage(void) {
     fprintf(stderr,
             "usage: loadtool echo -l ADDR | rr -c ADDR [-t S] [-s B] |"
             " crr -c ADDR [-t S] [-s B] [-P N] | ping -c ADDR [-t S] |"
-            " hold -c ADDR -n N [-s B] [-t S] | watch [-i MS] [-t S] [-o PID] [PID...] |"
+            " hold -c ADDR -n N [-s B] [-t S] | uecho -l ADDR |"
+            " udp -c ADDR [-t S] [-s B] [-P N] [-n W] | watch [-i MS] [-t S] [-o PID] [PID...] |"
             " mem PID...\n");
     exit(2);
 }
@@ -675,6 +885,9 @@ int main(int argc, char **argv) {
     if (!strcmp(mode, "ping") && addr) return run_ping(addr, secs < 0 ? 10 : secs);
     if (!strcmp(mode, "hold") && addr && count > 0)
         return run_hold(addr, count, size, secs < 0 ? 120 : secs);
+    if (!strcmp(mode, "uecho") && addr) return run_uecho(addr);
+    if (!strcmp(mode, "udp") && addr)
+        return run_udp(addr, secs < 0 ? 5 : secs, size, threads, count > 0 ? count : 32);
     if (!strcmp(mode, "watch")) return run_watch(interval, secs < 0 ? 600 : secs, roots, nroots, own);
     if (!strcmp(mode, "mem") && nroots) return run_mem(roots, nroots);
     usage();

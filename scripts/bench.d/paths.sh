@@ -231,3 +231,62 @@ path_tether-ssh() {
     describe) echo "$(tether_version): tether connect ssh:// (libssh2, direct-tcpip) -> private sshd -> target, aes128-ctr" ;;
   esac
 }
+
+# ------------------------------------------------------------------ UDP paths
+# A UDP path is one function, udp_path_<name>, called as the TCP paths are (setup, describe),
+# and as `udp_path_<name> start PORT`: make a local UDP port carry every flow (local source
+# address) to the UDP echo at 127.0.0.1:PORT and back; set PATH_PORT to that local port.
+
+UDP_ALL_PATHS="direct socat tether-tls"
+
+udp_path_direct() {
+  case $1 in
+    start) PATH_PORT=$2 ;;
+    describe) echo "no relay: the load tool talks to the UDP echo (the ceiling)" ;;
+  esac
+}
+
+udp_path_socat() {
+  case $1 in
+    start)
+      local a
+      alloc_udp_port a || return 1
+      spawn socat-udp socat -T 30 -b 65536 \
+        "UDP4-LISTEN:$a,bind=127.0.0.1,fork" "UDP4:127.0.0.1:$2" || return 1
+      wait_udp_bound "$a" || return 1
+      PATH_PORT=$a ;;
+    describe) echo "$(socat -V 2>/dev/null | awk '/socat version/ {print "socat " $3; exit}') UDP4-LISTEN,fork -> UDP4: a process and a connected socket per flow, no crypto" ;;
+  esac
+}
+
+# tether -U: the same server and client as tether-tls, with a UDP mapping. A build that
+# refuses -U is skipped, with the reason.
+udp_path_tether-tls() {
+  case $1 in
+    setup)
+      [[ -x $TETHER ]] || { SKIP_NOTE="no tether binary at $TETHER"; return 1; }
+      TETHER_STATE=$RUN/tether-state
+      local out
+      out=$(timeout -k 1 2 "$TETHER" connect tls://127.0.0.1:9 --token probe \
+              -U 127.0.0.1:0:bench:9 --log-level error 2>&1 </dev/null)
+      if grep -qiE 'not supported|not expected|unknown option' <<<"$out"; then
+        printf '%s\n' "$out" > "$LOGS/tether-udp-probe.log"
+        SKIP_NOTE="this build of tether connect does not take -U yet"
+        return 2
+      fi ;;
+    start)
+      local sp lp ca token
+      spawn tether-server "$TETHER" server --dev --listen 127.0.0.1:0 --state-dir "$TETHER_STATE" \
+        --device bench=127.0.0.1 --json --log-level warn || return 1
+      wait_event "$SPAWNED_OUT" dev 15 || return 1
+      sp=$(event_field "$SPAWNED_OUT" listening local) || return 1
+      ca=$(event_field "$SPAWNED_OUT" dev ca) || return 1
+      token=$(event_field "$SPAWNED_OUT" dev token_file) || return 1
+      spawn tether-client "$TETHER" connect "tls://$sp" --ca "$ca" --token-file "$token" \
+        -U "127.0.0.1:0:bench:$2" --json --log-level warn || return 1
+      wait_event "$SPAWNED_OUT" connected 15 || return 1
+      lp=$(event_field "$SPAWNED_OUT" listening local) || return 1
+      PATH_PORT=${lp##*:} ;;
+    describe) echo "$(tether_version): tether connect -U tls:// -> tether server -> UDP echo, TLS 1.3 (AES-128-GCM), one session, a stream per flow" ;;
+  esac
+}

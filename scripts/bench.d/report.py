@@ -53,12 +53,20 @@ def derive(data):
     """Adds the figures computed from several raw ones, per repetition."""
     paths = {p for p, _ in data}
     for p in paths:
-        reps = set(data.get((p, "bulk1_gbps"), {})) | set(data.get((p, "mem_rss_kb"), {}))
+        reps = set(data.get((p, "bulk1_gbps"), {})) | set(data.get((p, "mem_rss_kb"), {})) \
+            | {r for (q, m), v in list(data.items()) if q == p and m.startswith("udp") for r in v}
         for r in reps:
             cpu = [data.get((p, f"bulk{n}_path_cpu_s"), {}).get(r) for n in (1, 8)]
             gb = [data.get((p, f"bulk{n}_bytes"), {}).get(r) for n in (1, 8)]
             if all(v is not None for v in cpu + gb) and sum(gb) > 0:
                 data[(p, "cpu_s_per_gb")][r] = sum(cpu) / (sum(gb) / 1e9)
+            for m in [m for q, m in list(data) if q == p and m.startswith("udp")
+                      and m.endswith("_path_cpu_s")]:
+                size = m[3:-len("_path_cpu_s")]
+                cpu = data[(p, m)].get(r)
+                got = data.get((p, f"udp{size}_received"), {}).get(r)
+                if cpu is not None and got:
+                    data[(p, f"udp{size}_cpu_us_per_dgram")][r] = cpu / got * 1e6
             rss = data.get((p, "mem_rss_kb"), {}).get(r)
             held = data.get((p, "mem_held"), {}).get(r)
             if rss is not None and held:
@@ -160,6 +168,43 @@ def main_table(data, paths, peer):
             row.append(cell)
             if c != "mem_kib_per_conn":
                 row.append("1.00" if p == peer and v is not None else fmt(ratio(data, p, c, peer), ".2f"))
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def udp_paths(meta):
+    return meta.get("udp_paths", "").split()
+
+
+def udp_sizes(data, paths):
+    """The datagram sizes measured, from the metric names (udp64_per_s, udp1400_per_s)."""
+    sizes = {int(m[3:-6]) for p, m in data if p in paths and m.startswith("udp")
+             and m.endswith("_per_s") and m[3:-6].isdigit()}
+    return sorted(sizes)
+
+
+def udp_table(data, meta):
+    """Echoed datagrams/s and loss per UDP path and size, with ratios to the UDP peer."""
+    paths = udp_paths(meta)
+    peer = meta.get("udp_peer", "socat")
+    sizes = udp_sizes(data, paths)
+    if not paths or not sizes:
+        return []
+    head = ["path"]
+    for n in sizes:
+        head += [f"{n:,} B datagrams/s", "loss %", f"× {peer}", "path CPU µs/datagram"]
+    lines = ["| " + " | ".join(head) + " |",
+             "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+    for p in paths:
+        row = [p]
+        for n in sizes:
+            rate = median(data, p, f"udp{n}_per_s")
+            fails = sum(1 for x in data.get((p, f"udp{n}_per_s"), {}).values() if x is None)
+            row.append(fmt(rate, ",.0f") + (f" ({fails} failed)" if fails else ""))
+            row.append(fmt(median(data, p, f"udp{n}_loss_pct"), ".2f"))
+            row.append("1.00" if p == peer and rate is not None
+                       else fmt(ratio(data, p, f"udp{n}_per_s", peer), ".2f"))
+            row.append(fmt(median(data, p, f"udp{n}_cpu_us_per_dgram"), ".1f"))
         lines.append("| " + " | ".join(row) + " |")
     return lines
 
@@ -281,6 +326,13 @@ def report(data, paths, peer, meta, skipped, ts):
     lines += main_table(data, paths, peer)
     lines += ["", "Targets (ratios in the same run):", ""]
     lines += targets_table(ts)
+    udp = udp_table(data, meta)
+    if udp:
+        lines += [""] + wrap(
+            f"UDP: datagrams echoed per second and datagrams lost, through each UDP path "
+            f"({meta.get('udp_load', '')}); `× {meta.get('udp_peer', 'socat')}` as above. "
+            "Path CPU counts the relay's own processes per datagram echoed.") + [""]
+        lines += udp
     lines += [""] + wrap("What limits each figure, and what an idle connection holds: "
                          "[docs/PERFORMANCE.md](docs/PERFORMANCE.md).")
     lines += ["", "![throughput and latency per path](docs/bench.png)", "", "Paths and load:", ""]
@@ -288,6 +340,11 @@ def report(data, paths, peer, meta, skipped, ts):
         lines += wrap(f"`{p}`: {meta.get('path.' + p, '')}", bullet=True)
     for p, why in skipped.items():
         lines += wrap(f"`{p}`: skipped: {why}", bullet=True)
+    for p in udp_paths(meta):
+        lines += wrap(f"`{p}` (UDP): {meta.get('udp_path.' + p, '')}", bullet=True)
+    for k, why in meta.items():
+        if k.startswith("udp_skip."):
+            lines += wrap(f"`{k[9:]}` (UDP): skipped: {why}", bullet=True)
     lines += wrap(f"load: {meta.get('load', '')}. CPU s/GB counts only the path's own "
                   "processes (relays, sshd, tether) over both bulk tests. Memory is the RSS of "
                   "the path's processes with the idle connections open, divided by their "
@@ -353,7 +410,7 @@ def main():
         f.write(report_md)
 
     summary = {}
-    for p in paths:
+    for p in paths + [u for u in udp_paths(META) if u not in paths]:
         summary[p] = {}
         for m in sorted({m for q, m in data if q == p}):
             v = values(data, p, m)
