@@ -1558,6 +1558,16 @@ class SocatUdpEcho:
             lines = list(self.proc.lines["stderr"])
         return [m.group(1) for m in map(self.ACCEPTED.search, lines) if m]
 
+    def wait_listening(self, timeout=10.0):
+        """Waits until the parent listens again after its last fork: a datagram from a new
+        peer before that would meet a closed port (ICMP port unreachable)."""
+        def listening():
+            with self.proc._cond:
+                lines = list(self.proc.lines["stderr"])
+            return (sum(1 for line in lines if "listening on" in line)
+                    > sum(1 for line in lines if self.ACCEPTED.search(line)))
+        wait_until(listening, timeout, "socat to listen again")
+
     def stop(self):
         """Ends the parent and every child it forked (SIGTERM to the session's group)."""
         try:
