@@ -328,6 +328,7 @@ class UdpTest(harness.TetherTest):
             harness.wait_until(lambda: len(socat.peers()) >= n, 5, what)
             time.sleep(0.2)  # and no more than that
             self.assertEqual(len(socat.peers()), n, what)
+            socat.wait_listening()
 
         a.echo(b"a1", tries=3)
         b.echo(b"b1", tries=3)
