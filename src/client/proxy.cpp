@@ -5,9 +5,11 @@
 #include <asio/co_spawn.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
 #include <asio/ip/tcp.hpp>
+#include <asio/ip/udp.hpp>
 #include <asio/steady_timer.hpp>
 #include <random>
 
+#include "tether/client/udp_forwarder.hpp"
 #include "tether/mux/async_signal.hpp"
 #include "tether/mux/use_tuple.hpp"
 #include "tether/relay/splice.hpp"
@@ -16,9 +18,11 @@ namespace tether::client {
 namespace {
 
 using asio::ip::tcp;
+using asio::ip::udp;
 using namespace asio::experimental::awaitable_operators;
 
-std::string endpoint_text(const tcp::endpoint& ep) {
+template <class Endpoint>
+std::string endpoint_text(const Endpoint& ep) {
   const auto a = ep.address();
   return (a.is_v6() ? "[" + a.to_string() + "]" : a.to_string()) + ":" + std::to_string(ep.port());
 }
@@ -55,6 +59,7 @@ struct proxy::impl : std::enable_shared_from_this<impl> {
   proxy_options options;
 
   std::vector<std::unique_ptr<listener>> listeners;
+  std::vector<std::unique_ptr<udp_forwarder>> forwarders;
   std::shared_ptr<mux::tunnel> current;
   asio::steady_timer session_ready;  // every waiter wakes when it is cancelled
   mux::async_signal stop_signal;
@@ -153,7 +158,7 @@ struct proxy::impl : std::enable_shared_from_this<impl> {
       std::size_t& n;
       ~leave() { --n; }
     } guard{active};
-    auto ch = co_await open_stream(l);
+    auto ch = co_await open_stream(l.map, l.local);
     if (!ch) {
       relay::abort_socket(sock);  // refused or no session: not a clean, empty transfer
       co_return;
@@ -164,9 +169,11 @@ struct proxy::impl : std::enable_shared_from_this<impl> {
                   r.error ? ", " : "", r.error ? r.error.message() : "");
   }
 
-  // Opens the stream for a connection on `l`, retrying once on a fresh session when the
-  // current one turns out to be gone. Failures are reported and return null.
-  asio::awaitable<std::unique_ptr<mux::channel>> open_stream(const listener& l) {
+  // Opens the stream for a connection (or a UDP flow) of `map` on `local`, retrying once on
+  // a fresh session when the current one turns out to be gone. Failures are reported and
+  // return null.
+  asio::awaitable<std::unique_ptr<mux::channel>> open_stream(const mapping& map,
+                                                             const std::string& local) {
     for (int attempt = 0; attempt < 2; ++attempt) {
       auto tunnel = co_await get_tunnel();
       if (!tunnel) {
@@ -174,10 +181,10 @@ struct proxy::impl : std::enable_shared_from_this<impl> {
                                   : "no tunnel session to " + options.server + " within " +
                                         std::to_string(options.wait_for_session.count() / 1000) +
                                         " s";
-        events.stream_error(l.map, l.local, errc::session_lost, msg);
+        events.stream_error(map, local, errc::session_lost, msg);
         co_return nullptr;
       }
-      mux::target t{l.map.device, l.map.device_port, l.map.proto};
+      mux::target t{map.device, map.device_port, map.proto};
       auto [ec, ch] = co_await tunnel->open(t);
       const bool session_gone =
           ec == make_error_code(errc::session_lost) || ec == make_error_code(errc::going_away);
@@ -190,13 +197,69 @@ struct proxy::impl : std::enable_shared_from_this<impl> {
         auto msg = ec.category() == tether_category() ? std::string(describe(why)) : ec.message();
         if (const auto detail = tunnel->last_open_error(); !detail.empty() && detail != msg)
           msg += " (" + detail + ")";
-        spdlog::warn("stream to {}:{} failed: {}", l.map.device, l.map.device_port, msg);
-        events.stream_error(l.map, l.local, why, msg);
+        spdlog::warn("stream to {}:{} failed: {}", map.device, map.device_port, msg);
+        events.stream_error(map, local, why, msg);
         co_return nullptr;
       }
       co_return std::move(ch);
     }
     co_return nullptr;
+  }
+
+  // What a UDP forwarder opens its flows with. It holds the proxy weakly: the proxy owns
+  // the forwarders. A plain function returning the coroutine, so that the coroutine's frame
+  // owns copies of what it uses rather than referring into the std::function.
+  flow_opener flow_opener_for(const mapping& map, const std::string& local) {
+    return [weak = weak_from_this(), map, local] { return open_flow(weak, map, local); };
+  }
+
+  static asio::awaitable<std::unique_ptr<mux::channel>> open_flow(std::weak_ptr<impl> weak,
+                                                                  mapping map, std::string local) {
+    auto self = weak.lock();
+    if (!self || self->stopping) co_return nullptr;
+    co_return co_await self->open_stream(map, local);
+  }
+
+  // Binds the listener of `m`; returns its real local address.
+  std::string bind_tcp(const mapping& m) {
+    tcp::resolver resolver(executor);
+    const auto results =
+        resolver.resolve(m.bind_host, std::to_string(m.local_port), tcp::resolver::passive);
+    const tcp::endpoint ep = *results.begin();
+    auto l = std::make_unique<listener>(listener{m, tcp::acceptor(executor), ""});
+    l->acceptor.open(ep.protocol());
+    l->acceptor.set_option(tcp::acceptor::reuse_address(true));
+    asio::error_code ec;
+    l->acceptor.bind(ep, ec);
+    if (ec)
+      throw std::system_error(ec, "cannot listen on " + endpoint_text(ep) + " for " + m.text());
+    l->acceptor.listen(asio::socket_base::max_listen_connections);
+    l->local = endpoint_text(l->acceptor.local_endpoint());
+    listeners.push_back(std::move(l));
+    return listeners.back()->local;
+  }
+
+  // No SO_REUSEADDR here: on UDP it would let a second process bind the same port and take
+  // a share of our datagrams instead of failing to start.
+  std::string bind_udp(const mapping& m) {
+    udp::resolver resolver(executor);
+    const auto results =
+        resolver.resolve(m.bind_host, std::to_string(m.local_port), udp::resolver::passive);
+    const udp::endpoint ep = *results.begin();
+    udp::socket sock(executor);
+    sock.open(ep.protocol());
+    asio::error_code ec;
+    sock.bind(ep, ec);
+    if (ec)
+      throw std::system_error(ec, "cannot listen on " + endpoint_text(ep) + " for " + m.text());
+    auto local = endpoint_text(sock.local_endpoint());
+    udp_forwarder_options o;
+    o.idle = options.udp_idle;
+    o.max_flows = options.udp_max_flows;
+    auto open = flow_opener_for(m, local);
+    forwarders.push_back(
+        std::make_unique<udp_forwarder>(std::move(sock), m, local, events, std::move(open), o));
+    return local;
   }
 
   asio::awaitable<void> accept_loop(listener& l) {
@@ -244,24 +307,14 @@ asio::awaitable<dial_outcome> proxy::connect_first() {
 
 void proxy::listen() {
   auto& s = *impl_;
-  tcp::resolver resolver(s.executor);
-  for (const auto& m : s.mappings) {
-    const auto results =
-        resolver.resolve(m.bind_host, std::to_string(m.local_port), tcp::resolver::passive);
-    const tcp::endpoint ep = *results.begin();
-    auto l = std::make_unique<listener>(listener{m, tcp::acceptor(s.executor), ""});
-    l->acceptor.open(ep.protocol());
-    l->acceptor.set_option(tcp::acceptor::reuse_address(true));
-    asio::error_code ec;
-    l->acceptor.bind(ep, ec);
-    if (ec) throw std::system_error(ec, "cannot listen on " + endpoint_text(ep) + " for " + m.text());
-    l->acceptor.listen(asio::socket_base::max_listen_connections);
-    l->local = endpoint_text(l->acceptor.local_endpoint());
-    s.listeners.push_back(std::move(l));
-  }
-  for (const auto& l : s.listeners) {
-    spdlog::info("listening on {} for {}:{}", l->local, l->map.device, l->map.device_port);
-    s.events.listening(l->map, l->local);
+  std::vector<std::string> locals;  // reported once every mapping is bound
+  for (const auto& m : s.mappings)
+    locals.push_back(m.proto == mux::protocol::udp ? s.bind_udp(m) : s.bind_tcp(m));
+  for (std::size_t i = 0; i < s.mappings.size(); ++i) {
+    const auto& m = s.mappings[i];
+    spdlog::info("listening on {} for {}:{}{}", locals[i], m.device, m.device_port,
+                 m.proto == mux::protocol::udp ? " udp" : "");
+    s.events.listening(m, locals[i]);
   }
 }
 
@@ -271,9 +324,11 @@ asio::awaitable<dial_outcome> proxy::run() {
     asio::co_spawn(s->executor, s->accept_loop(*l), [](std::exception_ptr e) {
       if (e) spdlog::error("accept loop failed unexpectedly");
     });
+  for (auto& f : s->forwarders) f->start();
   co_await s->keep_connected();
   stop();
-  // Let open connections finish, then end the session.
+  // Let open connections finish, then end the session. UDP flows ended in stop(): a
+  // datagram protocol has nothing to drain.
   const auto deadline = std::chrono::steady_clock::now() + s->options.drain;
   asio::steady_timer tick(s->executor);
   while (s->active > 0 && std::chrono::steady_clock::now() < deadline &&
@@ -292,6 +347,7 @@ void proxy::stop() {
   s.stopping = true;
   asio::error_code ignored;
   for (auto& l : s.listeners) l->acceptor.close(ignored);
+  for (auto& f : s.forwarders) f->stop();
   s.stop_signal.notify();
   s.session_ready.cancel();
 }
