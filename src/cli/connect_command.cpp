@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <sstream>
 
 #include "commands.hpp"
 #include "output.hpp"
@@ -30,6 +31,8 @@ struct connect_flags {
   bool json = false;
   double connect_timeout_s = 10;
   double wait_for_session_s = 30;
+  double udp_idle_s = 60;
+  long long udp_max_flows = 4096;
   std::string log_level = "info";
   // ssh://
   std::vector<std::string> identity_files;
@@ -37,6 +40,17 @@ struct connect_flags {
   std::string passphrase_file;
   bool accept_new_host_key = false;
 };
+
+// Bounds of the UDP flags: a day of idleness is already far beyond any UDP protocol's
+// keepalive; a million flows per mapping is beyond what one session carries at once.
+constexpr double max_udp_idle_s = 86400;
+constexpr long long max_udp_flows = 1000000;
+
+std::string number_text(double v) {
+  std::ostringstream out;
+  out << v;
+  return out.str();
+}
 
 std::chrono::milliseconds seconds(double s) {
   return std::chrono::milliseconds(static_cast<long>(s * 1000));
@@ -118,9 +132,19 @@ int run_connect(const connect_flags& f) {
       if (url.kind == client::scheme::ssh)
         throw std::invalid_argument("-U '" + spec +
                                     "': UDP needs a tls:// server (SSH forwards only TCP)");
-      throw std::invalid_argument("-U '" + spec + "': UDP tunnels are not supported yet");
+      mappings.push_back(*m);
     }
-    if (mappings.empty()) throw std::invalid_argument("nothing to forward: give at least one -L");
+    if (mappings.empty())
+      throw std::invalid_argument("nothing to forward: give at least one -L or -U");
+    // Checked as numbers, not only parsed: a zero idle time would close every flow at once.
+    if (!(f.udp_idle_s >= 0.001 && f.udp_idle_s <= max_udp_idle_s))
+      throw std::invalid_argument("--udp-idle " + number_text(f.udp_idle_s) +
+                                  ": give seconds above 0 (at least 0.001), at most " +
+                                  number_text(max_udp_idle_s));
+    if (f.udp_max_flows < 1 || f.udp_max_flows > max_udp_flows)
+      throw std::invalid_argument("--udp-max-flows " + std::to_string(f.udp_max_flows) +
+                                  ": give a number of flows from 1 to " +
+                                  std::to_string(max_udp_flows));
     const bool ssh = url.kind == client::scheme::ssh;
     if (ssh && (!f.ca_file.empty() || !f.token_file.empty() || !f.token.empty()))
       throw std::invalid_argument("--ca, --token and --token-file are for tls:// servers; "
@@ -145,6 +169,8 @@ int run_connect(const connect_flags& f) {
                        ? "[" + url.host + "]:" + std::to_string(url.port)
                        : url.host + ":" + std::to_string(url.port);
   options.wait_for_session = seconds(f.wait_for_session_s);
+  options.udp_idle = seconds(f.udp_idle_s);
+  options.udp_max_flows = static_cast<std::size_t>(f.udp_max_flows);
   client::proxy proxy(io.get_executor(), std::move(mappings), std::move(dial), events, options);
 
   int exit_code = exit_ok;
@@ -234,6 +260,14 @@ void add_connect_command(CLI::App& app, action& run) {
       ->capture_default_str();
   cmd->add_option("--wait-for-session", f->wait_for_session_s,
                   "Seconds a new local connection waits for the tunnel while it is down")
+      ->capture_default_str();
+  cmd->add_option("--udp-idle", f->udp_idle_s,
+                  "Seconds a UDP flow (one local source address) may go without a datagram "
+                  "either way before it ends")
+      ->capture_default_str();
+  cmd->add_option("--udp-max-flows", f->udp_max_flows,
+                  "UDP flows per -U mapping; a new source past it closes the least recently "
+                  "used flow")
       ->capture_default_str();
   cmd->add_option("--log-level", f->log_level, "trace, debug, info, warn, error or off")
       ->capture_default_str();
