@@ -22,7 +22,7 @@ namespace fs = std::filesystem;
 constexpr std::size_t max_config_size = 4 * 1024 * 1024;  // far above any real config
 constexpr std::int64_t max_timeout_ms = 24LL * 3600 * 1000;
 
-constexpr std::array<std::string_view, 22> top_level_keys{"listen",
+constexpr std::array<std::string_view, 23> top_level_keys{"listen",
                                                           "cert",
                                                           "key",
                                                           "connect_timeout_ms",
@@ -32,6 +32,7 @@ constexpr std::array<std::string_view, 22> top_level_keys{"listen",
                                                           "handshake_timeout_ms",
                                                           "grace_period_ms",
                                                           "keepalive_ms",
+                                                          "udp_idle_timeout_ms",
                                                           "max_queued_bytes",
                                                           "max_pending_handshakes",
                                                           "max_pending_handshakes_per_source",
@@ -343,6 +344,8 @@ server_config parse_server_config(std::string_view toml_text, const fs::path& so
   cfg.grace_period =
       ms(get_int(c, root, "grace_period_ms", cfg.grace_period.count(), 0, max_timeout_ms));
   cfg.keepalive = ms(get_int(c, root, "keepalive_ms", cfg.keepalive.count(), 100, max_timeout_ms));
+  cfg.udp_idle_timeout = ms(get_int(c, root, "udp_idle_timeout_ms", cfg.udp_idle_timeout.count(),
+                                    1, max_timeout_ms));
   cfg.stream_window = static_cast<std::uint32_t>(
       get_int(c, root, "stream_window", cfg.stream_window, min_window, max_window));
   cfg.session_window = static_cast<std::uint32_t>(

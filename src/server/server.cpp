@@ -4,20 +4,20 @@
 #include <spdlog/spdlog.h>
 
 #include <asio/co_spawn.hpp>
-#include <asio/connect.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
 #include <asio/steady_timer.hpp>
 #include <deque>
 #include <list>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "rate_limited_log.hpp"
 #include "tether/mux/async_signal.hpp"
 #include "tether/mux/session.hpp"
 #include "tether/mux/use_tuple.hpp"
-#include "tether/relay/splice.hpp"
 #include "tether/server/open_files.hpp"
+#include "tether/server/router.hpp"
 #include "tether/transport/tls.hpp"
 
 namespace tether::server {
@@ -29,22 +29,6 @@ using clock = std::chrono::steady_clock;
 // Descriptors kept free of device streams when max_streams is derived from the open-files
 // limit: the listener, sessions and pending handshakes need theirs too.
 constexpr std::uint64_t descriptors_kept_for_sessions = 1024;
-
-// Maps a failed dial to the reason the client will see.
-errc dial_failure(const asio::error_code& ec) {
-  if (ec == asio::error::connection_refused) return errc::refused;
-  if (ec == asio::error::timed_out) return errc::timed_out;
-  if (ec == asio::error::no_descriptors || ec == std::errc::too_many_files_open_in_system)
-    return errc::internal;
-  return errc::unreachable;
-}
-
-// What the client is told of a failed dial: what failed, not where the device lives (the
-// server's log has the address).
-std::string dial_failure_text(const asio::error_code& ec) {
-  if (dial_failure(ec) == errc::internal) return "the server is out of file descriptors";
-  return ec.message();
-}
 
 // Counts by key (a source address, a credential), dropping keys that fall to zero so the
 // maps hold only what is in use.
@@ -87,7 +71,8 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
         config(std::move(c)),
         limits(config.limits),
         tls(config.cert, config.key),
-        devices(config.devices),
+        routes(ex, std::make_shared<const registry>(config.devices), pool,
+               {config.connect_timeout, config.udp_idle_timeout}),
         acceptor(ex) {
     const auto files = raise_open_files_limit();
     open_files = files.now;
@@ -123,11 +108,14 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   server_config config;
   server_limits limits;  // config.limits with max_streams resolved
   transport::tls_server_context tls;
-  registry devices;
-  tcp::acceptor acceptor;
   relay::buffer_pool pool;
+  router routes;
+  tcp::acceptor acceptor;
   server_counters counters;
   std::list<std::shared_ptr<mux::session>> sessions;
+  // UDP flows being relayed: a graceful stop ends them at once, since a flow has no end of
+  // its own to wait for.
+  std::unordered_set<mux::channel*> udp_flows;
   bool stopping = false;
 
   // Limit bookkeeping.
@@ -149,6 +137,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   rate_limited_log connection_refusals;
   rate_limited_log accept_failures;
   rate_limited_log auth_refusals;
+  rate_limited_log datagram_drops{std::chrono::seconds(10)};
 
   mux::session_settings session_settings() const {
     mux::session_settings s;
@@ -413,24 +402,14 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     return {};
   }
 
-  // A stream the client opens: checked against its credential, the limits and the registry
-  // here, and refused at once, or handed to a coroutine that dials the device and relays.
+  // A stream the client opens: routed (the credential's ACL, the registry), checked
+  // against the limits, and refused at once, or handed to a coroutine that connects its
+  // upstream and relays.
   void open_stream(const std::shared_ptr<impl>& self, mux::incoming_stream in,
                    const std::shared_ptr<session_context>& ctx) {
-    const auto& t = in.target();
-    if (t.proto != mux::protocol::tcp) {
-      refuse(in, *ctx, errc::unsupported, "UDP streams are not supported by this server");
-      return;
-    }
-    if (!ctx->cred->allow.allows(t.device, t.port, t.proto)) {
-      refuse(in, *ctx, errc::forbidden,
-             "credential '" + ctx->cred->name + "' may not reach " + t.device + ":" +
-                 std::to_string(t.port));
-      return;
-    }
-    const device* dev = devices.find(t.device);
-    if (!dev) {
-      refuse(in, *ctx, errc::unknown_device, "no device '" + t.device + "' in the server's registry");
+    auto route = routes.route(in.target(), *ctx->cred);
+    if (!route) {
+      refuse(in, *ctx, route.code(), route.message());
       return;
     }
     if (auto limit = stream_limit_refusal(*ctx); !limit.empty()) {
@@ -449,28 +428,55 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
       --ctx->streams;
       streams_by_credential.remove(ctx->cred->name);
     });
-    asio::co_spawn(executor, relay_stream(self, std::move(slot), std::move(in), *dev, ctx),
+    asio::co_spawn(executor,
+                   relay_stream(self, std::move(slot), std::move(in), std::move(*route), ctx),
                    [](std::exception_ptr e) {
                      if (e) spdlog::error("stream handler failed unexpectedly");
                    });
   }
 
-  // Dials the device and relays. This frame lives as long as the stream, so the dial runs
-  // in a frame of its own. `slot` holds the stream's place in the counts.
+  // Connects the upstream and relays. This frame lives as long as the stream. `slot`
+  // holds the stream's place in the counts.
   asio::awaitable<void> relay_stream([[maybe_unused]] std::shared_ptr<impl> self,
                                      [[maybe_unused]] count_guard slot, mux::incoming_stream in,
-                                     const device& dev, std::shared_ptr<session_context> ctx) {
+                                     std::unique_ptr<upstream> up,
+                                     std::shared_ptr<session_context> ctx) {
     if (!co_await take_dial_turn(*ctx)) co_return;
-    tcp::socket sock(executor);
-    auto ch = co_await dial_device(in, dev, *ctx, sock);
+    const auto refused = co_await up->connect();
     end_dial_turn(*ctx);
-    if (!ch) co_return;
-    const auto r = co_await relay::splice(sock, *ch, pool);
-    counters.bytes_to_devices += r.from_channel;
-    counters.bytes_from_devices += r.to_channel;
-    spdlog::debug("stream {}:{} closed: {} bytes to device, {} from it{}{}", in.target().device,
-                  in.target().port, r.from_channel, r.to_channel, r.error ? ", " : "",
-                  r.error ? r.error.message() : "");
+    if (refused) {
+      refuse(in, *ctx, refused->code, refused->message, refused->log_detail);
+      co_return;
+    }
+    ++counters.streams_opened;
+    const auto t = in.target();
+    const bool udp = t.proto == mux::protocol::udp;
+    spdlog::debug("stream {}:{}/{} open for '{}'", t.device, t.port, udp ? "udp" : "tcp",
+                  ctx->cred->name);
+    auto ch = in.accept();
+    if (udp) udp_flows.insert(ch.get());
+    const auto r = co_await up->relay(*ch);
+    if (udp) udp_flows.erase(ch.get());
+    counters.bytes_to_devices += r.bytes_to_device;
+    counters.bytes_from_devices += r.bytes_from_device;
+    if (!udp) {
+      spdlog::debug("stream {}:{} closed: {} bytes to device, {} from it{}{}", t.device, t.port,
+                    r.bytes_to_device, r.bytes_from_device, r.error ? ", " : "",
+                    r.error ? r.error.message() : "");
+      co_return;
+    }
+    counters.datagrams += r.datagrams;
+    const auto drops = r.datagrams.drop_summary();
+    spdlog::debug("flow {}:{}/udp for '{}' ended ({}): {} datagrams to device, {} from it{}{}",
+                  t.device, t.port, ctx->cred->name, r.error ? r.error.message() : "closed",
+                  r.datagrams.from_channel, r.datagrams.to_channel, drops.empty() ? "" : "; ",
+                  drops);
+    if (r.error == errc::refused)
+      spdlog::info("flow {}:{}/udp for '{}' ended: the device port is unreachable (ICMP)",
+                   t.device, t.port, ctx->cred->name);
+    if (!drops.empty())
+      datagram_drops.warn("flow {}:{}/udp for '{}': {}", t.device, t.port, ctx->cred->name,
+                          drops);
   }
 
   // A burst of OPENs (a client accepting a thousand connections at once) is not refused:
@@ -499,50 +505,6 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     next->notify();
   }
 
-  // Connects `sock` to the stream's device port and accepts the stream, or refuses it.
-  asio::awaitable<std::unique_ptr<mux::channel>> dial_device(mux::incoming_stream& in,
-                                                             const device& dev,
-                                                             const session_context& ctx,
-                                                             tcp::socket& sock) {
-    const auto port = in.target().port;
-    if (auto ec = co_await dial(dev.address, port, sock)) {
-      const auto where = "device " + in.target().device + " port " + std::to_string(port);
-      refuse(in, ctx, dial_failure(ec), where + ": " + dial_failure_text(ec),
-             where + " at " + dev.address + ": " + ec.message());
-      co_return nullptr;
-    }
-    ++counters.streams_opened;
-    spdlog::debug("stream {}:{} open for '{}'", in.target().device, port, ctx.cred->name);
-    co_return in.accept();
-  }
-
-  // Connects to the device within the connect timeout.
-  asio::awaitable<asio::error_code> dial(const std::string& host, std::uint16_t port,
-                                         tcp::socket& sock) {
-    using namespace asio::experimental::awaitable_operators;
-    asio::steady_timer deadline(executor, config.connect_timeout);
-    std::vector<tcp::endpoint> endpoints;
-    asio::error_code not_literal;
-    if (const auto address = asio::ip::make_address(host, not_literal); !not_literal) {
-      // No resolver for a literal address: Asio resolves on a thread of its own, a round
-      // trip between threads on every new connection.
-      endpoints.emplace_back(address, port);
-    } else {
-      tcp::resolver resolver(executor);
-      const std::string service = std::to_string(port);
-      auto resolved = co_await (resolver.async_resolve(host, service, use_tuple) ||
-                                deadline.async_wait(use_tuple));
-      if (resolved.index() == 1) co_return asio::error::timed_out;
-      auto [rec, found] = std::get<0>(resolved);
-      if (rec) co_return rec;
-      endpoints.assign(found.begin(), found.end());
-    }
-    auto connected = co_await (asio::async_connect(sock, endpoints, use_tuple) ||
-                               deadline.async_wait(use_tuple));
-    if (connected.index() == 1) co_return asio::error::timed_out;
-    co_return std::get<0>(std::get<0>(connected));
-  }
-
   // ---- stopping ----------------------------------------------------------------------------
 
   asio::awaitable<void> shutdown([[maybe_unused]] std::shared_ptr<impl> self) {
@@ -550,6 +512,8 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     asio::error_code ignored;
     acceptor.close(ignored);
     for (auto& session : sessions) session->goaway(errc::going_away, "server is shutting down");
+    const auto flows = udp_flows;  // a reset flow leaves the set as its relay ends
+    for (auto* flow : flows) flow->reset(errc::going_away);
     const auto deadline = clock::now() + config.grace_period;
     asio::steady_timer tick(executor);
     auto busy = [&] {

@@ -65,6 +65,7 @@ struct server_config {
   std::chrono::milliseconds handshake_timeout{10000};
   std::chrono::milliseconds grace_period{10000};
   std::chrono::milliseconds keepalive{15000};
+  std::chrono::milliseconds udp_idle_timeout{60000};  // a UDP flow with no datagram either way
   std::uint32_t stream_window = 2 * 1024 * 1024;
   std::uint32_t session_window = 16 * 1024 * 1024;
   std::uint32_t max_streams_per_session = 10000;

@@ -7,6 +7,7 @@
 #include <asio/ip/tcp.hpp>
 #include <memory>
 
+#include "tether/relay/datagram.hpp"
 #include "tether/server/config.hpp"
 
 namespace tether::server {
@@ -20,6 +21,7 @@ struct server_counters {
   std::uint64_t streams_refused = 0;
   std::uint64_t bytes_to_devices = 0;
   std::uint64_t bytes_from_devices = 0;
+  relay::datagram_counters datagrams;  // of UDP flows that ended
 };
 
 class server {

@@ -94,6 +94,7 @@ TEST(ServerConfig, MinimalGetsDefaults) {
   EXPECT_EQ(cfg.handshake_timeout, 10000ms);
   EXPECT_EQ(cfg.grace_period, 10000ms);
   EXPECT_EQ(cfg.keepalive, 15000ms);
+  EXPECT_EQ(cfg.udp_idle_timeout, 60000ms);
   EXPECT_EQ(cfg.stream_window, 2u * 1024 * 1024);
   EXPECT_EQ(cfg.session_window, 16u * 1024 * 1024);
   EXPECT_EQ(cfg.max_streams_per_session, 10000u);
@@ -128,6 +129,7 @@ TEST(ServerConfig, FullConfig) {
       "handshake_timeout_ms = 3000\n"
       "grace_period_ms = 0\n"
       "keepalive_ms = 500\n"
+      "udp_idle_timeout_ms = 1500\n"
       "\n"
       "[[credential]]\n"
       "name = \"laptop\"\n"
@@ -165,6 +167,7 @@ TEST(ServerConfig, FullConfig) {
   EXPECT_EQ(cfg.handshake_timeout, 3000ms);
   EXPECT_EQ(cfg.grace_period, 0ms);
   EXPECT_EQ(cfg.keepalive, 500ms);
+  EXPECT_EQ(cfg.udp_idle_timeout, 1500ms);
   ASSERT_EQ(cfg.credentials.size(), 2u);
   const acl& a = cfg.credentials[0].allow;
   EXPECT_TRUE(a.allows("dev-42", 22, mux::protocol::tcp));
@@ -303,6 +306,8 @@ TEST(ServerConfig, NumericBounds) {
             "server.toml:1: handshake_timeout_ms: -5 is below the minimum 1");
   EXPECT_EQ(error_of(top("keepalive_ms = 99\n")),
             "server.toml:1: keepalive_ms: 99 is below the minimum 100");
+  EXPECT_EQ(error_of(top("udp_idle_timeout_ms = 0\n")),
+            "server.toml:1: udp_idle_timeout_ms: 0 is below the minimum 1");
   EXPECT_EQ(error_of(top("grace_period_ms = 86400001\n")),
             "server.toml:1: grace_period_ms: 86400001 is above the maximum 86400000");
   EXPECT_EQ(parse_server_config(top("stream_window = 1073741824\nsession_window = 1073741824\n"),

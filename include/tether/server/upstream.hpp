@@ -1,0 +1,45 @@
+#pragma once
+// Where the bytes of an accepted stream go (DESIGN.md, "Routing"): a TCP connection to a
+// direct device, a UDP flow, and later a stream on an agent's session or an API message.
+// The server asks the router for one per stream, connects it, and relays through it.
+
+#include <asio/awaitable.hpp>
+#include <asio/error_code.hpp>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "tether/errc.hpp"
+#include "tether/mux/channel.hpp"
+#include "tether/relay/datagram.hpp"
+
+namespace tether::server {
+
+/// Why a stream cannot be served: the code and words the client gets, and what the
+/// server's own log says (which may name the device's address; the client's words do not).
+struct refusal {
+  errc code = errc::internal;
+  std::string message;
+  std::string log_detail;  // empty: the log says `message`
+};
+
+struct relay_outcome {
+  std::uint64_t bytes_to_device = 0;
+  std::uint64_t bytes_from_device = 0;
+  relay::datagram_counters datagrams;  // UDP flows only
+  asio::error_code error;              // why it ended, or empty for a clean end
+};
+
+class upstream {
+ public:
+  virtual ~upstream() = default;
+
+  /// Connects toward the target (dials the device port, opens the flow's socket). Called
+  /// once, before the stream is accepted; on failure the stream is refused with the result.
+  virtual asio::awaitable<std::optional<refusal>> connect() = 0;
+
+  /// Relays between the accepted stream and the target until both are done. Never throws.
+  virtual asio::awaitable<relay_outcome> relay(mux::channel& ch) = 0;
+};
+
+}  // namespace tether::server

@@ -1,0 +1,30 @@
+#pragma once
+// A TCP connection to a port of a directly reachable device.
+
+#include <asio/ip/tcp.hpp>
+
+#include "tether/relay/buffer_pool.hpp"
+#include "tether/server/registry.hpp"
+#include "tether/server/upstream.hpp"
+
+namespace tether::server {
+
+class tcp_upstream final : public upstream {
+ public:
+  tcp_upstream(asio::any_io_executor ex, const device& dev, std::uint16_t port,
+               std::chrono::milliseconds connect_timeout, relay::buffer_pool& pool);
+
+  asio::awaitable<std::optional<refusal>> connect() override;
+  asio::awaitable<relay_outcome> relay(mux::channel& ch) override;
+
+ private:
+  asio::awaitable<asio::error_code> dial();
+
+  asio::ip::tcp::socket socket_;
+  device device_;  // a copy: a reload may replace the registry while this stream lives
+  std::uint16_t port_;
+  std::chrono::milliseconds connect_timeout_;
+  relay::buffer_pool& pool_;
+};
+
+}  // namespace tether::server
