@@ -82,20 +82,52 @@ std::string connect_host(const asio::ip::tcp::endpoint& ep) {
   return a.is_v6() ? "[" + a.to_string() + "]" : a.to_string();
 }
 
+// --listen overrides the config's address.
+void apply_listen_flag(server::server_config& config, const server_flags& f) {
+  if (f.listen.empty()) return;
+  auto ep = server::parse_endpoint(f.listen);
+  if (!ep) throw server::config_error("--listen: " + ep.message());
+  config.listen = *ep;
+}
+
+// The config from --config as at startup.
+server::server_config load_config(const server_flags& f) {
+  auto config = server::load_server_config(f.config_file);
+  apply_listen_flag(config, f);
+  return config;
+}
+
+// SIGHUP: the config file is read again and applied; one with errors changes nothing.
+void watch_for_reload(asio::signal_set& hup, server::server& srv, const server_flags& f) {
+  hup.async_wait([&hup, &srv, &f](const asio::error_code& ec, int) {
+    if (ec) return;
+    if (f.dev) {
+      spdlog::warn("SIGHUP: --dev has no config file to reload");
+    } else {
+      try {
+        const auto notes = srv.reload(load_config(f));
+        for (std::size_t i = 0; i + 1 < notes.size(); ++i) spdlog::warn("reload: {}", notes[i]);
+        spdlog::info("config reloaded from {}: {}", f.config_file, notes.back());
+        print_event(f.json, {{"event", "reloaded"}, {"config", f.config_file}},
+                    "reloaded " + f.config_file);
+      } catch (const std::exception& e) {
+        spdlog::error("config reload failed, the running config stays: {}", e.what());
+        print_event(f.json,
+                    {{"event", "reload_failed"}, {"config", f.config_file}, {"message", e.what()}},
+                    std::string("reload failed: ") + e.what());
+      }
+    }
+    watch_for_reload(hup, srv, f);
+  });
+}
+
 int run_server(const server_flags& f) {
   setup_logging(f.log_level);
   server::server_config config;
   fs::path ca, token_file;
   try {
-    if (f.dev)
-      config = dev_config(f, ca, token_file);
-    else
-      config = server::load_server_config(f.config_file);
-    if (!f.listen.empty()) {
-      auto ep = server::parse_endpoint(f.listen);
-      if (!ep) throw server::config_error("--listen: " + ep.message());
-      config.listen = *ep;
-    }
+    config = f.dev ? dev_config(f, ca, token_file) : server::load_server_config(f.config_file);
+    apply_listen_flag(config, f);
   } catch (const server::config_error& e) {
     std::cerr << "error: " << e.what() << std::endl;
     return exit_usage;
@@ -107,6 +139,7 @@ int run_server(const server_flags& f) {
   asio::io_context io(1);
   // Signals are caught before the ready line is printed: a supervisor may stop us at once.
   asio::signal_set signals(io, SIGINT, SIGTERM);
+  asio::signal_set hup(io, SIGHUP);
   asio::steady_timer last_resort(io);
   server::server srv(io.get_executor(), config);
   const auto bound = srv.listen();
@@ -127,6 +160,7 @@ int run_server(const server_flags& f) {
   signals.async_wait([&](const asio::error_code& ec, int sig) {
     if (ec) return;
     spdlog::info("signal {}: stopping (grace {} ms)", sig, config.grace_period.count());
+    hup.cancel();
     asio::co_spawn(io, srv.shutdown(), [&](std::exception_ptr) {
       signals.cancel();
       last_resort.cancel();
@@ -142,6 +176,7 @@ int run_server(const server_flags& f) {
       });
     });
   });
+  watch_for_reload(hup, srv, f);
   asio::co_spawn(io, srv.run(), [](std::exception_ptr e) {
     if (e) std::rethrow_exception(e);
   });

@@ -899,6 +899,11 @@ void session::goaway(errc reason, std::string_view message) {
   queue(wire::goaway{last_peer_id_, static_cast<std::uint8_t>(reason), message});
 }
 
+void session::terminate(errc code, std::string message) {
+  // The same path as a protocol violation: the GOAWAY is the last frame, then the close.
+  violation(code, std::move(message));
+}
+
 // ---- incoming_stream ---------------------------------------------------------------------
 
 incoming_stream::incoming_stream(std::shared_ptr<session> s, std::shared_ptr<stream_state> st,

@@ -68,32 +68,50 @@ class count_guard {
 struct server::impl : std::enable_shared_from_this<server::impl> {
   impl(asio::any_io_executor ex, server_config c)
       : executor(ex),
+        open_files(open_files_limit()),
         config(std::move(c)),
-        limits(config.limits),
+        limits(resolve_limits(config.limits)),
+        credentials(shared_credentials(config.credentials)),
         tls(config.cert, config.key),
         routes(ex, std::make_shared<const registry>(config.devices), pool,
                {config.connect_timeout, config.udp_idle_timeout}),
-        acceptor(ex) {
+        acceptor(ex) {}
+
+  // Raises the open-files limit once, at startup, and logs it.
+  static std::uint64_t open_files_limit() {
     const auto files = raise_open_files_limit();
-    open_files = files.now;
     if (files.now > files.before)
       spdlog::info("open files limit raised from {} to {} (the hard limit)", files.before,
                    files.now);
     else
       spdlog::info("open files limit: {} (hard limit {})", files.now, files.hard);
-    if (limits.max_streams == 0) {
-      const auto room = files.now > descriptors_kept_for_sessions + limits.max_pending_handshakes
-                            ? files.now - descriptors_kept_for_sessions -
-                                  limits.max_pending_handshakes
-                            : 64;
-      limits.max_streams = static_cast<std::uint32_t>(std::min<std::uint64_t>(room, 1'000'000));
-      spdlog::info("max_streams {} (from the open files limit)", limits.max_streams);
-    }
+    return files.now;
+  }
+
+  // The config's limits with max_streams = 0 replaced by what the open-files limit leaves
+  // room for.
+  server_limits resolve_limits(server_limits l) const {
+    if (l.max_streams != 0) return l;
+    const auto room = open_files > descriptors_kept_for_sessions + l.max_pending_handshakes
+                          ? open_files - descriptors_kept_for_sessions - l.max_pending_handshakes
+                          : 64;
+    l.max_streams = static_cast<std::uint32_t>(std::min<std::uint64_t>(room, 1'000'000));
+    spdlog::info("max_streams {} (from the open files limit)", l.max_streams);
+    return l;
+  }
+
+  static std::vector<std::shared_ptr<const credential>> shared_credentials(
+      const std::vector<credential>& list) {
+    std::vector<std::shared_ptr<const credential>> out;
+    for (const auto& c : list) out.push_back(std::make_shared<const credential>(c));
+    return out;
   }
 
   // What the server knows of one session: set at the hello, read by its streams.
   struct session_context {
-    const credential* cred = nullptr;
+    // Shared with the server's list: a reload that keeps the credential swaps in the new
+    // one (its ACL applies to the next streams); one that drops it ends the session.
+    std::shared_ptr<const credential> cred;
     std::string peer;    // address:port, for logs
     std::string source;  // address alone, for the per-source limits
     std::uint32_t streams = 0;  // being dialed or relayed
@@ -105,14 +123,20 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   };
 
   asio::any_io_executor executor;
+  std::uint64_t open_files = 0;  // the soft limit the server runs with
   server_config config;
   server_limits limits;  // config.limits with max_streams resolved
+  std::vector<std::shared_ptr<const credential>> credentials;
   transport::tls_server_context tls;
   relay::buffer_pool pool;
   router routes;
   tcp::acceptor acceptor;
   server_counters counters;
-  std::list<std::shared_ptr<mux::session>> sessions;
+  struct live_session {
+    std::shared_ptr<mux::session> session;
+    std::shared_ptr<session_context> ctx;
+  };
+  std::list<live_session> sessions;
   // UDP flows being relayed: a graceful stop ends them at once, since a flow has no end of
   // its own to wait for.
   std::unordered_set<mux::channel*> udp_flows;
@@ -131,7 +155,6 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   };
   std::unordered_map<std::string, auth_failures> auth_failures_by_source;
   clock::time_point last_auth_prune;
-  std::uint64_t open_files = 0;  // the soft limit the server runs with
   asio::steady_timer trim_timer{executor};
   bool trim_scheduled = false;
   rate_limited_log connection_refusals;
@@ -153,10 +176,10 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   }
 
   // Compares against every credential so the time taken does not say which one matched.
-  const credential* authenticate(std::string_view token) const {
-    const credential* found = nullptr;
-    for (const auto& c : config.credentials)
-      if (token_matches(token, c.token_sha256) && !found) found = &c;
+  std::shared_ptr<const credential> authenticate(std::string_view token) const {
+    std::shared_ptr<const credential> found;
+    for (const auto& c : credentials)
+      if (token_matches(token, c->token_sha256) && !found) found = c;
     return found;
   }
 
@@ -320,7 +343,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     sessions_by_source.add(source);
     sessions_by_credential.add(ctx->cred->name);
     spdlog::info("session from {} up, credential '{}'", peer, ctx->cred->name);
-    auto it = sessions.insert(sessions.end(), session);
+    auto it = sessions.insert(sessions.end(), live_session{session, ctx});
     if (stopping) session->goaway(errc::going_away, "server is shutting down");
     co_await session->wait_ended();
     ctx->ended = true;
@@ -505,20 +528,59 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     next->notify();
   }
 
+  // ---- reloading ---------------------------------------------------------------------------
+
+  std::vector<std::string> reload(server_config next) {
+    std::vector<std::string> notes;
+    // Loaded first: a certificate that does not load leaves everything as it was.
+    transport::tls_server_context next_tls(next.cert, next.key);
+    if (next.listen.text() != config.listen.text()) {
+      notes.push_back("listen changed from " + config.listen.text() + " to " +
+                      next.listen.text() + ": it takes effect when the server is restarted");
+      next.listen = config.listen;
+    }
+    tls = std::move(next_tls);
+    limits = resolve_limits(next.limits);
+    credentials = shared_credentials(next.credentials);
+    routes.update(std::make_shared<const registry>(next.devices),
+                  {next.connect_timeout, next.udp_idle_timeout});
+    config = std::move(next);
+
+    // Sessions keep their credential if it is still there with the same token; its new ACL
+    // applies to their next streams. The others end now, with the reason.
+    auto live = sessions;  // terminating one erases it from the list later
+    for (auto& [session, ctx] : live) {
+      std::shared_ptr<const credential> same;
+      for (const auto& c : credentials)
+        if (c->name == ctx->cred->name && c->token_sha256 == ctx->cred->token_sha256) same = c;
+      if (same) {
+        ctx->cred = std::move(same);
+        continue;
+      }
+      spdlog::info("session from {} closed: credential '{}' was removed or its token changed",
+                   ctx->peer, ctx->cred->name);
+      session->terminate(errc::bad_token, "credential '" + ctx->cred->name +
+                                              "' is no longer accepted by the server");
+    }
+    notes.push_back(std::to_string(credentials.size()) + " credentials, " +
+                    std::to_string(config.devices.size()) + " devices");
+    return notes;
+  }
+
   // ---- stopping ----------------------------------------------------------------------------
 
   asio::awaitable<void> shutdown([[maybe_unused]] std::shared_ptr<impl> self) {
     stopping = true;
     asio::error_code ignored;
     acceptor.close(ignored);
-    for (auto& session : sessions) session->goaway(errc::going_away, "server is shutting down");
+    for (auto& live : sessions) live.session->goaway(errc::going_away, "server is shutting down");
     const auto flows = udp_flows;  // a reset flow leaves the set as its relay ends
     for (auto* flow : flows) flow->reset(errc::going_away);
     const auto deadline = clock::now() + config.grace_period;
     asio::steady_timer tick(executor);
     auto busy = [&] {
-      for (auto& session : sessions)
-        if (session->stream_count() > 0) return true;
+      for (auto& live : sessions)
+        if (live.session->stream_count() > 0) return true;
       return false;
     };
     while (busy() && clock::now() < deadline) {
@@ -538,7 +600,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     asio::error_code ignored;
     acceptor.close(ignored);
     auto open = sessions;  // closing one erases it from the list later
-    for (auto& session : open) session->close();
+    for (auto& live : open) live.session->close();
   }
 };
 
@@ -570,5 +632,9 @@ asio::awaitable<void> server::run() { return impl_->accept_loop(impl_); }
 asio::awaitable<void> server::shutdown() { return impl_->shutdown(impl_); }
 
 void server::abort() { impl_->abort(); }
+
+std::vector<std::string> server::reload(server_config next) {
+  return impl_->reload(std::move(next));
+}
 
 }  // namespace tether::server

@@ -120,6 +120,10 @@ class session final : public tunnel, public std::enable_shared_from_this<session
   /// Announces graceful shutdown: no new streams; open ones continue until they end.
   void goaway(errc reason, std::string_view message);
 
+  /// Ends the session now, telling the peer why: GOAWAY with `code` and `message` goes out
+  /// (given a second at most), then the connection closes and every stream fails.
+  void terminate(errc code, std::string message);
+
   /// After start_server() refused the peer: the words it was sent, for the server's log.
   const std::string& refusal() const noexcept { return refusal_; }
 

@@ -6,6 +6,8 @@
 #include <asio/awaitable.hpp>
 #include <asio/ip/tcp.hpp>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "tether/relay/datagram.hpp"
 #include "tether/server/config.hpp"
@@ -42,6 +44,14 @@ class server {
   /// Graceful stop: no new sessions, GOAWAY to every session, streams may finish for the
   /// grace period, then every session is closed.
   asio::awaitable<void> shutdown();
+
+  /// Applies a new config to the running server (SIGHUP). Credentials, devices, limits,
+  /// timeouts and windows apply to what starts from now on; a session whose credential is
+  /// gone or whose token changed is ended with a reason; the certificate and key are loaded
+  /// again. The listen address needs a restart: it is kept, and said so in the returned
+  /// lines (for the log), with a summary of what is now in force. Throws
+  /// std::runtime_error, changing nothing, when the certificate or key cannot be loaded.
+  std::vector<std::string> reload(server_config next);
 
   /// Immediate stop: the listener and every session close now; their tasks end with errors
   /// as the event loop runs on.
