@@ -30,6 +30,7 @@ struct server_flags {
   std::string state_dir = ".tether-dev";
   std::string listen;
   std::vector<std::string> devices;  // ID=ADDRESS
+  std::vector<std::string> dev_hosts;  // more names for the dev certificate
   bool json = false;
   std::string log_level = "info";
 };
@@ -48,16 +49,33 @@ std::string dev_token(const fs::path& file) {
   return token;
 }
 
+// --listen overrides the config's address.
+void apply_listen_flag(server::server_config& config, const server_flags& f) {
+  if (f.listen.empty()) return;
+  auto ep = server::parse_endpoint(f.listen);
+  if (!ep) throw server::config_error("--listen: " + ep.message());
+  config.listen = *ep;
+}
+
+// A host a client can be told to dial: not a wildcard address.
+bool dialable(const std::string& host) {
+  return !host.empty() && host != "0.0.0.0" && host != "::" && host != "*";
+}
+
 // `--dev`: a config made on the spot, with a throwaway PKI and a token allowed everything.
 server::server_config dev_config(const server_flags& f, fs::path& ca, fs::path& token_file) {
+  server::server_config c;
+  c.listen = {"127.0.0.1", 7443};
+  apply_listen_flag(c, f);
+  // The certificate covers the address clients are told to dial, and any --dev-host.
+  std::vector<std::string> names = f.dev_hosts;
+  if (dialable(c.listen.host)) names.push_back(c.listen.host);
   const fs::path dir = fs::absolute(f.state_dir);
-  const auto pki = transport::ensure_dev_pki(dir);  // makes the directory, mode 0700
+  const auto pki = transport::ensure_dev_pki(dir, names);  // makes the directory, mode 0700
   ca = pki.ca_cert;
   token_file = dir / "token";
   const auto token = dev_token(token_file);
 
-  server::server_config c;
-  c.listen = {"127.0.0.1", 7443};
   c.cert = pki.server_cert;
   c.key = pki.server_key;
   auto rule = server::parse_acl_rule("*");
@@ -82,12 +100,19 @@ std::string connect_host(const asio::ip::tcp::endpoint& ep) {
   return a.is_v6() ? "[" + a.to_string() + "]" : a.to_string();
 }
 
-// --listen overrides the config's address.
-void apply_listen_flag(server::server_config& config, const server_flags& f) {
-  if (f.listen.empty()) return;
-  auto ep = server::parse_endpoint(f.listen);
-  if (!ep) throw server::config_error("--listen: " + ep.message());
-  config.listen = *ep;
+// The line `--dev` prints: a complete `tether connect` for this server, with one -L per
+// device (port 22, the usual reason to reach a device; local port 0 never collides). A
+// listen address given as a name is dialled by that name, which the certificate covers.
+std::string dev_command(const server::server_config& c, const asio::ip::tcp::endpoint& bound,
+                        const fs::path& ca, const fs::path& token_file) {
+  asio::error_code not_ip;
+  asio::ip::make_address(c.listen.host, not_ip);
+  const auto host = dialable(c.listen.host) && not_ip ? c.listen.host : connect_host(bound);
+  std::string command = "tether connect tls://" + host + ":" + std::to_string(bound.port()) +
+                        " --ca " + ca.string() + " --token-file " + token_file.string();
+  for (const auto& d : c.devices) command += " -L 0:" + d.id + ":22";
+  if (c.devices.empty()) command += " -L 0:DEVICE:22";
+  return command;
 }
 
 // The config from --config as at startup.
@@ -126,8 +151,10 @@ int run_server(const server_flags& f) {
   server::server_config config;
   fs::path ca, token_file;
   try {
-    config = f.dev ? dev_config(f, ca, token_file) : server::load_server_config(f.config_file);
-    apply_listen_flag(config, f);
+    config = f.dev ? dev_config(f, ca, token_file) : load_config(f);
+  } catch (const std::invalid_argument& e) {  // --dev-host: neither a host name nor an IP
+    std::cerr << "error: --dev-host: " << e.what() << std::endl;
+    return exit_usage;
   } catch (const server::config_error& e) {
     std::cerr << "error: " << e.what() << std::endl;
     return exit_usage;
@@ -147,14 +174,16 @@ int run_server(const server_flags& f) {
   print_event(f.json, {{"event", "listening"}, {"proto", "tls"}, {"local", local}},
               "listening on " + local);
   if (f.dev) {
-    const auto command = "tether connect tls://" + local + " --ca " + ca.string() +
-                         " --token-file " + token_file.string();
+    const auto command = dev_command(config, bound, ca, token_file);
     print_event(f.json,
                 {{"event", "dev"},
                  {"command", command},
                  {"ca", ca.string()},
                  {"token_file", token_file.string()}},
                 command);
+    if (config.devices.empty())
+      spdlog::warn("no --device given: add --device ID=ADDRESS for each device to reach, and "
+                   "use its id in place of DEVICE");
   }
 
   signals.async_wait([&](const asio::error_code& ec, int sig) {
@@ -201,6 +230,9 @@ void add_server_command(CLI::App& app, action& run) {
                   "Address to listen on, HOST:PORT (overrides the config; --dev default "
                   "127.0.0.1:7443)");
   cmd->add_option("--device", f->devices, "With --dev: a device ID=ADDRESS (repeatable)");
+  cmd->add_option("--dev-host", f->dev_hosts,
+                  "With --dev: one more host name or IP the dev certificate covers (repeatable; "
+                  "the --listen host is always covered)");
   cmd->add_flag("--json", f->json, "Print events as JSON lines");
   cmd->add_option("--log-level", f->log_level, "trace, debug, info, warn, error or off")
       ->capture_default_str();

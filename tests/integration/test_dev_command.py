@@ -1,0 +1,62 @@
+"""The command `tether server --dev` prints works when pasted: it has one -L per --device,
+and the dev certificate covers the --listen address (and any --dev-host), so a server on
+127.0.0.5 is trusted as 127.0.0.5."""
+
+import shlex
+import unittest
+
+import harness
+
+
+class DevCommandTest(harness.TetherTest):
+    def printed_command(self, server):
+        return shlex.split(server.proc.json_event("dev")["command"])
+
+    def run_printed(self, argv):
+        self.assertEqual(argv[:2], ["tether", "connect"], argv)
+        return self.tether(*argv[1:], "--json", name="tether-connect")
+
+    def test_the_printed_command_connects_and_maps_each_device(self):
+        echo = self.echo_server(harness.device_addr(71))
+        port = harness.free_port("127.0.0.5")
+        server = self.dev_server(devices={"d1": echo.host, "d2": echo.host},
+                                 listen="127.0.0.5:%d" % port)
+        argv = self.printed_command(server)
+        self.assertIn("tls://127.0.0.5:%d" % port, argv)
+        self.assertEqual([argv[i + 1] for i, a in enumerate(argv) if a == "-L"],
+                         ["0:d1:22", "0:d2:22"])
+        client = self.run_printed(argv)
+        client.json_event("connected", timeout=harness.scaled(15))
+        devices = sorted(ev["device"] for ev in [client.json_event("listening", device="d1"),
+                                                  client.json_event("listening", device="d2")])
+        self.assertEqual(devices, ["d1", "d2"])
+        self.assertNotIn("mismatch", client.output())
+
+    def test_a_dev_host_name_is_covered_by_the_certificate(self):
+        port = harness.free_port("127.0.0.1")
+        server = self.dev_server(devices={"d1": "127.0.0.1"}, listen="127.0.0.1:%d" % port,
+                                 extra_args=("--dev-host", "localhost.localdomain",
+                                             "--dev-host", "127.0.0.6"))
+        token_file, ca = server.token_file, server.ca
+        # Dialled as a name the certificate did not cover before.
+        for host in ("localhost", "127.0.0.1"):
+            p = self.tether("connect", "tls://%s:%d" % (host, port), "--ca", ca, "--token-file",
+                            token_file, "-L", "0:d1:22", "--json", name="tether-connect")
+            p.json_event("connected", timeout=harness.scaled(15))
+            p.stop()
+
+    def test_a_bad_dev_host_is_a_usage_error(self):
+        r = self.run_tether("server", "--dev", "--listen", "127.0.0.1:0", "--state-dir",
+                            self.path("state"), "--dev-host", "not a host!")
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("--dev-host", r.stderr)
+
+    def test_without_devices_the_command_says_what_to_add(self):
+        server = self.dev_server()
+        argv = self.printed_command(server)
+        self.assertIn("0:DEVICE:22", argv)
+        server.proc.wait_line(r"--device ID=ADDRESS", stream="stderr")
+
+
+if __name__ == "__main__":
+    unittest.main()
