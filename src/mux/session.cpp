@@ -257,7 +257,9 @@ asio::awaitable<void> session::read_loop([[maybe_unused]] std::shared_ptr<sessio
         asio::buffer(read_buf_.data() + read_have_, read_buf_.size() - read_have_));
     if (ec) {
       if (ec == asio::error::eof)
-        fail(make_error_code(errc::session_lost), "closed by the peer");
+        // Servers open even stream ids: their peer is a client (or an agent).
+        fail(make_error_code(errc::session_lost),
+             next_local_id_ % 2 == 0 ? "closed by the client" : "closed by the server");
       else if (ec != asio::error::operation_aborted)
         fail(make_error_code(errc::session_lost), ec.message());
       else
@@ -816,9 +818,12 @@ void session::fail(asio::error_code why, std::string_view log_reason) {
   if (closed_) return;
   closed_ = true;
   close_reason_ = why;
+  end_reason_ = log_reason;
+  // Debug only: the owner of the session logs its end in its own words (the server's
+  // audit line, the client's reconnect).
   if (running_)
-    spdlog::info("session {} ended: {} ({}); {} bytes in, {} bytes out", peer_, why.message(),
-                 log_reason, counters_.bytes_in, counters_.bytes_out);
+    spdlog::debug("session {} ended: {} ({}); {} bytes in, {} bytes out", peer_, why.message(),
+                  log_reason, counters_.bytes_in, counters_.bytes_out);
   auto streams = std::move(streams_);
   streams_.clear();
   for (auto& [id, st] : streams) {

@@ -345,8 +345,10 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     spdlog::info("session from {} up, credential '{}'", peer, ctx->cred->name);
     auto it = sessions.insert(sessions.end(), live_session{session, ctx});
     if (stopping) session->goaway(errc::going_away, "server is shutting down");
-    co_await session->wait_ended();
+    const auto up_since = clock::now();
+    const auto why = co_await session->wait_ended();
     ctx->ended = true;
+    log_session_end(*session, *ctx, why, clock::now() - up_since);
     if (!ctx->dial_queue.empty()) {  // each woken stream hands its turn to the next
       auto first = std::move(ctx->dial_queue.front());
       ctx->dial_queue.pop_front();
@@ -357,6 +359,18 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     sessions_by_source.remove(source);
     sessions_by_credential.remove(ctx->cred->name);
     schedule_trim();
+  }
+
+  // The audit trail: one line per session, at its end. Never a token.
+  static void log_session_end(const mux::session& session, const session_context& ctx,
+                              const asio::error_code& why, clock::duration lasted) {
+    const auto& n = session.counters();
+    const auto how = why == errc::session_lost ? session.end_reason()
+                                               : why.message() + " (" + session.end_reason() + ")";
+    spdlog::info("session from {} ended after {:.1f} s, credential '{}': {}; {} streams, {} "
+                 "bytes from the client, {} to it",
+                 ctx.peer, std::chrono::duration<double>(lasted).count(), ctx.cred->name, how,
+                 n.streams_opened, n.bytes_in, n.bytes_out);
   }
 
   // After connections leave, the memory they used goes back to the system, not only to the

@@ -124,6 +124,10 @@ class session final : public tunnel, public std::enable_shared_from_this<session
   /// (given a second at most), then the connection closes and every stream fails.
   void terminate(errc code, std::string message);
 
+  /// Once ended: how, in words for a log ("closed by the client", "no keepalive answer",
+  /// "closed locally", a read error).
+  const std::string& end_reason() const noexcept { return end_reason_; }
+
   /// After start_server() refused the peer: the words it was sent, for the server's log.
   const std::string& refusal() const noexcept { return refusal_; }
 
@@ -260,6 +264,7 @@ class session final : public tunnel, public std::enable_shared_from_this<session
   bool peer_goaway_ = false;
   bool local_ids_exhausted_ = false;  // the last stream id of our side is used
   asio::error_code close_reason_;
+  std::string end_reason_;
   async_signal closed_signal_;
   asio::steady_timer keepalive_timer_;
 };
