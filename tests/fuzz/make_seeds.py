@@ -142,10 +142,12 @@ def codec_seeds():
 #             bit3 peer session window 100, bit4 peer stream window 100, bit5 role agent,
 #             bit6 the peer stalls (reads only at read records), bit7 64 KiB queued at most.
 # record kinds: 0 OPEN, 1 DATA, 2 WINDOW_UPDATE, 3 RESET, 4 PING, 5 GOAWAY, 6 OPEN_RESULT,
-#             7 handshake frame, 8 raw bytes (kind % 9 below 200); 200-229 deliver;
-#             230-237 the peer reads u16 << (kind % 8) bytes; 240-255 local action.
-# Ports choose the open handler by port % 6: 0 echo, 1 hold, 2 reset, 3 drop, 4 refuse,
-# 5 callback reader; device index 2 ("nowhere") is refused as unknown.
+#             7 handshake frame, 8 raw bytes, 9 DATAGRAM (kind % 10 below 200);
+#             200-229 deliver; 230-237 the peer reads u16 << (kind % 8) bytes;
+#             240-255 local action (the L_ names below, action % 12).
+# Ports choose the open handler by port % 6: 0 echo (a flow: datagram by datagram), 1 hold,
+# 2 reset, 3 drop, 4 refuse, 5 callback reader (a flow: and echo); device index 2
+# ("nowhere") is refused as unknown. An OPEN's proto byte: even tcp, odd udp.
 
 ECHO, HOLD, RESET_IT, DROP, REFUSE_IT, CALLBACK = 6, 7, 8, 9, 10, 11
 DEV1, DEV2, NOWHERE = 0, 1, 2
@@ -196,6 +198,13 @@ def r_raw(b):
     return bytes([8, len(b)]) + b
 
 
+def r_datagram(n, length, payload=None):
+    """A DATAGRAM of `length` pattern bytes (or `payload`); above 65,507 it is invalid."""
+    out = bytes([9]) + sid(n) + bytes([2 if payload is not None else 0]) + \
+        struct.pack(">H", length)
+    return out + (payload if payload is not None else b"")
+
+
 DELIVER = bytes([200])
 
 
@@ -208,7 +217,20 @@ def r_local(action, index=0, extra=b""):
     return bytes([240, action, index]) + extra
 
 
-L_OPEN, L_GOAWAY, L_RESET, L_EOF, L_SEND, L_DRAIN, L_DROP, L_CLOSE = range(8)
+(L_OPEN, L_GOAWAY, L_RESET, L_EOF, L_SEND, L_DRAIN, L_DROP, L_CLOSE, L_OPEN_UDP, L_DGRAM,
+ L_DGRAMS, L_NONE) = range(12)
+UDP = 1
+MAX_DATAGRAM = 65507
+
+
+def r_local_dgram(size, index=0):
+    """The local side offers one datagram of `size` pattern bytes on a held stream."""
+    return r_local(L_DGRAM, index, struct.pack(">H", size))
+
+
+def r_local_dgrams(count, size, index=0):
+    """... or a burst of `count` (1..256) of them."""
+    return r_local(L_DGRAMS, index, bytes([count - 1]) + struct.pack(">H", size))
 
 
 def session_seeds():
@@ -277,6 +299,76 @@ def session_seeds():
     s["stalled-peer-small-queue"] = bytes([0b11000000]) + r_open(1, ECHO) + r_open(3, ECHO) + \
         (r_data(1, 16384) + r_data(3, 16384) + DELIVER) * 4 + r_read(5000) + \
         r_local(L_OPEN, 0, b"\x00\x16") + (r_ping(3) * 100 + DELIVER) * 5
+    s.update(flow_seeds())
+    return s
+
+
+def flow_seeds():
+    """UDP flows: DATAGRAM frames both ways, and what the protocol forbids on them."""
+    s = {}
+    plain = bytes([0])
+    s["flow-echo-both-ways"] = plain + r_open(1, ECHO, proto=UDP) + \
+        r_datagram(1, 4, payload=b"ping") + r_datagram(1, 1400) + r_datagram(1, 0) + DELIVER + \
+        r_datagram(1, MAX_DATAGRAM) + r_datagram(1, 1) + DELIVER
+    s["flow-callback-echo"] = plain + r_open(1, CALLBACK, proto=UDP) + \
+        r_datagram(1, 3, payload=b"abc") + r_datagram(1, 0) + DELIVER + r_datagram(1, 512) + \
+        DELIVER + r_reset(1, 5, b"idle")
+    s["flow-empty-datagrams"] = plain + r_open(1, HOLD, proto=UDP) + r_datagram(1, 0) * 3 + \
+        DELIVER + r_local(L_DRAIN) + r_local_dgram(0) + r_local_dgram(0) + r_datagram(1, 0) + \
+        DELIVER + r_local(L_DRAIN)
+    s["flow-held-sizes"] = plain + r_open(1, HOLD, proto=UDP) + DELIVER + r_local_dgram(1) + \
+        r_local_dgram(MAX_DATAGRAM) + r_local_dgram(MAX_DATAGRAM + 1) + r_local_dgram(65535) + \
+        r_window(0, 150) + r_window(1, 150) + DELIVER + r_local_dgram(MAX_DATAGRAM)
+    s["flow-hold-drain-reset"] = plain + r_open(1, HOLD, proto=UDP) + b"".join(
+        r_datagram(1, n) for n in (10, 0, 300, 65000)) + DELIVER + r_local(L_DRAIN) + \
+        r_local_dgrams(8, 1000) + r_local(L_RESET) + r_datagram(1, 20) + DELIVER
+    s["flow-drop"] = plain + r_open(1, HOLD, proto=UDP) + r_datagram(1, 100) + DELIVER + \
+        r_local_dgram(100) + r_local(L_DROP) + r_datagram(1, 100) + r_window(1, 100) + DELIVER
+    s["flow-and-tcp-side-by-side"] = plain + r_open(1, ECHO) + r_open(3, ECHO, proto=UDP) + \
+        r_open(5, HOLD) + r_open(7, HOLD, proto=UDP) + (r_data(1, 16384) + r_datagram(3, 1400) +
+                                                        r_datagram(7, 200) + DELIVER) * 4 + \
+        r_local_dgram(700, 3) + r_local_dgram(700, 2) + r_local(L_SEND, 3, b"\x01\x00") + \
+        r_local(L_EOF, 3) + r_local(L_DRAIN, 3) + r_data(1, 0, fin=True) + DELIVER
+    s["flow-local-open"] = bytes([0b100000]) + r_local(L_OPEN_UDP, 0, b"\x00\x35") + \
+        r_open_result(2) + DELIVER + r_local_dgram(60) + r_datagram(2, 60) + \
+        r_datagram(2, 0) + DELIVER + r_local(L_DRAIN) + r_local(L_OPEN_UDP, 0, b"\x00\x35") + \
+        r_open_result(4, 3, W_0, b"port unreachable") + DELIVER + r_local(L_RESET)
+    s["flow-byte-stream-calls"] = plain + r_open(1, HOLD, proto=UDP) + DELIVER + \
+        r_local(L_SEND, 0, b"\x00\x10") + r_local(L_EOF) + r_local_dgram(16) + DELIVER
+    s["flow-datagram-on-tcp-held"] = plain + r_open(1, HOLD) + DELIVER + r_local_dgram(16) + \
+        r_data(1, 16) + DELIVER + r_local(L_DRAIN)
+    # Each of these ends the session with a protocol error.
+    s["flow-datagram-on-tcp-stream"] = plain + r_open(1, ECHO) + r_datagram(1, 10)
+    s["flow-data-on-flow"] = plain + r_open(1, HOLD, proto=UDP) + r_data(1, 10)
+    s["flow-fin-on-flow"] = plain + r_open(1, ECHO, proto=UDP) + r_data(1, 0, fin=True)
+    s["flow-datagram-unopened"] = plain + r_datagram(7, 10)
+    s["flow-datagram-before-accept"] = plain + r_local(L_OPEN_UDP, 0, b"\x00\x35") + \
+        r_datagram(2, 10)
+    s["flow-datagram-too-large"] = plain + r_open(1, ECHO, proto=UDP) + \
+        r_datagram(1, MAX_DATAGRAM + 1)
+    s["flow-datagrams-past-stream-window"] = bytes([0b1]) + r_open(1, HOLD, proto=UDP) + \
+        r_datagram(1, 60000) + DELIVER + r_datagram(1, 6000)
+    s["flow-datagrams-past-session-window"] = bytes([0b10]) + b"".join(
+        r_open(n, HOLD, proto=UDP) + r_datagram(n, 50000) for n in (1, 3, 5))
+    # Past the windows the peer granted: the local side's datagrams are dropped, not queued.
+    s["flow-local-past-peer-windows"] = bytes([0b11000]) + r_open(1, HOLD, proto=UDP) + \
+        DELIVER + r_local_dgram(50) + r_local_dgram(50) + r_local_dgram(1) + \
+        r_window(1, 100) + r_window(0, 100) + DELIVER + r_local_dgrams(5, 40)
+    s["flow-echo-past-peer-windows"] = bytes([0b11000]) + r_open(1, ECHO, proto=UDP) + \
+        r_datagram(1, 60) * 4 + DELIVER + r_window(1, 120) + r_window(0, 120) + \
+        r_datagram(1, 60) * 4 + DELIVER
+    # A reader 256 datagrams behind: new arrivals are dropped and their credit returned.
+    s["flow-receiver-behind"] = bytes([0b1]) + r_open(1, HOLD, proto=UDP) + \
+        r_datagram(1, 100) * 300 + DELIVER + r_local(L_DRAIN) + r_datagram(1, 100) * 20 + \
+        DELIVER + r_local(L_DRAIN)
+    # A peer that does not read and a small output budget: the local side's bursts are
+    # dropped as backlogged; a reset drops what still waits.
+    s["flow-backlogged-stalled-peer"] = bytes([0b11000000]) + r_open(1, HOLD, proto=UDP) + \
+        r_open(3, ECHO) + DELIVER + r_local_dgrams(200, 1400) + r_data(3, 16384) + DELIVER + \
+        r_read(20000) + r_local_dgrams(50, 65000) + r_local(L_RESET) + r_read(65535)
+    s["flow-many-limit-4"] = bytes([0b100]) + b"".join(
+        r_open(n, ECHO if n % 4 == 1 else HOLD, proto=UDP) + r_datagram(n, n)
+        for n in (1, 3, 5, 7, 9)) + DELIVER + r_local_dgrams(3, 9, 1) + r_local(L_CLOSE)
     return s
 
 
