@@ -9,6 +9,7 @@
 #include <asio/detached.hpp>
 #include <asio/io_context.hpp>
 #include <chrono>
+#include <cstddef>
 #include <memory>
 #include <optional>
 #include <string>
@@ -59,14 +60,23 @@ class session_fixture : public ::testing::Test {
   }
 
   // Runs every handler that is ready, until none is: everything that can happen without a
-  // timer expiring has happened. False if that does not come within `limit` (something
-  // spins, or a peer that should be stopped keeps going).
-  bool settle(std::chrono::milliseconds limit = 10s) {
-    const auto deadline = std::chrono::steady_clock::now() + limit;
-    while (std::chrono::steady_clock::now() < deadline) {
+  // timer expiring has happened. False, and a failure that says why, if that does not come
+  // within `limit` or `max_handlers` handlers (something spins, or a peer that should be
+  // stopped keeps going). One handler at a time: io.poll() would never return while a
+  // handler keeps posting itself, and the bug would show as a hang.
+  bool settle(std::chrono::milliseconds limit = 10s, std::size_t max_handlers = 10'000'000) {
+    const auto start = std::chrono::steady_clock::now();
+    for (std::size_t n = 0; n < max_handlers; ++n) {
       io.restart();
-      if (io.poll() == 0) return true;
+      if (io.poll_one() == 0) return true;
+      if (std::chrono::steady_clock::now() - start >= limit) {
+        ADD_FAILURE() << "settle(): still busy after " << limit.count() << " ms and " << n + 1
+                      << " handlers";
+        return false;
+      }
     }
+    ADD_FAILURE() << "settle(): " << max_handlers
+                  << " handlers ran and more are ready: something keeps posting itself";
     return false;
   }
 
