@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <asio/co_spawn.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
 #include <asio/ip/tcp.hpp>
@@ -12,7 +13,6 @@
 #include "tether/client/udp_forwarder.hpp"
 #include "tether/mux/async_signal.hpp"
 #include "tether/mux/use_tuple.hpp"
-#include "tether/relay/splice.hpp"
 
 namespace tether::client {
 namespace {
@@ -27,6 +27,11 @@ std::string endpoint_text(const Endpoint& ep) {
   return (a.is_v6() ? "[" + a.to_string() + "]" : a.to_string()) + ":" + std::to_string(ep.port());
 }
 
+std::string host_port_text(const std::string& host, std::uint16_t port) {
+  return (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" +
+         std::to_string(port);
+}
+
 errc reason_of(const asio::error_code& ec) {
   if (ec.category() == tether_category()) return static_cast<errc>(ec.value());
   if (ec == asio::error::connection_refused) return errc::refused;
@@ -34,41 +39,84 @@ errc reason_of(const asio::error_code& ec) {
   return errc::session_lost;
 }
 
-struct listener {
-  mapping map;
-  tcp::acceptor acceptor;
-  std::string local;
+// Refusals that are about the mapping itself (its device, its port, the ACL) rather than
+// about the session: they make `map ls` show the mapping as failed until a stream opens.
+bool is_mapping_failure(errc e) {
+  switch (e) {
+    case errc::unknown_device:
+    case errc::forbidden:
+    case errc::refused:
+    case errc::unreachable:
+    case errc::timed_out:
+    case errc::unsupported:
+    case errc::ssh_forwarding_denied:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// What the streams of one mapping said last: a failure of the mapping's own, cleared by the
+// next stream that opens. Shared with its opener, which outlives a removed mapping's entry.
+struct mapping_health {
+  std::string error;
 };
+
+struct opened_stream {
+  std::unique_ptr<mux::channel> ch;
+  std::string error;  // when !ch
+};
+
+mapping_failure bind_failure(const asio::error_code& ec, const std::string& where) {
+  if (ec == asio::error::address_in_use) return {control_errc::in_use, where + " is in use"};
+  return {control_errc::cannot_listen, "cannot listen on " + where + ": " + ec.message()};
+}
 
 }  // namespace
 
 struct proxy::impl : std::enable_shared_from_this<impl> {
+  // One mapping: its listener (exactly one of tcp, udp) and what `map ls` shows of it.
+  struct entry {
+    std::string name;
+    mapping map;
+    std::string local;
+    std::chrono::system_clock::time_point since;
+    std::shared_ptr<mapping_health> health = std::make_shared<mapping_health>();
+    std::unique_ptr<tcp_forwarder> tcp;
+    std::unique_ptr<udp_forwarder> udp;
+  };
+
   impl(asio::any_io_executor ex, std::vector<mapping> m, dialer d, event_sink& e, proxy_options o)
       : executor(ex),
-        mappings(std::move(m)),
+        initial(std::move(m)),
         dial(std::move(d)),
         events(e),
         options(std::move(o)),
+        names(options.names ? options.names : std::make_shared<mapping_names>()),
         session_ready(ex, asio::steady_timer::time_point::max()),
         backoff(options.backoff_initial) {}
 
   asio::any_io_executor executor;
-  std::vector<mapping> mappings;
+  std::vector<mapping> initial;  // bound by listen()
   dialer dial;
   event_sink& events;
   proxy_options options;
+  std::shared_ptr<mapping_names> names;
 
-  std::vector<std::unique_ptr<listener>> listeners;
-  std::vector<std::unique_ptr<udp_forwarder>> forwarders;
+  std::vector<std::unique_ptr<entry>> entries;  // in the order added
+  // Forwarders of removed mappings whose connections are still draining.
+  std::vector<std::unique_ptr<tcp_forwarder>> retired;
   std::shared_ptr<mux::tunnel> current;
   asio::steady_timer session_ready;  // every waiter wakes when it is cancelled
   mux::async_signal stop_signal;
+  mux::async_signal connection_ended;  // run() waits on it while draining
+  bool running = false;
   bool stopping = false;
+  bool listeners_closed = false;
   dial_outcome fatal;
   std::chrono::milliseconds backoff;
   std::chrono::milliseconds first_retry{0};  // after a failed connect_first()
-  std::size_t active = 0;
-  relay::buffer_pool pool;
+  std::shared_ptr<relay::buffer_pool> pool = std::make_shared<relay::buffer_pool>();
   std::minstd_rand jitter{std::random_device{}()};
 
   static bool is_fatal(const dial_outcome& o) {
@@ -132,8 +180,8 @@ struct proxy::impl : std::enable_shared_from_this<impl> {
       current.reset();
       const bool graceful = why == make_error_code(errc::going_away);
       const auto delay = graceful ? std::chrono::milliseconds(0) : next_delay();
-      spdlog::warn("session to {} ended: {}; reconnecting in {} ms", options.server,
-                   why.message(), delay.count());
+      spdlog::warn("session to {} ended: {}; reconnecting in {} ms", options.server, why.message(),
+                   delay.count());
       events.disconnected(why.message(), delay);
       if (delay.count() > 0 && !co_await pause(delay)) co_return;
     }
@@ -149,40 +197,21 @@ struct proxy::impl : std::enable_shared_from_this<impl> {
     co_return current;
   }
 
-  // One accepted connection. Its coroutine frame lives as long as the connection, so it
-  // keeps only what the relay needs: opening the stream runs in a frame of its own that is
-  // gone once the stream is open.
-  asio::awaitable<void> handle(tcp::socket sock, const listener& l) {
-    ++active;
-    struct leave {
-      std::size_t& n;
-      ~leave() { --n; }
-    } guard{active};
-    auto ch = co_await open_stream(l.map, l.local);
-    if (!ch) {
-      relay::abort_socket(sock);  // refused or no session: not a clean, empty transfer
-      co_return;
-    }
-    const auto r = co_await relay::splice(sock, *ch, pool);
-    spdlog::debug("connection on {} to {}:{} closed: {} bytes sent, {} received{}{}", l.local,
-                  l.map.device, l.map.device_port, r.to_channel, r.from_channel,
-                  r.error ? ", " : "", r.error ? r.error.message() : "");
-  }
-
-  // Opens the stream for a connection (or a UDP flow) of `map` on `local`, retrying once on
-  // a fresh session when the current one turns out to be gone. Failures are reported and
-  // return null.
-  asio::awaitable<std::unique_ptr<mux::channel>> open_stream(const mapping& map,
-                                                             const std::string& local) {
+  // Opens the stream for a connection (or a UDP flow, or a check) of `map` on `local`,
+  // retrying once on a fresh session when the current one turns out to be gone. Failures
+  // are reported as events and in `health` (those of the mapping's own).
+  asio::awaitable<opened_stream> open_stream(const mapping& map, const std::string& local,
+                                             mapping_health& health) {
     for (int attempt = 0; attempt < 2; ++attempt) {
       auto tunnel = co_await get_tunnel();
       if (!tunnel) {
-        const auto msg = stopping ? std::string("shutting down")
-                                  : "no tunnel session to " + options.server + " within " +
-                                        std::to_string(options.wait_for_session.count() / 1000) +
-                                        " s";
+        auto msg = stopping ? std::string("shutting down")
+                            : "no tunnel session to " + options.server + " within " +
+                                  std::to_string(options.wait_for_session.count() / 1000) + " s";
         events.stream_error(map, local, errc::session_lost, msg);
-        co_return nullptr;
+        opened_stream failed;
+        failed.error = std::move(msg);
+        co_return failed;
       }
       mux::target t{map.device, map.device_port, map.proto};
       auto [ec, ch] = co_await tunnel->open(t);
@@ -199,82 +228,159 @@ struct proxy::impl : std::enable_shared_from_this<impl> {
           msg += " (" + detail + ")";
         spdlog::warn("stream to {}:{} failed: {}", map.device, map.device_port, msg);
         events.stream_error(map, local, why, msg);
-        co_return nullptr;
+        if (is_mapping_failure(why)) health.error = msg;
+        opened_stream failed;
+        failed.error = std::move(msg);
+        co_return failed;
       }
-      co_return std::move(ch);
+      health.error.clear();
+      opened_stream opened;
+      opened.ch = std::move(ch);
+      co_return opened;
     }
-    co_return nullptr;
+    opened_stream lost;
+    lost.error = "the session to " + options.server + " was lost";
+    co_return lost;
   }
 
-  // What a UDP forwarder opens its flows with. It holds the proxy weakly: the proxy owns
-  // the forwarders. A plain function returning the coroutine, so that the coroutine's frame
+  // What a forwarder opens its streams with. It holds the proxy weakly: the proxy owns the
+  // forwarders. A plain function returning the coroutine, so that the coroutine's frame
   // owns copies of what it uses rather than referring into the std::function.
-  flow_opener flow_opener_for(const mapping& map, const std::string& local) {
-    return [weak = weak_from_this(), map, local] { return open_flow(weak, map, local); };
+  flow_opener opener_for(const mapping& map, const std::string& local,
+                         std::shared_ptr<mapping_health> health) {
+    return [weak = weak_from_this(), map, local, health] {
+      return open_for(weak, map, local, health);
+    };
   }
 
-  static asio::awaitable<std::unique_ptr<mux::channel>> open_flow(std::weak_ptr<impl> weak,
-                                                                  mapping map, std::string local) {
+  static asio::awaitable<std::unique_ptr<mux::channel>> open_for(
+      std::weak_ptr<impl> weak, mapping map, std::string local,
+      std::shared_ptr<mapping_health> health) {
     auto self = weak.lock();
     if (!self || self->stopping) co_return nullptr;
-    co_return co_await self->open_stream(map, local);
+    auto opened = co_await self->open_stream(map, local, *health);
+    co_return std::move(opened.ch);
   }
 
-  // Binds the listener of `m`; returns its real local address.
-  std::string bind_tcp(const mapping& m) {
+  // ---- the mapping table ----
+
+  entry* find(std::string_view name) const {
+    for (const auto& e : entries)
+      if (e->name == name) return e.get();
+    return nullptr;
+  }
+
+  void forget_drained() {
+    std::erase_if(retired, [](const auto& f) { return f->open_connections() == 0; });
+  }
+
+  std::size_t active() const {
+    std::size_t n = 0;
+    for (const auto& e : entries)
+      if (e->tcp) n += e->tcp->open_connections();
+    for (const auto& f : retired) n += f->open_connections();
+    return n;
+  }
+
+  // Binds `m` into `e`; fails without side effects.
+  mapping_failure bind(entry& e, const mapping& m) {
+    e.map = m;
+    asio::error_code ec;
+    if (m.proto == mux::protocol::udp) {
+      udp::resolver resolver(executor);
+      const auto results =
+          resolver.resolve(m.bind_host, std::to_string(m.local_port), udp::resolver::passive, ec);
+      if (ec || results.empty())
+        return {control_errc::cannot_listen,
+                "cannot resolve bind address '" + m.bind_host + "': " + ec.message()};
+      const udp::endpoint ep = *results.begin();
+      // No SO_REUSEADDR here: on UDP it would let a second process bind the same port and
+      // take a share of our datagrams instead of failing to start.
+      udp::socket sock(executor);
+      sock.open(ep.protocol(), ec);
+      if (!ec) sock.bind(ep, ec);
+      if (ec) return bind_failure(ec, endpoint_text(ep));
+      e.local = endpoint_text(sock.local_endpoint());
+      udp_forwarder_options o;
+      o.idle = options.udp_idle;
+      o.max_flows = options.udp_max_flows;
+      e.udp = std::make_unique<udp_forwarder>(std::move(sock), m, e.local, events,
+                                              opener_for(m, e.local, e.health), o);
+      return {};
+    }
     tcp::resolver resolver(executor);
     const auto results =
-        resolver.resolve(m.bind_host, std::to_string(m.local_port), tcp::resolver::passive);
+        resolver.resolve(m.bind_host, std::to_string(m.local_port), tcp::resolver::passive, ec);
+    if (ec || results.empty())
+      return {control_errc::cannot_listen,
+              "cannot resolve bind address '" + m.bind_host + "': " + ec.message()};
     const tcp::endpoint ep = *results.begin();
-    auto l = std::make_unique<listener>(listener{m, tcp::acceptor(executor), ""});
-    l->acceptor.open(ep.protocol());
-    l->acceptor.set_option(tcp::acceptor::reuse_address(true));
-    asio::error_code ec;
-    l->acceptor.bind(ep, ec);
-    if (ec)
-      throw std::system_error(ec, "cannot listen on " + endpoint_text(ep) + " for " + m.text());
-    l->acceptor.listen(asio::socket_base::max_listen_connections);
-    l->local = endpoint_text(l->acceptor.local_endpoint());
-    listeners.push_back(std::move(l));
-    return listeners.back()->local;
+    tcp::acceptor acceptor(executor);
+    acceptor.open(ep.protocol(), ec);
+    if (!ec) acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+    if (!ec) acceptor.bind(ep, ec);
+    if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) return bind_failure(ec, endpoint_text(ep));
+    e.local = endpoint_text(acceptor.local_endpoint());
+    std::weak_ptr<impl> weak = weak_from_this();
+    e.tcp = std::make_unique<tcp_forwarder>(std::move(acceptor), m, e.local,
+                                            opener_for(m, e.local, e.health), pool, [weak] {
+                                              if (auto s = weak.lock())
+                                                s->connection_ended.notify();
+                                            });
+    return {};
   }
 
-  // No SO_REUSEADDR here: on UDP it would let a second process bind the same port and take
-  // a share of our datagrams instead of failing to start.
-  std::string bind_udp(const mapping& m) {
-    udp::resolver resolver(executor);
-    const auto results =
-        resolver.resolve(m.bind_host, std::to_string(m.local_port), udp::resolver::passive);
-    const udp::endpoint ep = *results.begin();
-    udp::socket sock(executor);
-    sock.open(ep.protocol());
-    asio::error_code ec;
-    sock.bind(ep, ec);
-    if (ec)
-      throw std::system_error(ec, "cannot listen on " + endpoint_text(ep) + " for " + m.text());
-    auto local = endpoint_text(sock.local_endpoint());
-    udp_forwarder_options o;
-    o.idle = options.udp_idle;
-    o.max_flows = options.udp_max_flows;
-    auto open = flow_opener_for(m, local);
-    forwarders.push_back(
-        std::make_unique<udp_forwarder>(std::move(sock), m, local, events, std::move(open), o));
-    return local;
+  void start(entry& e) {
+    if (e.tcp) e.tcp->start();
+    if (e.udp) e.udp->start();
   }
 
-  asio::awaitable<void> accept_loop(listener& l) {
-    auto self = shared_from_this();
-    while (!stopping) {
-      auto [ec, sock] = co_await l.acceptor.async_accept(use_tuple);
-      if (stopping || ec == asio::error::operation_aborted) co_return;
-      if (ec) {
-        spdlog::warn("accept on {} failed: {}", l.local, ec.message());
-        if (!co_await pause(std::chrono::milliseconds(100))) co_return;
-        continue;
-      }
-      asio::co_spawn(executor, handle(std::move(sock), l), [self](std::exception_ptr e) {
-        if (e) spdlog::error("connection handler failed unexpectedly");
-      });
+  void announce(const entry& e) {
+    spdlog::info("listening on {} for {}:{}{} (mapping {})", e.local, e.map.device,
+                 e.map.device_port, e.map.proto == mux::protocol::udp ? " udp" : "", e.name);
+    events.listening(e.map, e.local);
+  }
+
+  mapping_status status_of(const entry& e) const {
+    mapping_status st;
+    st.name = e.name;
+    st.server = options.server;
+    st.local = e.local;
+    st.device = e.map.device;
+    st.device_port = e.map.device_port;
+    st.proto = e.map.proto;
+    st.since = e.since;
+    if (!current) {
+      st.state = mapping_state::session_down;
+    } else if (!e.health->error.empty()) {
+      st.state = mapping_state::failed;
+      st.error = e.health->error;
+    }
+    if (e.tcp) {
+      st.connections = e.tcp->open_connections();
+      st.total = e.tcp->connections_total();
+      st.bytes_out = e.tcp->bytes_out();
+      st.bytes_in = e.tcp->bytes_in();
+    }
+    if (e.udp) {
+      const auto& c = e.udp->counters();
+      st.connections = e.udp->flow_count();
+      st.bytes_out = c.bytes_to_channel;
+      st.bytes_in = c.bytes_from_channel;
+      st.datagrams_out = c.to_channel;
+      st.datagrams_in = c.from_channel;
+      st.dropped = c.dropped_total();
+    }
+    return st;
+  }
+
+  void close_listeners() {
+    if (listeners_closed) return;
+    listeners_closed = true;
+    for (auto& e : entries) {
+      if (e->tcp) e->tcp->stop(stop_mode::drain);
+      if (e->udp) e->udp->stop();
     }
   }
 };
@@ -284,9 +390,17 @@ proxy::proxy(asio::any_io_executor ex, std::vector<mapping> mappings, dialer dia
     : impl_(std::make_shared<impl>(ex, std::move(mappings), std::move(dial), events,
                                    std::move(options))) {}
 
-proxy::~proxy() = default;
+proxy::~proxy() {
+  for (const auto& e : impl_->entries) impl_->names->release(e->name);
+}
 
-std::size_t proxy::active_connections() const noexcept { return impl_->active; }
+const std::string& proxy::server() const noexcept {
+  return impl_->options.server;
+}
+
+std::size_t proxy::active_connections() const noexcept {
+  return impl_->active();
+}
 
 asio::awaitable<dial_outcome> proxy::connect_first() {
   auto outcome = co_await impl_->dial();
@@ -307,34 +421,139 @@ asio::awaitable<dial_outcome> proxy::connect_first() {
 
 void proxy::listen() {
   auto& s = *impl_;
-  std::vector<std::string> locals;  // reported once every mapping is bound
-  for (const auto& m : s.mappings)
-    locals.push_back(m.proto == mux::protocol::udp ? s.bind_udp(m) : s.bind_tcp(m));
-  for (std::size_t i = 0; i < s.mappings.size(); ++i) {
-    const auto& m = s.mappings[i];
-    spdlog::info("listening on {} for {}:{}{}", locals[i], m.device, m.device_port,
-                 m.proto == mux::protocol::udp ? " udp" : "");
-    s.events.listening(m, locals[i]);
+  if (s.stopping) return;  // stopped while the first session was being made
+  std::vector<std::unique_ptr<impl::entry>> bound;  // reported once every mapping is bound
+  for (const auto& m : s.initial) {
+    auto e = std::make_unique<impl::entry>();
+    if (auto failure = s.bind(*e, m)) {
+      for (auto& b : bound) {
+        if (b->tcp) b->tcp->stop(stop_mode::cut);
+        if (b->udp) b->udp->stop();
+      }
+      throw std::runtime_error("cannot listen for " + m.text() + ": " + failure.message);
+    }
+    bound.push_back(std::move(e));
   }
+  s.initial.clear();
+  for (auto& e : bound) {
+    e->name = s.names->claim_default(e->map);
+    e->since = std::chrono::system_clock::now();
+    if (s.running) s.start(*e);
+    s.announce(*e);
+    s.entries.push_back(std::move(e));
+  }
+}
+
+add_result proxy::add(const mapping& m, const std::string& name) {
+  auto& s = *impl_;
+  add_result r;
+  if (s.stopping) {
+    r.failure = {control_errc::shutting_down, "the client is shutting down"};
+    return r;
+  }
+  if (m.proto == mux::protocol::udp && !s.options.udp_supported) {
+    r.failure = {control_errc::bad_spec, "UDP needs a tls:// server (SSH forwards only TCP)"};
+    return r;
+  }
+  if (!name.empty()) {
+    auto checked = check_mapping_name(name);
+    if (!checked) {
+      r.failure = {control_errc::bad_spec, checked.message()};
+      return r;
+    }
+    if (s.names->taken(name)) {
+      r.failure = {control_errc::duplicate_name, "a mapping named '" + name + "' exists"};
+      return r;
+    }
+  }
+  auto e = std::make_unique<impl::entry>();
+  if (auto failure = s.bind(*e, m)) {
+    r.failure = std::move(failure);
+    return r;
+  }
+  if (name.empty()) {
+    e->name = s.names->claim_default(m);
+  } else {
+    e->name = name;
+    s.names->claim(name);
+  }
+  e->since = std::chrono::system_clock::now();
+  if (s.running) s.start(*e);
+  s.announce(*e);
+  s.forget_drained();
+  r.added = s.status_of(*e);
+  s.entries.push_back(std::move(e));
+  return r;
+}
+
+asio::awaitable<mapping_failure> proxy::check(std::string name) {
+  // Results are named before co_return: g++ 12 mishandles braced temporaries holding a
+  // std::string in coroutines.
+  mapping_failure failure;
+  auto s = impl_;  // this proxy may be destroyed while the stream opens
+  const auto* e = s->find(name);
+  if (!e) {
+    failure = {control_errc::not_found, "no mapping named '" + name + "'"};
+    co_return failure;
+  }
+  const auto map = e->map;
+  const auto local = e->local;
+  const auto health = e->health;
+  auto opened = co_await s->open_stream(map, local, *health);
+  if (!opened.ch) {
+    failure = {
+        control_errc::check_failed,
+        "stream to " + host_port_text(map.device, map.device_port) + " failed: " + opened.error};
+    co_return failure;
+  }
+  opened.ch->reset(errc::stream_reset);  // a probe: nothing to say to the device
+  co_return failure;
+}
+
+remove_result proxy::remove(std::string_view name, stop_mode how) {
+  auto& s = *impl_;
+  remove_result r;
+  const auto it = std::find_if(s.entries.begin(), s.entries.end(),
+                               [&](const auto& e) { return e->name == name; });
+  if (it == s.entries.end()) {
+    r.failure = {control_errc::not_found, "no mapping named '" + std::string(name) + "'"};
+    return r;
+  }
+  auto& e = **it;
+  if (e.tcp) e.tcp->stop(how);
+  if (e.udp) e.udp->stop();
+  r.removed = s.status_of(e);
+  spdlog::info("mapping {} on {} removed{}", e.name, e.local,
+               e.tcp && e.tcp->open_connections() > 0
+                   ? "; " + std::to_string(e.tcp->open_connections()) + " connections left to drain"
+                   : std::string());
+  if (e.tcp && e.tcp->open_connections() > 0) s.retired.push_back(std::move(e.tcp));
+  s.names->release(e.name);
+  s.entries.erase(it);
+  s.forget_drained();
+  return r;
+}
+
+std::vector<mapping_status> proxy::list() const {
+  std::vector<mapping_status> out;
+  out.reserve(impl_->entries.size());
+  for (const auto& e : impl_->entries) out.push_back(impl_->status_of(*e));
+  return out;
 }
 
 asio::awaitable<dial_outcome> proxy::run() {
   auto s = impl_;
-  for (auto& l : s->listeners)
-    asio::co_spawn(s->executor, s->accept_loop(*l), [](std::exception_ptr e) {
-      if (e) spdlog::error("accept loop failed unexpectedly");
-    });
-  for (auto& f : s->forwarders) f->start();
+  s->running = true;
+  if (!s->listeners_closed)
+    for (auto& e : s->entries) s->start(*e);
   co_await s->keep_connected();
   stop();
   // Let open connections finish, then end the session. UDP flows ended in stop(): a
   // datagram protocol has nothing to drain.
-  const auto deadline = std::chrono::steady_clock::now() + s->options.drain;
-  asio::steady_timer tick(s->executor);
-  while (s->active > 0 && std::chrono::steady_clock::now() < deadline &&
-         s->fatal.kind == dial_outcome::failure::none) {
-    tick.expires_after(std::chrono::milliseconds(50));
-    co_await tick.async_wait(use_tuple);
+  asio::steady_timer deadline(s->executor, s->options.drain);
+  while (s->active() > 0 && s->fatal.kind == dial_outcome::failure::none) {
+    auto woke = co_await (s->connection_ended.wait() || deadline.async_wait(use_tuple));
+    if (woke.index() == 1) break;
   }
   if (s->current) s->current->close();
   s->current.reset();
@@ -343,11 +562,8 @@ asio::awaitable<dial_outcome> proxy::run() {
 
 void proxy::stop() {
   auto& s = *impl_;
-  if (s.stopping && s.listeners.empty()) return;
   s.stopping = true;
-  asio::error_code ignored;
-  for (auto& l : s.listeners) l->acceptor.close(ignored);
-  for (auto& f : s.forwarders) f->stop();
+  s.close_listeners();
   s.stop_signal.notify();
   s.session_ready.cancel();
 }
