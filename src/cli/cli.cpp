@@ -6,6 +6,7 @@
 #include <iostream>
 
 #include "commands.hpp"
+#include "map_command.hpp"
 #include "tether/version.hpp"
 
 namespace tether::cli {
@@ -37,6 +38,7 @@ int run(int argc, char** argv) {
   add_server_command(app, chosen);
   add_connect_command(app, chosen);
   add_token_command(app, chosen);
+  add_map_command(app, chosen);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

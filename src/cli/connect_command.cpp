@@ -7,12 +7,16 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <sstream>
 
 #include "commands.hpp"
 #include "output.hpp"
+#include "tether/client/control_path.hpp"
+#include "tether/client/control_server.hpp"
 #include "tether/client/dialer.hpp"
 #include "tether/client/proxy.hpp"
 #include "tether/client/url.hpp"
@@ -34,6 +38,7 @@ struct connect_flags {
   double udp_idle_s = 60;
   long long udp_max_flows = 4096;
   std::string log_level = "info";
+  std::string control;  // the control socket; empty: the default folder's <pid>.sock
   // ssh://
   std::vector<std::string> identity_files;
   std::string known_hosts;
@@ -111,11 +116,29 @@ client::dialer tls_dialer(asio::any_io_executor ex, const client::server_url& ur
   return client::make_tls_dialer(ex, std::move(o));
 }
 
+// Where this client's control socket goes, checked and cleared of a stale socket.
+// Throws control_path_error (and std::runtime_error for a missing folder): usage errors.
+std::filesystem::path control_socket_path(const connect_flags& f) {
+  if (f.control.empty()) {
+    const auto folder = client::default_control_folder();
+    client::prepare_control_folder(folder);
+    const auto path = folder / (std::to_string(::getpid()) + ".sock");
+    client::clear_stale_socket(path);
+    return path;
+  }
+  const std::filesystem::path path(f.control);
+  client::check_control_folder(path.has_parent_path() ? path.parent_path()
+                                                      : std::filesystem::path("."));
+  client::clear_stale_socket(path);
+  return path;
+}
+
 int run_connect(const connect_flags& f) {
   setup_logging(f.log_level);
   std::vector<client::mapping> mappings;
   client::server_url url;
   client::dialer dial;
+  std::filesystem::path control_path;
   asio::io_context io(1);
   try {
     auto parsed = client::parse_server_url(f.url);
@@ -158,6 +181,7 @@ int run_connect(const connect_flags& f) {
     } else {
       dial = tls_dialer(io.get_executor(), url, f);
     }
+    control_path = control_socket_path(f);
   } catch (const std::exception& e) {
     std::cerr << "error: " << e.what() << std::endl;
     return exit_usage;
@@ -171,7 +195,20 @@ int run_connect(const connect_flags& f) {
   options.wait_for_session = seconds(f.wait_for_session_s);
   options.udp_idle = seconds(f.udp_idle_s);
   options.udp_max_flows = static_cast<std::size_t>(f.udp_max_flows);
+  options.udp_supported = url.kind == client::scheme::tls;
   client::proxy proxy(io.get_executor(), std::move(mappings), std::move(dial), events, options);
+
+  // Made before the first dial, so that `tether map` finds this client while it connects.
+  std::optional<client::control_server> control;
+  try {
+    control.emplace(io.get_executor(), control_path);
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << std::endl;
+    return exit_usage;
+  }
+  control->add_proxy(proxy);
+  control->start();
+  spdlog::info("control socket {}", control_path.string());
 
   int exit_code = exit_ok;
   auto report_fatal = [&](const client::dial_outcome& o) {
@@ -210,12 +247,14 @@ int run_connect(const connect_flags& f) {
         if (first.kind != client::dial_outcome::failure::none) {
           report_fatal(first);
           signals.cancel();
+          control->stop();
           co_return;
         }
         proxy.listen();
         auto end = co_await proxy.run();
         report_fatal(end);
         signals.cancel();
+        control->stop();
       },
       [&](std::exception_ptr e) {
         if (!e) return;
@@ -271,6 +310,9 @@ void add_connect_command(CLI::App& app, action& run) {
       ->capture_default_str();
   cmd->add_option("--log-level", f->log_level, "trace, debug, info, warn, error or off")
       ->capture_default_str();
+  cmd->add_option("--control", f->control,
+                  "Control socket for tether map (default: $XDG_RUNTIME_DIR/tether/PID.sock, "
+                  "else ~/.local/state/tether/run/PID.sock)");
   cmd->callback([f, &run] { run = [f] { return run_connect(*f); }; });
 }
 
