@@ -3,6 +3,9 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <chrono>
+#include <cstdlib>
+#include <ctime>
 #include <iostream>
 
 namespace tether::cli {
@@ -12,17 +15,39 @@ void setup_logging(const std::string& level) {
   if (lvl == spdlog::level::off && level != "off")
     throw std::invalid_argument("unknown log level '" + level +
                                 "' (use trace, debug, info, warn, error or off)");
-  auto logger = spdlog::stderr_color_mt("tether");
-  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  // NO_COLOR (no-color.org): any non-empty value turns colours off.
+  const char* no_color = std::getenv("NO_COLOR");
+  auto logger = spdlog::stderr_color_mt(
+      "tether", no_color && *no_color ? spdlog::color_mode::never : spdlog::color_mode::automatic);
+  // UTC, and said so: log lines from machines in different zones sort together.
+  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %^%l%$ %v", spdlog::pattern_time_type::utc);
   logger->set_level(lvl);
   spdlog::set_default_logger(logger);
 }
 
+std::string utc_timestamp() {
+  const auto now = std::chrono::system_clock::now();
+  const auto t = std::chrono::system_clock::to_time_t(now);
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()) % 1000;
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char out[32];
+  const auto n = std::strftime(out, sizeof out, "%Y-%m-%dT%H:%M:%S", &tm);
+  return std::string(out, n) + "." + std::to_string(1000 + ms.count()).substr(1) + "Z";
+}
+
 void print_event(bool json, const nlohmann::ordered_json& event, const std::string& text) {
-  if (json)
-    std::cout << event.dump() << std::endl;
-  else
+  if (!json) {
     std::cout << text << std::endl;
+    return;
+  }
+  // Every event says when it happened, right after what it is.
+  nlohmann::ordered_json stamped;
+  for (auto it = event.begin(); it != event.end(); ++it) {
+    stamped[it.key()] = it.value();
+    if (it.key() == "event") stamped["time"] = utc_timestamp();
+  }
+  std::cout << stamped.dump() << std::endl;
 }
 
 const char* reason_name(errc e) noexcept {

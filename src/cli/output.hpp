@@ -13,8 +13,12 @@ namespace tether::cli {
 /// Throws std::invalid_argument naming a level it does not know.
 void setup_logging(const std::string& level);
 
-/// One event line on stdout, flushed at once (scripts read it through pipes).
+/// One event line on stdout, flushed at once (scripts read it through pipes). JSON events
+/// get a "time" (UTC, ISO 8601 with milliseconds) after their "event" name.
 void print_event(bool json, const nlohmann::ordered_json& event, const std::string& text);
+
+/// Now as "2026-11-28T07:10:45.465Z".
+std::string utc_timestamp();
 
 /// Prints the proxy's events as text or JSON lines.
 class event_printer final : public client::event_sink {
