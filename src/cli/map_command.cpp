@@ -253,6 +253,7 @@ void add_common(CLI::App* cmd, const std::shared_ptr<map_flags>& f) {
   control->excludes(pid);
   cmd->add_flag("--json", f->json, "Print JSON instead of text");
   cmd->add_option("--timeout", f->timeout_s, "Seconds to wait for the client's answer")
+      ->check(CLI::Range(0.001, 3600.0))
       ->capture_default_str();
 }
 
