@@ -18,6 +18,7 @@
 #include "tether/server/server.hpp"
 #include "tether/transport/dev_pki.hpp"
 #include "tether/transport/private_dir.hpp"
+#include "tether/transport/tls.hpp"
 
 namespace tether::cli {
 namespace {
@@ -31,6 +32,7 @@ struct server_flags {
   std::string listen;
   std::vector<std::string> devices;  // ID=ADDRESS
   std::vector<std::string> dev_hosts;  // more names for the dev certificate
+  bool print_fingerprint = false;
   bool json = false;
   std::string log_level = "info";
 };
@@ -163,6 +165,16 @@ int run_server(const server_flags& f) {
     return exit_usage;
   }
 
+  if (f.print_fingerprint) {
+    try {
+      std::cout << transport::public_key_pin(config.cert) << std::endl;
+      return exit_ok;
+    } catch (const std::runtime_error& e) {
+      std::cerr << "error: " << e.what() << std::endl;
+      return exit_failure;
+    }
+  }
+
   asio::io_context io(1);
   // Signals are caught before the ready line is printed: a supervisor may stop us at once.
   asio::signal_set signals(io, SIGINT, SIGTERM);
@@ -175,12 +187,15 @@ int run_server(const server_flags& f) {
               "listening on " + local);
   if (f.dev) {
     const auto command = dev_command(config, bound, ca, token_file);
+    const auto pin = transport::public_key_pin(config.cert);
     print_event(f.json,
                 {{"event", "dev"},
                  {"command", command},
                  {"ca", ca.string()},
-                 {"token_file", token_file.string()}},
+                 {"token_file", token_file.string()},
+                 {"pin", pin}},
                 command);
+    spdlog::info("clients may trust this server by its key instead of --ca: --pin {}", pin);
     if (config.devices.empty())
       spdlog::warn("no --device given: add --device ID=ADDRESS for each device to reach, and "
                    "use its id in place of DEVICE");
@@ -233,6 +248,9 @@ void add_server_command(CLI::App& app, action& run) {
   cmd->add_option("--dev-host", f->dev_hosts,
                   "With --dev: one more host name or IP the dev certificate covers (repeatable; "
                   "the --listen host is always covered)");
+  cmd->add_flag("--print-fingerprint", f->print_fingerprint,
+                "Print the pin of the server's certificate key (sha256:HEX, for `tether "
+                "connect --pin`) and exit");
   cmd->add_flag("--json", f->json, "Print events as JSON lines");
   cmd->add_option("--log-level", f->log_level, "trace, debug, info, warn, error or off")
       ->capture_default_str();

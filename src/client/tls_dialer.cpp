@@ -7,7 +7,7 @@ namespace tether::client {
 
 dialer make_tls_dialer(asio::any_io_executor, tls_dial_options options) {
   auto ctx = std::make_shared<transport::tls_client_context>(
-      transport::tls_client_config{options.ca_file, options.host});
+      transport::tls_client_config{options.ca_file, options.host, options.pin});
   auto opts = std::make_shared<tls_dial_options>(std::move(options));
   return [ctx, opts]() -> asio::awaitable<dial_outcome> {
     dial_outcome out;

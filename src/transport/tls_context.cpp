@@ -4,11 +4,16 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include <openssl/pem.h>
+
+#include <cstdio>
 #include <filesystem>
+#include <memory>
 #include <stdexcept>
 #include <string>
 
 #include "tether/transport/tls.hpp"
+#include "tls_pin.hpp"
 
 namespace tether::transport {
 namespace {
@@ -69,6 +74,17 @@ tls_client_context::tls_client_context(const tls_client_config& config)
   SSL_CTX_set_verify(c, SSL_VERIFY_PEER, nullptr);
   // We never resume sessions, so session tickets the server sends are read and dropped.
   SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_OFF);
+  if (!config_.pin.empty()) {
+    auto pin = std::make_shared<detail::key_digest>();
+    if (!detail::parse_pin(config_.pin, *pin))
+      throw std::invalid_argument("--pin '" + config_.pin +
+                                  "': expected sha256: and 64 hex digits, as `tether server "
+                                  "--print-fingerprint` prints");
+    detail::require_pinned_key(c, pin.get());
+    // The digest lives as long as the SSL_CTX: streams may keep that beyond this object.
+    ctx_ = std::shared_ptr<ssl_ctx_st>(c, [keep = ctx_, pin](ssl_ctx_st*) {});
+    return;
+  }
   if (config_.ca_file.empty()) {
     if (SSL_CTX_set_default_verify_paths(c) != 1) {
       throw std::runtime_error("TLS: cannot load the system trust store: " + last_openssl_error());
@@ -104,6 +120,18 @@ tls_server_context::tls_server_context(const std::filesystem::path& cert,
     throw std::runtime_error("TLS: private key '" + key.string() +
                              "' does not match certificate '" + cert.string() + "'");
   }
+}
+
+std::string public_key_pin(const std::filesystem::path& cert_pem) {
+  require_readable(cert_pem, "certificate file");
+  std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(cert_pem.c_str(), "r"), &std::fclose);
+  if (!f) throw std::runtime_error("TLS: cannot open certificate file '" + cert_pem.string() + "'");
+  std::unique_ptr<X509, void (*)(X509*)> cert(PEM_read_X509(f.get(), nullptr, nullptr, nullptr),
+                                              &X509_free);
+  if (!cert)
+    throw std::runtime_error("TLS: no PEM certificate in '" + cert_pem.string() +
+                             "': " + last_openssl_error());
+  return detail::pin_text(detail::public_key_digest(cert.get()));
 }
 
 }  // namespace tether::transport

@@ -89,6 +89,8 @@ bool is_certificate_error(const asio::error_code& ec) {
 std::string describe_tls_error(const asio::error_code& ec) {
   if (!ec) return "ok";
   const auto& cat = ec.category();
+  if (cat == detail::tls_verify_category() && ec.value() == X509_V_ERR_CERT_REJECTED)
+    return "certificate verification failed: the server's public key is not the pinned one";
   if (cat == detail::tls_verify_category())
     return "certificate verification failed: " + ec.message();
   if (cat == detail::tls_handshake_category()) return "TLS handshake failed: " + ec.message();

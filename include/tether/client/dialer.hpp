@@ -27,13 +27,15 @@ struct tls_dial_options {
   std::string host;
   std::uint16_t port = 7443;
   std::string ca_file;  // empty: the system trust store
+  std::string pin;      // "sha256:HEX" of the server's key: trusted instead of a CA
   std::string token;
   std::chrono::milliseconds connect_timeout{10000};
   mux::session_settings session;
 };
 
 /// A dialer for tls:// servers: TLS with verification, then HELLO with the token.
-/// Throws std::runtime_error at construction if the CA file cannot be loaded.
+/// Throws std::runtime_error at construction if the CA file cannot be loaded,
+/// std::invalid_argument for a malformed pin.
 dialer make_tls_dialer(asio::any_io_executor ex, tls_dial_options options);
 
 /// A dialer for ssh:// servers: an SSH session whose channels are direct-tcpip forwards.

@@ -25,6 +25,9 @@ namespace tether::transport {
 struct tls_client_config {
   std::string ca_file;      // PEM bundle of trusted CAs; empty: the system trust store
   std::string server_name;  // host name or IP to verify and send as SNI; empty: the dialed host
+  // "sha256:HEX" of the server's public key (public_key_pin()): when set, a server with
+  // exactly that key is trusted and nothing else is checked; ca_file is not used.
+  std::string pin;
 };
 
 /// Client-side TLS settings and trust anchors, shared by every dial. Streams keep what they
@@ -32,7 +35,8 @@ struct tls_client_config {
 /// nothing to mutate after construction.
 class tls_client_context {
  public:
-  /// Throws std::runtime_error naming the file if the CA file cannot be loaded.
+  /// Throws std::runtime_error naming the file if the CA file cannot be loaded, and
+  /// std::invalid_argument for a pin that is not "sha256:" and 64 hex digits.
   explicit tls_client_context(const tls_client_config& config);
 
   const tls_client_config& config() const noexcept { return config_; }
@@ -42,6 +46,10 @@ class tls_client_context {
   tls_client_config config_;
   std::shared_ptr<ssl_ctx_st> ctx_;
 };
+
+/// The pin of the first certificate in a PEM file: "sha256:" and the SHA-256 of its public
+/// key (SubjectPublicKeyInfo), in hex. Throws std::runtime_error naming the file.
+std::string public_key_pin(const std::filesystem::path& cert_pem);
 
 /// Server-side TLS settings: one certificate chain and its key.
 class tls_server_context {

@@ -517,6 +517,43 @@ TEST_F(TlsTest, IpAddressIsCheckedAgainstIpSans) {
   });
 }
 
+TEST_F(TlsTest, APinnedKeyIsTrustedWithoutACaAndWhateverTheName) {
+  auto sctx = server_ctx();
+  const auto pin = public_key_pin(pki_.server_cert);
+  EXPECT_EQ(pin.rfind("sha256:", 0), 0u);
+  EXPECT_EQ(pin.size(), 7u + 64u);
+  tls_client_context pinned({"", "example.invalid", pin});
+  run([&]() -> asio::awaitable<void> {
+    auto [s, c] = co_await connect_pair(sctx, pinned);
+    EXPECT_FALSE(c.first) << describe_tls_error(c.first);
+    EXPECT_FALSE(s.first) << describe_tls_error(s.first);
+  });
+}
+
+TEST_F(TlsTest, AnotherKeyThanThePinnedOneIsRefused) {
+  auto sctx = server_ctx();
+  tls_client_context pinned({"", "", public_key_pin(other_pki_.server_cert)});
+  run([&]() -> asio::awaitable<void> {
+    auto [s, c] = co_await connect_pair(sctx, pinned);
+    EXPECT_FALSE(c.second);
+    EXPECT_TRUE(is_certificate_error(c.first));
+    EXPECT_EQ(describe_tls_error(c.first),
+              "certificate verification failed: the server's public key is not the pinned one");
+  });
+}
+
+TEST_F(TlsTest, AMalformedPinIsRefusedWithTheFormat) {
+  for (const char* bad : {"sha256:abc", "md5:00", "8d01483a2a6b46a8a689558a58bde199c0849398125108"
+                                                  "56d90cb354ba8cb64c"}) {
+    try {
+      tls_client_context ctx({"", "", bad});
+      ADD_FAILURE() << bad << " was accepted";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find("sha256: and 64 hex digits"), std::string::npos);
+    }
+  }
+}
+
 TEST_F(TlsTest, HttpRequestToTheServerFailsFast) {
   auto sctx = server_ctx();
   run(
