@@ -31,7 +31,9 @@
 //   - DATA and DATAGRAM bytes stay within the windows the peer granted, per stream and in all;
 // and against the local side: each datagram a flow's reader gets is one the peer sent, whole
 // and in order (drops allowed); try_send_datagram fails on a TCP stream and refuses what is
-// above 65,507 bytes; the byte-stream calls fail on a flow. After every handler,
+// above 65,507 bytes, and when nothing is in flight either way it sends or refuses for want
+// of credit exactly as the windows left in the books say; the byte-stream calls fail on a
+// flow. After every handler,
 // queued_bytes() stays within max_queued_bytes plus one read's worth of answers, a batch
 // being written and the frames of the local side's own actions. At the end the peer goes
 // away; the session must end, every coroutine of the handler must finish and nothing may
@@ -241,6 +243,8 @@ struct harness {
   std::map<std::uint32_t, std::uint16_t> local_ports_of;        // id -> port
   std::size_t queue_limit = 0;  // what queued_bytes() may reach, local actions aside
   std::size_t local_actions = 0;
+  std::size_t max_queued = 0;  // the session's max_queued_bytes
+  std::set<std::uint32_t> accepted_by_peer;  // local opens the peer's OPEN_RESULT accepted
 };
 
 // The stream id of a flow, once known.
@@ -372,7 +376,11 @@ void note_delivered(harness& h, const wire::frame& f) {
         h.proto.emplace(o->stream_id, static_cast<mux::protocol>(o->proto)).second)
       h.granted[o->stream_id] += o->window;
   } else if (const auto* r = std::get_if<wire::open_result>(&f)) {
-    if (r->code == 0) h.granted[r->stream_id] += r->window;
+    // As the session does: the window of the first OPEN_RESULT for a stream it opened
+    // replaces what came before (another is a violation).
+    if (r->code == 0 && !opened_by_peer(r->stream_id) &&
+        h.accepted_by_peer.insert(r->stream_id).second)
+      h.granted[r->stream_id] = r->window;
   } else if (const auto* w = std::get_if<wire::window_update>(&f)) {
     if (w->stream_id == 0)
       h.granted_session += w->increment;
@@ -658,6 +666,38 @@ const char* status_name(mux::datagram_status s) {
   }
 }
 
+// What the books leave: of the windows the peer granted, less what it was sent.
+std::int64_t left_on_stream(const harness& h, std::uint32_t id) {
+  const auto g = h.granted.find(id);
+  const auto s = h.sent.find(id);
+  return (g == h.granted.end() ? 0 : g->second) - (s == h.sent.end() ? 0 : s->second);
+}
+std::int64_t left_on_session(const harness& h) {
+  return h.granted_session - h.sent_session;
+}
+
+// What try_send_datagram must answer for `n` bytes on a held flow, when the books know: the
+// session has read and handled everything delivered, the peer has read everything written,
+// and nothing waits to be written. Then the session's credit is exactly what the peer granted
+// less what it was sent, on the stream and on the session, whatever came and went before
+// (streams reset with bytes still queued included).
+std::optional<mux::datagram_status> expected_verdict(const harness& h,
+                                                     const harness::held_stream& s,
+                                                     std::size_t n) {
+  using mux::datagram_status;
+  if (!s.udp || !s.ch || s.ch->error() || h.session->closed()) return std::nullopt;
+  if (!h.to_server->bytes.empty() || !h.to_client->bytes.empty() || !h.output.empty() ||
+      h.session->queued_bytes() != 0)
+    return std::nullopt;
+  if (n > wire::max_datagram) return datagram_status::too_large;
+  if (wire::header_size + n > h.max_queued / 2) return std::nullopt;  // may be backlogged
+  const auto id = id_of(h, s.key);
+  if (!id) return std::nullopt;
+  const auto size = static_cast<std::int64_t>(n);
+  const bool credit = size <= left_on_stream(h, *id) && size <= left_on_session(h);
+  return credit ? datagram_status::sent : datagram_status::no_credit;
+}
+
 bool local_action(harness& h, input& in) {
   const auto op = static_cast<local_op>(in.u8() % static_cast<std::uint8_t>(local_op::count));
   const auto pick = in.u8();
@@ -715,10 +755,21 @@ bool local_action(harness& h, input& in) {
       const int count = op == local_op::send_datagram ? 1 : 1 + in.u8();
       const std::size_t size = in.u16();
       for (int i = 0; usable && i < count; ++i) {
+        // Only the first of a burst finds the session with nothing queued.
+        const auto expected = i == 0 ? expected_verdict(h, *held, size) : std::nullopt;
         const auto status =
             send_datagram(h, *held->ch, held->udp, held->key, pattern_datagram(h, size));
         if (trace)
           std::fprintf(stderr, "local: a datagram of %zu bytes: %s\n", size, status_name(status));
+        if (expected && status != *expected) {
+          std::fprintf(stderr,
+                       "fuzz_session: a datagram of %zu bytes was %s, but the windows the peer "
+                       "granted leave %lld bytes on the stream and %lld on the session\n",
+                       size, status_name(status),
+                       static_cast<long long>(left_on_stream(h, *id_of(h, held->key))),
+                       static_cast<long long>(left_on_session(h)));
+          std::abort();
+        }
       }
       return true;
     }
@@ -851,6 +902,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (h.peer_stalls) h.to_client->capacity = 16384;
   if (setup & 128) settings.max_queued_bytes = 64 * 1024;
   h.queue_limit = settings.max_queued_bytes + answers_per_read + batch_in_flight;
+  h.max_queued = settings.max_queued_bytes;
 
   auto server_end = std::make_unique<memory_stream>(h.io.get_executor(), h.to_server, h.to_client);
   h.session = mux::session::make(std::move(server_end), settings);

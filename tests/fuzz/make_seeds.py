@@ -281,6 +281,8 @@ def session_seeds():
         r_open_result(2, 3, W_0, b"connection refused")
     s["open-result-twice"] = plain + r_local(L_OPEN, 0, b"\x00\x16") + r_open_result(2) + \
         r_open_result(2)
+    s["open-result-on-a-peer-stream"] = bytes([0b1000000]) + r_open(1, ECHO) + \
+        r_data(1, 2245) + DELIVER + r_open_result(1, 0, W_1) + DELIVER + r_read(65535)
     s["open-result-unasked"] = plain + r_open_result(4) + r_open_result(1, 2, W_0, b"no")
     s["handshake-frames-again"] = plain + r_handshake(0) + r_handshake(1) + r_handshake(2)
     s["raw-garbage"] = plain + r_raw(b"\xff" * 12)
@@ -354,6 +356,11 @@ def flow_seeds():
     s["flow-local-past-peer-windows"] = bytes([0b11000]) + r_open(1, HOLD, proto=UDP) + \
         DELIVER + r_local_dgram(50) + r_local_dgram(50) + r_local_dgram(1) + \
         r_window(1, 100) + r_window(0, 100) + DELIVER + r_local_dgrams(5, 40)
+    # Credit to the byte: a flow window of 100 and a session window of 100.
+    s["flow-credit-to-the-byte"] = bytes([0b11000]) + \
+        r_open(1, HOLD, window=W_100, proto=UDP) + DELIVER + r_local_dgram(60) + \
+        r_local_dgram(41) + r_local_dgram(40) + r_local_dgram(0) + r_local_dgram(1) + \
+        r_window(0, 30) + r_window(1, 20) + DELIVER + r_local_dgram(21) + r_local_dgram(20)
     s["flow-echo-past-peer-windows"] = bytes([0b11000]) + r_open(1, ECHO, proto=UDP) + \
         r_datagram(1, 60) * 4 + DELIVER + r_window(1, 120) + r_window(0, 120) + \
         r_datagram(1, 60) * 4 + DELIVER
