@@ -15,10 +15,12 @@
 
 #include "commands.hpp"
 #include "output.hpp"
+#include "stdio_mode.hpp"
 #include "tether/client/control_path.hpp"
 #include "tether/client/control_server.hpp"
 #include "tether/client/dialer.hpp"
 #include "tether/client/proxy.hpp"
+#include "tether/client/stdio_target.hpp"
 #include "tether/client/url.hpp"
 #include "tether/server/token.hpp"
 
@@ -39,6 +41,7 @@ struct connect_flags {
   long long udp_max_flows = 4096;
   std::string log_level = "info";
   std::string control;  // the control socket; empty: the default folder's <pid>.sock
+  std::string stdio;    // --stdio DEVICE:PORT: relay stdin/stdout instead of listening
   // ssh://
   std::vector<std::string> identity_files;
   std::string known_hosts;
@@ -139,6 +142,7 @@ int run_connect(const connect_flags& f) {
   client::server_url url;
   client::dialer dial;
   std::filesystem::path control_path;
+  std::optional<mux::target> stdio;
   asio::io_context io(1);
   try {
     auto parsed = client::parse_server_url(f.url);
@@ -157,8 +161,20 @@ int run_connect(const connect_flags& f) {
                                     "': UDP needs a tls:// server (SSH forwards only TCP)");
       mappings.push_back(*m);
     }
-    if (mappings.empty())
-      throw std::invalid_argument("nothing to forward: give at least one -L or -U");
+    if (!f.stdio.empty()) {
+      if (!mappings.empty())
+        throw std::invalid_argument("--stdio relays one stream on stdin and stdout: it cannot "
+                                    "be combined with -L or -U");
+      if (f.json)
+        throw std::invalid_argument("--stdio keeps stdout for the stream's bytes: no --json");
+      if (!f.control.empty())
+        throw std::invalid_argument("--stdio has no mappings for tether map: no --control");
+      auto t = client::parse_stdio_target(f.stdio);
+      if (!t) throw std::invalid_argument(t.message());
+      stdio = std::move(t).value();
+    }
+    if (mappings.empty() && !stdio)
+      throw std::invalid_argument("nothing to forward: give at least one -L or -U, or --stdio");
     // Checked as numbers, not only parsed: a zero idle time would close every flow at once.
     if (!(f.udp_idle_s >= 0.001 && f.udp_idle_s <= max_udp_idle_s))
       throw std::invalid_argument("--udp-idle " + number_text(f.udp_idle_s) +
@@ -181,11 +197,12 @@ int run_connect(const connect_flags& f) {
     } else {
       dial = tls_dialer(io.get_executor(), url, f);
     }
-    control_path = control_socket_path(f);
+    if (!stdio) control_path = control_socket_path(f);
   } catch (const std::exception& e) {
     std::cerr << "error: " << e.what() << std::endl;
     return exit_usage;
   }
+  if (stdio) return run_stdio(io, std::move(dial), url, std::move(*stdio));
 
   event_printer events(f.json);
   client::proxy_options options;
@@ -308,12 +325,21 @@ void add_connect_command(CLI::App& app, action& run) {
                   "UDP flows per -U mapping; a new source past it closes the least recently "
                   "used flow")
       ->capture_default_str();
-  cmd->add_option("--log-level", f->log_level, "trace, debug, info, warn, error or off")
-      ->capture_default_str();
+  cmd->add_option("--stdio", f->stdio,
+                  "DEVICE:PORT: relay stdin and stdout to that one port and exit when the "
+                  "stream ends, e.g. as ssh's ProxyCommand (tether connect URL --stdio %h:%p)");
+  auto* log_level =
+      cmd->add_option("--log-level", f->log_level,
+                      "trace, debug, info, warn, error or off (default warn with --stdio)")
+          ->capture_default_str();
   cmd->add_option("--control", f->control,
                   "Control socket for tether map (default: $XDG_RUNTIME_DIR/tether/PID.sock, "
                   "else ~/.local/state/tether/run/PID.sock)");
-  cmd->callback([f, &run] { run = [f] { return run_connect(*f); }; });
+  cmd->callback([f, &run, log_level] {
+    // Under ssh the terminal is the user's: only warnings and errors belong there.
+    if (!f->stdio.empty() && log_level->count() == 0) f->log_level = "warn";
+    run = [f] { return run_connect(*f); };
+  });
 }
 
 }  // namespace tether::cli
