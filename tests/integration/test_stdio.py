@@ -294,6 +294,8 @@ class StdioTlsTest(StdioBase):
                                 b"combined with -L or -U"),
             (["-U", "0:pi:53"], b"cannot be combined with -L or -U"),
             (["--json"], b"--stdio keeps stdout for the stream's bytes: no --json"),
+            (["--control", self.path("c.sock")],
+             b"--stdio has no mappings for tether map: no --control"),
         ]
         for extra, message in cases:
             r = self.run_stdio([*self.tls_args("pi:22"), *extra])
