@@ -8,6 +8,7 @@
 
 #include "tether/mux/async_signal.hpp"
 #include "tether/mux/use_tuple.hpp"
+#include "tether/relay/udp_batch.hpp"
 
 namespace tether::relay {
 namespace {
@@ -16,8 +17,9 @@ using asio::ip::udp;
 using clock = std::chrono::steady_clock;
 
 // Datagrams moved per turn of the event loop in one direction of one flow; then the flow
-// lets the others run. Each is a system call, so 64 keep a turn well under a millisecond.
-constexpr int datagrams_per_turn = 64;
+// lets the others run. They go in batches of udp_batch_size per system call, and each
+// still costs the kernel's UDP path, so 64 keep a turn well under a millisecond.
+constexpr std::size_t datagrams_per_turn = 64;
 // Socket buffers asked for: a burst of full-size datagrams fits while the event loop is
 // busy elsewhere. The kernel caps them at net.core.[rw]mem_max.
 constexpr int socket_buffer_size = 1 << 20;
@@ -131,9 +133,33 @@ void datagram_downlink::detach() noexcept {
 
 void datagram_downlink::pump() {
   if (detached_ || ended_) return;
-  for (int i = 0; i < datagrams_per_turn; ++i) {
-    const auto [ec, datagram] = ch_.try_receive();
-    if (ec == asio::error::would_block) {
+  // Datagrams are copied out of the channel into a batch (their credit goes back at once)
+  // and sent together: one sendmmsg per batch instead of a send() each.
+  auto& batch = udp_send_batch::for_this_thread();
+  const auto* to = to_ ? &*to_ : nullptr;
+  std::size_t left = datagrams_per_turn;
+  for (;;) {
+    batch.clear();
+    asio::error_code channel_error;  // the channel failed (after the datagrams before it)
+    bool drained = false;            // nothing more waits on the channel
+    while (batch.size() < left) {
+      const auto [ec, datagram] = ch_.try_receive();
+      if (ec == asio::error::would_block) {
+        drained = true;
+        break;
+      }
+      if (ec) {
+        channel_error = ec;
+        break;
+      }
+      if (!batch.fits(datagram.size())) break;  // it stays first in line for the next batch
+      batch.add(datagram, to);
+      ch_.consumed(datagram.size());  // delivered or dropped, its credit goes back
+    }
+    left -= batch.size();
+    if (!batch.empty() && !send_batch(batch)) return;  // ended, or on_activity detached us
+    if (channel_error) return end(channel_error);
+    if (drained) {
       // A newer registration replaces an older one, which still runs: the generation tells
       // a stale wake-up (or the channel's destruction) from a live one.
       const auto generation = ++watch_generation_;
@@ -142,29 +168,40 @@ void datagram_downlink::pump() {
       });
       return;
     }
-    if (ec) return end(ec);
-
-    asio::error_code sec;
-    const auto buf = asio::buffer(datagram.data(), datagram.size());
-    if (to_)
-      sock_.send_to(buf, *to_, 0, sec);
-    else
-      sock_.send(buf, 0, sec);
-    const auto n = datagram.size();
-    ch_.consumed(n);  // delivered or dropped, its credit goes back
-    if (!sec) {
-      ++counters_.from_channel;
-      counters_.bytes_from_channel += n;
-      if (on_activity_) on_activity_();
-      if (detached_) return;  // on_activity may have ended the flow
-      continue;
-    }
-    if (port_unreachable(sec)) return end(make_error_code(errc::refused));
-    if (!would_block(sec)) spdlog::debug("udp flow: send of {} bytes failed: {}", n, sec.message());
-    counters_.drop(drop_reason::socket_full);
+    if (left == 0) break;
   }
   // More may be waiting: continue on a later turn, after the other flows had theirs.
   asio::post(sock_.get_executor(), [self = shared_from_this()] { self->pump(); });
+}
+
+bool datagram_downlink::send_batch(udp_send_batch& batch) {
+  std::size_t next = 0;
+  while (next < batch.size()) {
+    const auto r = batch.send(sock_, next);
+    for (std::size_t i = next; i < next + r.sent; ++i) {
+      ++counters_.from_channel;
+      counters_.bytes_from_channel += batch.datagram_size(i);
+      if (on_activity_) on_activity_();
+      if (detached_) return false;  // on_activity may have ended the flow
+    }
+    next += r.sent;
+    if (!r.error) break;
+    if (port_unreachable(r.error)) {
+      end(make_error_code(errc::refused));
+      return false;
+    }
+    if (would_block(r.error)) {
+      // The socket buffer is full: what is left of the batch would find it full too.
+      for (; next < batch.size(); ++next) counters_.drop(drop_reason::socket_full);
+      break;
+    }
+    // Refused for this datagram alone (too big for the route, a firewall): the rest go on.
+    spdlog::debug("udp flow: send of {} bytes failed: {}", batch.datagram_size(next),
+                  r.error.message());
+    counters_.drop(drop_reason::socket_full);
+    ++next;
+  }
+  return true;
 }
 
 void datagram_downlink::end(asio::error_code why) {
@@ -210,7 +247,7 @@ errc reset_reason(const asio::error_code& why) {
 
 asio::awaitable<datagram_result> relay_datagrams(udp::socket& sock, mux::channel& ch,
                                                  std::chrono::milliseconds idle,
-                                                 buffer_pool& pool) {
+                                                 buffer_pool& /*unused*/) {
   datagram_result r;
   prepare_socket(sock);
   const auto ev = std::make_shared<flow_events>();
@@ -239,17 +276,18 @@ asio::awaitable<datagram_result> relay_datagrams(udp::socket& sock, mux::channel
   if (expires) arm_timer();
 
   bool waiting_read = false;
-  bool more_likely = false;  // the last batch ended at the turn limit, not at would_block
+  bool more_likely = false;  // the last turn ended at its limit, not with the socket empty
   try {
     for (;;) {
       if (!more_likely && !waiting_read) {
-        // Waits for readiness holding no buffer; the lease comes after.
+        // Waits for readiness holding no buffer.
         waiting_read = true;
         ev->readable = false;
         sock.async_wait(udp::socket::wait_read, [ev](asio::error_code ec) {
           ev->read_wait_error = ec;
           ev->readable = true;
-          ev->wake.notify();
+          // Resumes the flow right here: a post would cost one more turn of the event loop.
+          ev->wake.notify_here();
         });
       }
       while (!more_likely && !ev->readable && !ev->timer_due && !ev->downlink_ended)
@@ -276,13 +314,14 @@ asio::awaitable<datagram_result> relay_datagrams(udp::socket& sock, mux::channel
         }
       }
 
-      more_likely = false;
-      auto lease = pool.take();
-      const auto space = lease.space();
+      // What waits is read in batches (recvmmsg) into per-thread memory and offered to the
+      // channel before the next suspension, so an idle flow holds no buffer.
+      auto& batch = udp_receive_batch::for_this_thread();
       bool passed = false;
-      for (int i = 0; i < datagrams_per_turn && !r.error; ++i) {
+      std::size_t taken = 0;
+      while (taken < datagrams_per_turn && !r.error) {
         asio::error_code rec;
-        const auto n = sock.receive(asio::buffer(space.data(), space.size()), 0, rec);
+        const auto n = batch.receive(sock, rec);
         if (would_block(rec)) break;
         if (port_unreachable(rec)) {
           r.error = make_error_code(errc::refused);
@@ -292,15 +331,23 @@ asio::awaitable<datagram_result> relay_datagrams(udp::socket& sock, mux::channel
           spdlog::debug("udp flow: receive failed: {}", rec.message());
           break;
         }
-        const auto status = ch.try_send_datagram(space.first(n));
-        r.counters.count_send(status, n);
-        if (status == mux::datagram_status::failed) {
-          r.error = ch.error() ? ch.error() : make_error_code(errc::stream_reset);
-          break;
+        for (std::size_t i = 0; i < n; ++i) {
+          const auto d = batch.data(i);
+          // A datagram cut short was above what the tunnel carries anyway.
+          const auto status =
+              batch.truncated(i) ? mux::datagram_status::too_large : ch.try_send_datagram(d);
+          r.counters.count_send(status, d.size());
+          if (status == mux::datagram_status::failed) {
+            r.error = ch.error() ? ch.error() : make_error_code(errc::stream_reset);
+            break;
+          }
+          passed = passed || status == mux::datagram_status::sent;
         }
-        passed = passed || status == mux::datagram_status::sent;
-        more_likely = i + 1 == datagrams_per_turn;
+        taken += n;
+        // A short batch emptied the socket: wait for readiness rather than ask again.
+        if (n < udp_batch_size) break;
       }
+      more_likely = !r.error && taken >= datagrams_per_turn;
       if (passed) ev->last_activity = clock::now();
       if (r.error) break;
       if (more_likely) {

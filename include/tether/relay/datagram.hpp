@@ -47,10 +47,13 @@ struct datagram_counters {
   std::string drop_summary() const;
 };
 
+class udp_send_batch;
+
 /// The channel → socket half of a flow, driven by callbacks (an idle flow holds one small
 /// pending callback). Each datagram received on the channel is written to `sock` (to `to`
 /// when given: the client's flows share one listening socket) without waiting: a full
-/// socket buffer drops it. Ends, calling `on_end` once with the reason, when the channel
+/// socket buffer drops it. What has arrived together goes out together, in one sendmmsg
+/// (udp_batch.hpp). Ends, calling `on_end` once with the reason, when the channel
 /// fails or the socket reports the destination port unreachable (errc::refused).
 /// `on_activity` runs for every datagram delivered (idle tracking). Every datagram's credit
 /// goes back to the channel, delivered or dropped. Sets `sock` non-blocking. At most 64
@@ -76,6 +79,8 @@ class datagram_downlink : public std::enable_shared_from_this<datagram_downlink>
 
  private:
   void pump();
+  // Sends what `batch` holds and counts it; false once the downlink ended or was detached.
+  bool send_batch(udp_send_batch& batch);
   void end(asio::error_code why);
 
   asio::ip::udp::socket& sock_;
@@ -100,7 +105,9 @@ struct datagram_result {
 /// port) and a datagram channel until the flow has been idle for `idle` (no datagram
 /// either way; zero: never), the channel fails, or the socket reports the port unreachable. The
 /// channel is reset on the way out (timed_out for idle, refused for unreachable) unless it
-/// failed first. Completes without throwing; the socket is closed on return.
+/// failed first. Completes without throwing; the socket is closed on return. `pool` is no
+/// longer used (datagrams are read in batches into per-thread memory, udp_batch.hpp); it
+/// goes when its callers drop it.
 asio::awaitable<datagram_result> relay_datagrams(asio::ip::udp::socket& sock, mux::channel& ch,
                                                  std::chrono::milliseconds idle, buffer_pool& pool);
 
