@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "tether/mux/use_tuple.hpp"
+#include "tether/relay/udp_batch.hpp"
 #include "tether/wire/frame.hpp"
 
 namespace tether::client {
@@ -28,10 +29,7 @@ std::string endpoint_text(const udp::endpoint& ep) {
 
 // Datagrams read per readiness: enough to drain a burst in one turn of the loop, few enough
 // that one busy mapping does not keep the others (and the session) waiting.
-constexpr int max_batch = 64;
-// Above the largest UDP payload over IPv6 (65,527 bytes), so nothing is ever cut short: a
-// datagram above wire::max_datagram arrives whole and is dropped as too_large.
-constexpr std::size_t read_buffer_size = 64 * 1024;
+constexpr std::size_t max_batch = 64;
 // Asked of the kernel (it caps this at net.core.rmem_max): a burst of large datagrams from
 // several sources must not overflow the one socket they all arrive on.
 constexpr int wanted_receive_buffer = 4 * 1024 * 1024;
@@ -75,7 +73,7 @@ struct udp_forwarder::state : std::enable_shared_from_this<state> {
   flow_list flows;
   std::unordered_map<udp::endpoint, flow_ref> by_source;
   std::uint64_t next_id = 1;
-  std::vector<std::byte> buffer;
+  bool started = false;
   relay::datagram_counters counters;
   std::array<std::uint64_t, relay::drop_reason_count> reported{};  // drops already logged
 
@@ -108,18 +106,30 @@ struct udp_forwarder::state : std::enable_shared_from_this<state> {
     }
   }
 
+  // Reads in batches (recvmmsg) into per-thread memory; each datagram is queued toward the
+  // tunnel (copied) or dropped before the next batch overwrites it.
   void read_batch() {
     const auto now = flow_clock::now();
-    for (int i = 0; i < max_batch && !stopped; ++i) {
-      udp::endpoint from;
+    auto& batch = relay::udp_receive_batch::for_this_thread();
+    for (std::size_t taken = 0; taken < max_batch && !stopped;) {
       asio::error_code ec;
-      const auto n = sock.receive_from(asio::buffer(buffer), from, 0, ec);
+      const auto n = batch.receive(sock, ec);
       if (ec == asio::error::would_block || ec == asio::error::try_again) return;
       if (ec) {  // a pending socket error, reported once; the next read goes on
         spdlog::debug("{}: read failed: {}", label(), ec.message());
+        ++taken;
         continue;
       }
-      on_datagram(from, std::span<const std::byte>(buffer.data(), n), now);
+      for (std::size_t i = 0; i < n && !stopped; ++i) {
+        if (batch.truncated(i)) {  // above the largest UDP payload: only IPv6 jumbograms
+          counters.drop(relay::drop_reason::too_large);
+          continue;
+        }
+        on_datagram(batch.source(i), batch.data(i), now);
+      }
+      taken += n;
+      // A short batch emptied the socket: wait for readiness rather than ask again.
+      if (n < relay::udp_batch_size) return;
     }
   }
 
@@ -338,8 +348,8 @@ udp_forwarder::~udp_forwarder() {
 
 void udp_forwarder::start() {
   auto& s = *state_;
-  if (s.stopped || !s.buffer.empty()) return;
-  s.buffer.resize(read_buffer_size);
+  if (s.stopped || s.started) return;
+  s.started = true;
   asio::co_spawn(s.sock.get_executor(), state::receive_loop(state_), [](std::exception_ptr e) {
     if (e) spdlog::error("udp receive loop failed unexpectedly");
   });
