@@ -111,7 +111,8 @@ datagram_downlink::datagram_downlink(udp::socket& sock, std::optional<udp::endpo
       ch_(ch),
       counters_(counters),
       on_end_(std::move(on_end)),
-      on_activity_(std::move(on_activity)) {}
+      on_activity_(std::move(on_activity)),
+      gso_limit_(udp_send_batch::initial_gso_limit(sock)) {}
 
 std::shared_ptr<datagram_downlink> datagram_downlink::start(
     udp::socket& sock, std::optional<udp::endpoint> to, mux::channel& ch,
@@ -177,7 +178,7 @@ void datagram_downlink::pump() {
 bool datagram_downlink::send_batch(udp_send_batch& batch) {
   std::size_t next = 0;
   while (next < batch.size()) {
-    const auto r = batch.send(sock_, next);
+    const auto r = batch.send(sock_, next, gso_limit_);
     for (std::size_t i = next; i < next + r.sent; ++i) {
       ++counters_.from_channel;
       counters_.bytes_from_channel += batch.datagram_size(i);

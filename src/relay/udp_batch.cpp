@@ -1,5 +1,7 @@
 #include "tether/relay/udp_batch.hpp"
 
+#include <netinet/udp.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -13,6 +15,12 @@ asio::error_code last_error() {
   if (e == EAGAIN || e == EWOULDBLOCK) return asio::error::would_block;
   return {e, asio::error::get_system_category()};
 }
+
+// A segmented send carries at most this many datagrams (the kernel's UDP_MAX_SEGMENTS)...
+constexpr std::size_t max_segments = 64;
+// ... and at most this many bytes: one IP packet's worth before segmentation, with room
+// for IPv6's longer header.
+constexpr std::size_t max_segmented_bytes = 65535 - 48;
 
 }  // namespace
 
@@ -67,6 +75,14 @@ asio::ip::udp::endpoint udp_receive_batch::source(std::size_t i) const {
 
 // ---- sending -----------------------------------------------------------------------------
 
+std::size_t udp_send_batch::initial_gso_limit(asio::ip::udp::socket& sock) noexcept {
+  // Only a UDP socket of a kernel that knows UDP_SEGMENT answers this.
+  int segment = 0;
+  socklen_t len = sizeof segment;
+  if (::getsockopt(sock.native_handle(), SOL_UDP, UDP_SEGMENT, &segment, &len) != 0) return 0;
+  return 65535;
+}
+
 udp_send_batch& udp_send_batch::for_this_thread() {
   thread_local udp_send_batch batch;
   return batch;
@@ -88,39 +104,83 @@ void udp_send_batch::add(std::span<const std::byte> datagram, const asio::ip::ud
   destinations_.push_back(to);
 }
 
-udp_send_batch::outcome udp_send_batch::send(asio::ip::udp::socket& sock, std::size_t first) {
-  // The vectors point into bytes_, which add() may have moved: build them now.
+std::size_t udp_send_batch::plan(std::size_t first, std::size_t gso_limit) {
   std::size_t offset = 0;
   for (std::size_t i = 0; i < first; ++i) offset += sizes_[i];
-  const std::size_t count = size() - first;
-  for (std::size_t k = 0; k < count; ++k) {
-    const auto i = first + k;
-    vectors_[k] = {bytes_.data() + offset, sizes_[i]};
-    offset += sizes_[i];
-    auto& h = headers_[k].msg_hdr;
+  std::size_t count = 0;
+  for (std::size_t i = first; i < size(); ++count) {
+    // A run: datagrams of the first one's size, to the same place; only the last of a run
+    // may be shorter (that is how the kernel cuts a segmented send).
+    const auto segment = sizes_[i];
+    std::size_t j = i + 1;
+    std::size_t bytes = segment;
+    if (segment > 0 && segment <= gso_limit) {
+      while (j < size() && j - i < max_segments && destinations_[j] == destinations_[i] &&
+             sizes_[j] > 0 && sizes_[j] <= segment && bytes + sizes_[j] <= max_segmented_bytes) {
+        bytes += sizes_[j];
+        if (sizes_[j++] < segment) break;
+      }
+    }
+    auto& m = messages_[count];
+    m = {i, j - i, j - i > 1 ? segment : 0};
+    vectors_[count] = {bytes_.data() + offset, bytes};
+    auto& h = headers_[count].msg_hdr;
     h = {};
     if (const auto* to = destinations_[i]) {
       h.msg_name = const_cast<void*>(static_cast<const void*>(to->data()));
       h.msg_namelen = static_cast<socklen_t>(to->size());
     }
-    h.msg_iov = &vectors_[k];
+    h.msg_iov = &vectors_[count];
     h.msg_iovlen = 1;
-  }
-
-  outcome out;
-  while (out.sent < count) {
-    const int n = ::sendmmsg(sock.native_handle(), headers_.data() + out.sent,
-                             static_cast<unsigned>(count - out.sent), MSG_DONTWAIT);
-    if (n > 0) {
-      out.sent += static_cast<std::size_t>(n);
-      continue;
+    if (m.segment) {
+      h.msg_control = controls_[count].bytes;
+      h.msg_controllen = sizeof controls_[count].bytes;
+      auto* c = CMSG_FIRSTHDR(&h);
+      c->cmsg_level = SOL_UDP;
+      c->cmsg_type = UDP_SEGMENT;
+      c->cmsg_len = CMSG_LEN(sizeof(std::uint16_t));
+      const auto gso_size = static_cast<std::uint16_t>(segment);
+      std::memcpy(CMSG_DATA(c), &gso_size, sizeof gso_size);
     }
-    if (n < 0 && errno == EINTR) continue;
-    // The kernel reports an error only for the first datagram of a call: the one at
-    // out.sent. A later datagram's error (a pending ICMP report, say) comes with the next
-    // call.
-    out.error = n < 0 ? last_error() : make_error_code(asio::error::would_block);
-    break;
+    offset += bytes;
+    i = j;
+  }
+  return count;
+}
+
+udp_send_batch::outcome udp_send_batch::send(asio::ip::udp::socket& sock, std::size_t first,
+                                             std::size_t& gso_limit) {
+  outcome out;
+  // Messages are laid out again only when the kernel refused a segmented one.
+  for (bool replan = true; replan;) {
+    replan = false;
+    const std::size_t count = plan(first + out.sent, gso_limit);
+    std::size_t done = 0;  // messages
+    while (done < count) {
+      const int n = ::sendmmsg(sock.native_handle(), headers_.data() + done,
+                               static_cast<unsigned>(count - done), MSG_DONTWAIT);
+      if (n > 0) {
+        for (int k = 0; k < n; ++k) out.sent += messages_[done + k].count;
+        done += static_cast<std::size_t>(n);
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      // The kernel reports an error only for the first message of a call. A later
+      // message's error (a pending ICMP report, say) comes with the next call.
+      const int e = n < 0 ? errno : EAGAIN;
+      const auto& m = messages_[done];
+      if (m.segment && (e == EINVAL || e == EMSGSIZE)) {
+        gso_limit = m.segment - 1;  // above the route's MTU: each would need fragments
+        replan = true;
+      } else if (m.segment && (e == EIO || e == EOPNOTSUPP || e == ENOPROTOOPT)) {
+        gso_limit = 0;  // no segmentation here (no checksum offload, an old kernel)
+        replan = true;
+      } else {
+        errno = e;
+        out.error = last_error();
+      }
+      break;
+    }
   }
   return out;
 }

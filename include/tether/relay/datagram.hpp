@@ -90,6 +90,7 @@ class datagram_downlink : public std::enable_shared_from_this<datagram_downlink>
   end_handler on_end_;
   std::function<void()> on_activity_;
   std::uint64_t watch_generation_ = 0;  // only the newest when_receivable callback acts
+  std::size_t gso_limit_;               // see udp_send_batch::send
   bool ended_ = false;
   bool detached_ = false;
 };

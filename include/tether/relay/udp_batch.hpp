@@ -16,6 +16,7 @@
 #include <asio/error_code.hpp>
 #include <asio/ip/udp.hpp>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <span>
 #include <vector>
@@ -61,12 +62,21 @@ class udp_receive_batch {
   std::array<::sockaddr_storage, udp_batch_size> sources_;
 };
 
-/// Datagrams copied in one by one, then sent by as few calls as the socket allows.
+/// Datagrams copied in one by one, then sent by as few calls as the socket allows. Runs of
+/// datagrams of one size to one destination go as one segmented send (UDP GSO): the kernel
+/// delivers the whole run before the receiver may run, where sendmmsg lets a local receiver
+/// take the CPU after each datagram (the kernel yields between the messages of a call).
 class udp_send_batch {
  public:
   /// Bytes a batch copies in before it counts as full (a single datagram of any size fits
   /// in an empty batch).
   static constexpr std::size_t max_bytes = 256 * 1024;
+  /// What `sock` starts with as `gso_limit` in send(): no limit for a UDP socket on a
+  /// kernel that segments (Linux 4.18 and later), until the kernel says one; 0 (never
+  /// segment) otherwise. Anything but a UDP socket would take a segmented send as one
+  /// long datagram.
+  static std::size_t initial_gso_limit(asio::ip::udp::socket& sock) noexcept;
+
   static udp_send_batch& for_this_thread();
 
   void clear() noexcept;
@@ -85,19 +95,35 @@ class udp_send_batch {
     asio::error_code error;
   };
   /// Sends datagrams `first`.. of the batch without waiting, in as few calls as it takes,
-  /// and stops at the first one the socket refuses.
-  outcome send(asio::ip::udp::socket& sock, std::size_t first = 0);
+  /// and stops at the first one the socket refuses. `gso_limit` is the socket's: the
+  /// largest datagram that may go in a segmented send, lowered here when the kernel refuses
+  /// one (a route's MTU, a device without checksum offload), so that it is not tried again.
+  outcome send(asio::ip::udp::socket& sock, std::size_t first, std::size_t& gso_limit);
 
   udp_send_batch() = default;
   udp_send_batch(const udp_send_batch&) = delete;
   udp_send_batch& operator=(const udp_send_batch&) = delete;
 
  private:
+  // One message of a sendmmsg: a datagram alone, or a run of them sent segmented.
+  struct message {
+    std::size_t first;  // index of its first datagram
+    std::size_t count;
+    std::size_t segment;  // the run's datagram size; 0 when sent alone
+  };
+  // Lays out the messages for datagrams `first`.. and returns how many there are.
+  std::size_t plan(std::size_t first, std::size_t gso_limit);
+
   std::vector<std::byte> bytes_;
   std::vector<std::size_t> sizes_;
   std::vector<const asio::ip::udp::endpoint*> destinations_;
+  std::array<message, udp_batch_size> messages_;
   std::array<::mmsghdr, udp_batch_size> headers_;
   std::array<::iovec, udp_batch_size> vectors_;
+  struct control_space {
+    alignas(::cmsghdr) std::byte bytes[CMSG_SPACE(sizeof(std::uint16_t))];
+  };
+  std::array<control_space, udp_batch_size> controls_;
 };
 
 }  // namespace tether::relay

@@ -1,6 +1,7 @@
 // Batched UDP system calls over real loopback sockets: what goes in a batch arrives as the
-// same datagrams, whole and in order, however the batch was cut into calls, and a receive
-// batch hands back each datagram with its source.
+// same datagrams, whole and in order, however the batch was cut into calls (one sendmmsg,
+// segmented runs, datagrams alone), and a receive batch hands back each datagram with its
+// source.
 
 #include "tether/relay/udp_batch.hpp"
 
@@ -109,8 +110,8 @@ TEST_F(UdpBatch, ARefusedPortIsReportedByTheNextReceive) {
   EXPECT_EQ(ec, asio::error::connection_refused) << ec.message();
 }
 
-// Runs of one size, a shorter datagram ending a run, empty datagrams, sizes changing from
-// one to the next, more than fit one call: the receiver sees exactly what was added.
+// Runs of one size (sent segmented), a shorter datagram ending a run, empty datagrams,
+// sizes changing from one to the next: the receiver sees exactly what was added.
 TEST_F(UdpBatch, EverySendArrivesAsTheDatagramsAddedInOrder) {
   auto rx = open();
   auto tx = open();
@@ -127,14 +128,18 @@ TEST_F(UdpBatch, EverySendArrivesAsTheDatagramsAddedInOrder) {
   for (std::uint32_t i = 0; i < 100; ++i) sent.push_back(pattern(10 + i % 3, 80 + i));
 
   auto& batch = udp_send_batch::for_this_thread();
+  const auto initial = udp_send_batch::initial_gso_limit(tx);
+  EXPECT_GT(initial, 1400u) << "a UDP socket on this kernel segments";
+  auto gso_limit = initial;
   std::size_t next = 0;
   while (next < sent.size()) {
     batch.clear();
     while (next < sent.size() && batch.fits(sent[next].size())) batch.add(sent[next++], &to);
-    const auto r = batch.send(tx);
+    const auto r = batch.send(tx, 0, gso_limit);
     ASSERT_FALSE(r.error) << r.error.message();
     ASSERT_EQ(r.sent, batch.size());
   }
+  EXPECT_EQ(gso_limit, initial) << "loopback took every segmented send";
   const auto got = drain(rx);
   ASSERT_EQ(got.size(), sent.size());
   for (std::size_t i = 0; i < sent.size(); ++i) ASSERT_EQ(got[i], sent[i]) << i;
@@ -150,7 +155,8 @@ TEST_F(UdpBatch, EachDatagramGoesToItsOwnDestination) {
   batch.clear();
   // Same size throughout: only the destination splits the runs.
   for (std::uint32_t i = 0; i < 30; ++i) batch.add(pattern(500, i), (i / 5) % 2 ? &to2 : &to1);
-  const auto r = batch.send(tx);
+  auto gso_limit = udp_send_batch::initial_gso_limit(tx);
+  const auto r = batch.send(tx, 0, gso_limit);
   ASSERT_FALSE(r.error) << r.error.message();
   ASSERT_EQ(r.sent, 30u);
   const auto got1 = drain(rx1);
@@ -173,12 +179,51 @@ TEST_F(UdpBatch, SendingFromTheMiddleOfABatchSendsTheRest) {
   auto& batch = udp_send_batch::for_this_thread();
   batch.clear();
   for (std::uint32_t i = 0; i < 10; ++i) batch.add(pattern(100 + i, i), nullptr);
-  const auto r = batch.send(tx, 4);
+  auto gso_limit = udp_send_batch::initial_gso_limit(tx);
+  const auto r = batch.send(tx, 4, gso_limit);
   ASSERT_FALSE(r.error);
   EXPECT_EQ(r.sent, 6u);
   const auto got = drain(rx);
   ASSERT_EQ(got.size(), 6u);
   for (std::uint32_t i = 0; i < 6; ++i) EXPECT_EQ(got[i], pattern(104 + i, 4 + i));
+}
+
+// A socket that is not UDP would take a segmented send as one long datagram: it never gets
+// one. And when the kernel refuses a segmented send, its datagrams go again one by one and
+// the limit stays lowered. (A Unix datagram socket with a small buffer refuses the run for
+// its length.)
+TEST_F(UdpBatch, ARefusedSegmentedSendGoesDatagramByDatagram) {
+  int fds[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_DGRAM, 0, fds), 0) << errno;
+  udp::socket tx(io_);
+  tx.assign(udp::v4(), fds[0]);
+  EXPECT_EQ(udp_send_batch::initial_gso_limit(tx), 0u);
+  const int sndbuf = 4096;  // the kernel doubles it: 8 KiB, well below the run
+  ASSERT_EQ(::setsockopt(fds[0], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf), 0);
+  const int rcvbuf = 1 << 20;
+  ASSERT_EQ(::setsockopt(fds[1], SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf), 0);
+
+  auto& batch = udp_send_batch::for_this_thread();
+  batch.clear();
+  for (std::uint32_t i = 0; i < 20; ++i) batch.add(pattern(1000, i), nullptr);
+  std::size_t gso_limit = 65535;  // as if it were UDP: the run (20,000 bytes) is tried
+  const auto r = batch.send(tx, 0, gso_limit);
+  EXPECT_LT(gso_limit, 1000u);
+  // Each went alone; how many fit depends on the kernel's accounting of the small buffer.
+  EXPECT_GT(r.sent, 0u);
+  std::vector<datagram> got;
+  datagram buf(70000);
+  for (;;) {
+    const auto n = ::recv(fds[1], buf.data(), buf.size(), MSG_DONTWAIT);
+    if (n < 0) break;
+    got.emplace_back(buf.begin(), buf.begin() + n);
+  }
+  ASSERT_EQ(got.size(), r.sent);
+  for (std::size_t i = 0; i < got.size(); ++i) EXPECT_EQ(got[i], pattern(1000, i)) << i;
+  if (r.sent < 20) {
+    EXPECT_EQ(r.error, asio::error::would_block) << r.error.message();
+  }
+  ::close(fds[1]);
 }
 
 }  // namespace
