@@ -344,6 +344,7 @@ void session::write_next_datagram(std::shared_ptr<stream_state>& st) {
   st->datagrams_out.pop_front();
   const auto frame_size = wire::header_size + d.size();
   st->datagram_bytes -= frame_size;
+  st->datagram_payload -= d.size();
   datagram_queued_ -= frame_size;
   wire::encode(wire::datagram{st->id, d}, write_buf_);
   counters_.bytes_out += d.size();
@@ -686,13 +687,18 @@ void session::forget(stream_state& st) {
   const std::size_t keep = st.front_handed_out ? 1 : 0;
   for (std::size_t i = keep; i < st.inbound.size(); ++i) give_back_chunk(std::move(st.inbound[i]));
   st.inbound.resize(std::min(keep, st.inbound.size()));
-  if (st.reserved) {
-    send_credit_ += st.reserved;
-    st.reserved = 0;
+  // Bytes and datagrams queued but not yet written will never reach the peer, so it will
+  // never return their session credit: it comes back here, with credit reserved unused.
+  const auto unsent = st.reserved + st.pending.size() + st.datagram_payload;
+  st.pending = {};
+  st.reserved = 0;
+  drop_queued_datagrams(st);
+  if (unsent) {
+    send_credit_ += static_cast<std::int64_t>(unsent);
     wake_session_credit_waiters();
   }
+  st.send_wake.notify();
   release_charge(st);
-  drop_queued_datagrams(st);
   if (st.fin_received) remember_peer_finished(st.id);
   st.state = stream_state::phase::done;
   streams_.erase(st.id);
@@ -762,6 +768,7 @@ void session::queue_datagram(const std::shared_ptr<stream_state>& st,
   const auto frame_size = wire::header_size + d.size();
   st->datagrams_out.emplace_back(d.begin(), d.end());
   st->datagram_bytes += frame_size;
+  st->datagram_payload += d.size();
   datagram_queued_ += frame_size;
   schedule(st);
 }
@@ -769,6 +776,7 @@ void session::queue_datagram(const std::shared_ptr<stream_state>& st,
 void session::drop_queued_datagrams(stream_state& st) {
   datagram_queued_ -= st.datagram_bytes;
   st.datagram_bytes = 0;
+  st.datagram_payload = 0;
   st.datagrams_out.clear();
 }
 

@@ -37,6 +37,7 @@ struct stream_state {
   // they hold (frame headers included) in the session's output budget.
   std::deque<std::vector<std::byte>> datagrams_out;
   std::size_t datagram_bytes = 0;
+  std::size_t datagram_payload = 0;  // of which payload: the session credit they took
 
   // Receiving: bytes from DATA frames waiting for the local side, in chunks so a chunk
   // handed out by receive() never moves while more arrive. On a datagram stream each
