@@ -107,8 +107,9 @@ class CliTest(harness.TetherTest):
         port = int(p.wait_line(r"^listening on 127\.0\.0\.1:\d+$").rsplit(":", 1)[1])
         cmd = p.wait_line(r"^tether connect ")
         # Exactly the command to run; the CA file's name inside the state dir is not fixed.
+        # Without --device, DEVICE stands for the id to fill in (the log says so).
         m = re.fullmatch(r"tether connect tls://127\.0\.0\.1:%d --ca (\S+) --token-file (\S+)"
-                         % port, cmd)
+                         r" -L 0:DEVICE:22" % port, cmd)
         self.assertIsNotNone(m, cmd)
         ca, token_file = m.groups()
         self.assertEqual(os.path.dirname(ca), state)

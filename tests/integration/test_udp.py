@@ -252,6 +252,7 @@ class UdpTest(harness.TetherTest):
         self.assertEqual(len(udp), 2, events)
         self.assertEqual(len(tcp), 1, events)
         dns = [e for e in udp if e.get("port") == 53]
+        self.assertRegex(dns[0].pop("time"), r"^\d{4}-\d\d-\d\dT[\d:.]+Z$")
         self.assertEqual(dns[0], {"event": "listening", "proto": "udp",
                                   "local": "127.0.0.1:%d" % client.udp_ports[0],
                                   "device": "dev-63", "port": 53})
