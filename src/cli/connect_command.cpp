@@ -32,6 +32,7 @@ struct connect_flags {
   std::vector<std::string> tcp_specs;
   std::vector<std::string> udp_specs;
   std::string ca_file;
+  std::string pin;  // sha256:HEX of the server's key, instead of a CA
   std::string token_file;
   std::string token;
   bool json = false;
@@ -114,6 +115,7 @@ client::dialer tls_dialer(asio::any_io_executor ex, const client::server_url& ur
   o.host = url.host;
   o.port = url.port;
   o.ca_file = f.ca_file;
+  o.pin = f.pin;
   o.token = find_token(f);
   o.connect_timeout = seconds(f.connect_timeout_s);
   return client::make_tls_dialer(ex, std::move(o));
@@ -185,9 +187,12 @@ int run_connect(const connect_flags& f) {
                                   ": give a number of flows from 1 to " +
                                   std::to_string(max_udp_flows));
     const bool ssh = url.kind == client::scheme::ssh;
-    if (ssh && (!f.ca_file.empty() || !f.token_file.empty() || !f.token.empty()))
-      throw std::invalid_argument("--ca, --token and --token-file are for tls:// servers; "
+    if (ssh && (!f.ca_file.empty() || !f.pin.empty() || !f.token_file.empty() ||
+                !f.token.empty()))
+      throw std::invalid_argument("--ca, --pin, --token and --token-file are for tls:// servers; "
                                   "ssh:// uses -i KEY or ssh-agent");
+    if (!f.pin.empty() && !f.ca_file.empty())
+      throw std::invalid_argument("--pin and --ca: give one (a pinned key is trusted without a CA)");
     if (!ssh && (!f.identity_files.empty() || !f.known_hosts.empty() || f.accept_new_host_key ||
                  !f.passphrase_file.empty()))
       throw std::invalid_argument("-i, --known-hosts, --accept-new-host-key and --passphrase-file "
@@ -296,6 +301,9 @@ void add_connect_command(CLI::App& app, action& run) {
   cmd->add_option("url", f->url, "tls://HOST[:PORT] (or ssh://[USER@]HOST[:PORT])")->required();
   cmd->add_option("-L", f->tcp_specs, "[BIND:]LPORT:DEVICE:DPORT, TCP (repeatable)");
   cmd->add_option("-U", f->udp_specs, "[BIND:]LPORT:DEVICE:DPORT, UDP (repeatable)");
+  cmd->add_option("--pin", f->pin,
+                  "Trust the server whose key has this fingerprint (sha256:HEX, from `tether "
+                  "server --print-fingerprint`) instead of a CA");
   cmd->add_option("--ca", f->ca_file, "CA certificate file to verify the server (default: the "
                                       "system trust store)");
   cmd->add_option("--token-file", f->token_file, "File holding the access token");

@@ -58,5 +58,29 @@ class DevCommandTest(harness.TetherTest):
         server.proc.wait_line(r"--device ID=ADDRESS", stream="stderr")
 
 
+    def test_a_client_trusts_the_server_by_its_pin(self):
+        echo = self.echo_server(harness.device_addr(72))
+        server = self.dev_server(devices={"d1": echo.host})
+        pin = server.proc.json_event("dev")["pin"]
+        r = self.run_tether("server", "--dev", "--state-dir", server.dir, "--print-fingerprint")
+        self.assertEqual((r.returncode, r.stdout.strip()), (0, pin), r.stderr)
+        p = self.tether("connect", server.url, "--pin", pin, "--token-file", server.token_file,
+                        "-L", "0:d1:%d" % echo.port, "--json", name="tether-connect")
+        p.json_event("connected", timeout=harness.scaled(15))
+        port = harness.split_hostport(p.json_event("listening")["local"])[1]
+        harness.echo_roundtrip(port, b"pinned")
+
+    def test_another_pin_is_refused_with_exit_4_and_a_bad_one_is_a_usage_error(self):
+        server = self.dev_server(devices={"d1": "127.0.0.1"})
+        other = "sha256:" + "ab" * 32
+        r = self.run_tether("connect", server.url, "--pin", other, "--token-file",
+                            server.token_file, "-L", "0:d1:22", timeout=harness.scaled(20))
+        self.assertEqual(r.returncode, 4, r.stderr)
+        self.assertIn("not the pinned one", r.stderr)
+        r = self.run_tether("connect", server.url, "--pin", "sha256:abc", "--token-file",
+                            server.token_file, "-L", "0:d1:22")
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("--pin", r.stderr)
+
 if __name__ == "__main__":
     unittest.main()
