@@ -46,11 +46,7 @@ std::shared_ptr<ssl_ctx_st> new_context(const SSL_METHOD* method) {
       SSL_CTX_set_cipher_list(raw, tls12_ciphers) != 1) {
     throw std::runtime_error("TLS: cannot configure context: " + last_openssl_error());
   }
-  // A peer that closes without close_notify reads as a plain end of stream: the tunnel
-  // protocol above tells a complete session end from a cut one (streams left unfinished),
-  // and a client that stops is not logged as "unexpected eof while reading".
-  SSL_CTX_set_options(raw, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
-                               SSL_OP_IGNORE_UNEXPECTED_EOF);
+  SSL_CTX_set_options(raw, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
   // Frees the 16 KiB record buffers of idle connections.
   SSL_CTX_set_mode(raw, SSL_MODE_RELEASE_BUFFERS);
   // Lets OpenSSL take all buffered ciphertext at once instead of record header, then body.
