@@ -63,6 +63,8 @@ bool same(const frame& a, const frame& b) {
           return x.stream_id == y.stream_id && x.code == y.code && x.message == y.message;
         else if constexpr (std::is_same_v<T, ping>)
           return x.ack == y.ack && x.opaque == y.opaque;
+        else if constexpr (std::is_same_v<T, wire::datagram>)
+          return x.stream_id == y.stream_id && same_bytes(x.payload, y.payload);
         else
           return x.last_stream_id == y.last_stream_id && x.code == y.code && x.message == y.message;
       },
