@@ -233,7 +233,31 @@ std::string format_mappings_json(const std::vector<mapping_status>& all) {
   return dump(j);
 }
 
+// How deep arrays and objects nest in `line` (outside strings). Parsing is iterative, but
+// printing a value back (the echoed "id") recurses once per level: a request may not nest
+// deeper than a reply can be printed.
+std::size_t nesting(std::string_view line) {
+  std::size_t depth = 0, deepest = 0;
+  bool in_string = false, escaped = false;
+  for (const char c : line) {
+    if (in_string) {
+      if (escaped) escaped = false;
+      else if (c == '\\') escaped = true;
+      else if (c == '"') in_string = false;
+      continue;
+    }
+    if (c == '"') in_string = true;
+    else if (c == '[' || c == '{') deepest = std::max(deepest, ++depth);
+    else if ((c == ']' || c == '}') && depth > 0) --depth;
+  }
+  return deepest;
+}
+
+constexpr std::size_t max_nesting = 64;
+
 result<control_request> parse_control_request(std::string_view line) {
+  if (nesting(line) > max_nesting)
+    return error{"JSON nested deeper than " + std::to_string(max_nesting) + " levels"};
   json j;
   try {
     j = json::parse(line.begin(), line.end());
@@ -312,6 +336,8 @@ std::string format_control_reply(const control_reply& r) {
 }
 
 result<control_reply> parse_control_reply(std::string_view line) {
+  if (nesting(line) > max_nesting)
+    return error{"JSON nested deeper than " + std::to_string(max_nesting) + " levels"};
   json j;
   try {
     j = json::parse(line.begin(), line.end());

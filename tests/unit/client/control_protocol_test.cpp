@@ -161,12 +161,20 @@ TEST(ControlProtocol, DeepNestingAtTheLineBoundIsRefusedNotOverflowed) {
       std::string(max_control_request / 2, '[') + std::string(max_control_request / 2, ']');
   const auto r = parse_control_request(balanced);
   ASSERT_FALSE(r);
-  EXPECT_NE(r.message().find("JSON object"), std::string::npos);
+  EXPECT_NE(r.message().find("nested deeper than 64"), std::string::npos);
+  // An id is echoed in the reply, and printing recurses per level: deep ids are refused.
   const std::string deep_id =
       "{\"op\":\"ls\",\"id\":" + std::string(30000, '[') + std::string(30000, ']') + "}";
-  auto ok = parse_control_request(deep_id);
-  ASSERT_TRUE(ok);
-  EXPECT_EQ(ok->id.size(), 60000u);  // echoed as it came
+  const auto deep_refused = parse_control_request(deep_id);
+  ASSERT_FALSE(deep_refused);
+  EXPECT_NE(deep_refused.message().find("nested deeper than 64"), std::string::npos);
+  const std::string id =
+      "{\"op\":\"ls\",\"id\":" + std::string(60, '[') + std::string(60, ']') + "}";
+  auto ok = parse_control_request(id);
+  ASSERT_TRUE(ok) << ok.message();
+  EXPECT_EQ(ok->id.size(), 120u);  // echoed as it came
+  EXPECT_TRUE(parse_control_request("{\"op\":\"ls\",\"id\":\"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
+                                    "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\"}"));  // inside a string
 }
 
 TEST(ControlProtocol, RepliesRoundTrip) {
