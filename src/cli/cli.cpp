@@ -37,6 +37,7 @@ int run(int argc, char** argv) {
   action chosen;
   add_server_command(app, chosen);
   add_connect_command(app, chosen);
+  add_up_command(app, chosen);
   add_token_command(app, chosen);
   add_map_command(app, chosen);
   try {

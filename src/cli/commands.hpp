@@ -19,5 +19,6 @@ inline constexpr int exit_untrusted_server = 4;  // TLS certificate or SSH host 
 void add_server_command(CLI::App& app, action& run);
 void add_connect_command(CLI::App& app, action& run);
 void add_token_command(CLI::App& app, action& run);
+void add_up_command(CLI::App& app, action& run);
 
 }  // namespace tether::cli

@@ -3,26 +3,23 @@
 #include <asio/co_spawn.hpp>
 #include <asio/io_context.hpp>
 #include <asio/signal_set.hpp>
-#include <pwd.h>
 #include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <optional>
 #include <sstream>
 
+#include "client_setup.hpp"
 #include "commands.hpp"
 #include "output.hpp"
 #include "stdio_mode.hpp"
-#include "tether/client/control_path.hpp"
 #include "tether/client/control_server.hpp"
 #include "tether/client/dialer.hpp"
 #include "tether/client/proxy.hpp"
 #include "tether/client/stdio_target.hpp"
 #include "tether/client/url.hpp"
-#include "tether/server/token.hpp"
 
 namespace tether::cli {
 namespace {
@@ -65,83 +62,38 @@ std::chrono::milliseconds seconds(double s) {
   return std::chrono::milliseconds(static_cast<long>(s * 1000));
 }
 
+// The server settings the flags give (checked by run_connect).
+client::server_settings settings_of(const connect_flags& f, const client::server_url& url) {
+  client::server_settings s;
+  s.url = url;
+  s.ca_file = f.ca_file;
+  s.pin = f.pin;
+  s.token_file = f.token_file;
+  for (const auto& i : f.identity_files) s.identity_files.emplace_back(i);
+  s.known_hosts = f.known_hosts;
+  s.accept_new_host_key = f.accept_new_host_key;
+  s.passphrase_file = f.passphrase_file;
+  s.connect_timeout = seconds(f.connect_timeout_s);
+  s.wait_for_session = seconds(f.wait_for_session_s);
+  s.udp_idle = seconds(f.udp_idle_s);
+  s.udp_max_flows = static_cast<std::size_t>(f.udp_max_flows);
+  return s;
+}
+
 // Token precedence: --token-file, then --token, then TETHER_TOKEN.
-std::string find_token(const connect_flags& f) {
-  if (!f.token_file.empty()) return server::read_token_file(f.token_file);
-  if (!f.token.empty()) {
+std::string token_of(const connect_flags& f, const client::server_settings& s) {
+  if (f.token_file.empty() && !f.token.empty())
     std::cerr << "warning: --token puts the token on the command line, where other local "
                  "users can read it (ps, /proc); prefer --token-file FILE or TETHER_TOKEN"
               << std::endl;
-    return f.token;
-  }
-  if (const char* env = std::getenv("TETHER_TOKEN"); env && *env) return env;
-  throw std::invalid_argument(
-      "no token: pass --token-file FILE, --token TOKEN or set TETHER_TOKEN");
-}
-
-// The local user, the default for ssh:// URLs without one (as with ssh).
-std::string local_user() {
-  if (const char* u = std::getenv("USER"); u && *u) return u;
-  if (const auto* pw = ::getpwuid(::geteuid())) return pw->pw_name;
-  throw std::invalid_argument("cannot tell the local user name: give it as ssh://USER@HOST");
-}
-
-std::string read_secret_file(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw std::invalid_argument("cannot read --passphrase-file " + path);
-  std::string line;
-  std::getline(in, line);
-  if (!line.empty() && line.back() == '\r') line.pop_back();
-  return line;
-}
-
-client::dialer ssh_dialer(asio::any_io_executor ex, const client::server_url& url,
-                          const connect_flags& f) {
-  transport::ssh_options o;
-  o.host = url.host;
-  o.port = url.port;
-  o.user = url.user.empty() ? local_user() : url.user;
-  for (const auto& i : f.identity_files) o.identity_files.emplace_back(i);
-  if (!f.passphrase_file.empty()) o.passphrase = read_secret_file(f.passphrase_file);
-  o.known_hosts = f.known_hosts;
-  o.accept_new_host_key = f.accept_new_host_key;
-  o.connect_timeout = seconds(f.connect_timeout_s);
-  return client::make_ssh_dialer(ex, std::move(o));
-}
-
-client::dialer tls_dialer(asio::any_io_executor ex, const client::server_url& url,
-                          const connect_flags& f) {
-  client::tls_dial_options o;
-  o.host = url.host;
-  o.port = url.port;
-  o.ca_file = f.ca_file;
-  o.pin = f.pin;
-  o.token = find_token(f);
-  o.connect_timeout = seconds(f.connect_timeout_s);
-  return client::make_tls_dialer(ex, std::move(o));
-}
-
-// Where this client's control socket goes, checked and cleared of a stale socket.
-// Throws control_path_error (and std::runtime_error for a missing folder): usage errors.
-std::filesystem::path control_socket_path(const connect_flags& f) {
-  if (f.control.empty()) {
-    const auto folder = client::default_control_folder();
-    client::prepare_control_folder(folder);
-    const auto path = folder / (std::to_string(::getpid()) + ".sock");
-    client::clear_stale_socket(path);
-    return path;
-  }
-  const std::filesystem::path path(f.control);
-  client::check_control_folder(path.has_parent_path() ? path.parent_path()
-                                                      : std::filesystem::path("."));
-  client::clear_stale_socket(path);
-  return path;
+  return find_token(s, f.token, "no token: pass --token-file FILE, --token TOKEN or set TETHER_TOKEN");
 }
 
 int run_connect(const connect_flags& f) {
   setup_logging(f.log_level);
   std::vector<client::mapping> mappings;
   client::server_url url;
+  client::server_settings settings;
   client::dialer dial;
   std::filesystem::path control_path;
   std::optional<mux::target> stdio;
@@ -197,26 +149,21 @@ int run_connect(const connect_flags& f) {
                  !f.passphrase_file.empty()))
       throw std::invalid_argument("-i, --known-hosts, --accept-new-host-key and --passphrase-file "
                                   "are for ssh:// servers");
-    if (ssh) {
-      dial = ssh_dialer(io.get_executor(), url, f);
-    } else {
-      dial = tls_dialer(io.get_executor(), url, f);
-    }
-    if (!stdio) control_path = control_socket_path(f);
+    settings = settings_of(f, url);
+    dial = make_dialer(io.get_executor(), settings, ssh ? std::string() : token_of(f, settings));
+    if (!stdio) control_path = control_socket_path(f.control);
   } catch (const std::exception& e) {
     std::cerr << "error: " << e.what() << std::endl;
     return exit_usage;
   }
   if (stdio) return run_stdio(io, std::move(dial), url, std::move(*stdio));
 
-  event_printer events(f.json);
+  event_printer events(f.json, server_label(url));
   client::proxy_options options;
-  options.server = url.host.find(':') != std::string::npos
-                       ? "[" + url.host + "]:" + std::to_string(url.port)
-                       : url.host + ":" + std::to_string(url.port);
-  options.wait_for_session = seconds(f.wait_for_session_s);
-  options.udp_idle = seconds(f.udp_idle_s);
-  options.udp_max_flows = static_cast<std::size_t>(f.udp_max_flows);
+  options.server = server_label(url);
+  options.wait_for_session = settings.wait_for_session;
+  options.udp_idle = settings.udp_idle;
+  options.udp_max_flows = settings.udp_max_flows;
   options.udp_supported = url.kind == client::scheme::tls;
   client::proxy proxy(io.get_executor(), std::move(mappings), std::move(dial), events, options);
 
@@ -234,22 +181,7 @@ int run_connect(const connect_flags& f) {
 
   int exit_code = exit_ok;
   auto report_fatal = [&](const client::dial_outcome& o) {
-    using kind = client::dial_outcome::failure;
-    if (o.kind == kind::none) return;
-    if (o.kind == kind::bad_credentials && url.kind == client::scheme::tls) {
-      // The server's own words, when it said more than the code does (escaped by mux).
-      std::cerr << "error: authentication failed: token rejected by " << options.server;
-      if (o.error != describe(errc::bad_token)) std::cerr << " (" << o.error << ")";
-      std::cerr << std::endl;
-    }
-    else if (o.kind == kind::untrusted_server && url.kind == client::scheme::tls)
-      std::cerr << "error: " << o.error << " (server " << options.server << "; check --ca)"
-                << std::endl;
-    else
-      std::cerr << "error: " << o.error << std::endl;
-    exit_code = o.kind == kind::bad_credentials    ? exit_bad_credentials
-                : o.kind == kind::untrusted_server ? exit_untrusted_server
-                                                   : exit_failure;
+    if (o.kind != client::dial_outcome::failure::none) exit_code = report_dial_failure(o, url);
   };
 
   asio::signal_set signals(io, SIGINT, SIGTERM);

@@ -76,15 +76,21 @@ const char* reason_name(errc e) noexcept {
   return "internal";
 }
 
-void event_printer::listening(const client::mapping& m, const std::string& local) {
+void event_printer::listening(const client::mapping& m, const std::string& name,
+                              const std::string& local) {
+  // A default name only repeats the target: the text line shows names people chose.
+  const bool chosen = name.find(':') == std::string::npos;
   print_event(json_,
               {{"event", "listening"},
+               {"name", name},
                {"proto", m.proto == mux::protocol::tcp ? "tcp" : "udp"},
                {"local", local},
                {"device", m.device},
-               {"port", m.device_port}},
+               {"port", m.device_port},
+               {"server", server_}},
               "listening " + local + " -> " + m.device + ":" + std::to_string(m.device_port) +
-                  (m.proto == mux::protocol::tcp ? " tcp" : " udp"));
+                  (m.proto == mux::protocol::tcp ? " tcp" : " udp") +
+                  (chosen ? " (" + name + ")" : std::string()));
 }
 
 void event_printer::connected(const std::string& server) {
@@ -93,15 +99,19 @@ void event_printer::connected(const std::string& server) {
 
 void event_printer::disconnected(const std::string& reason, std::chrono::milliseconds retry_in) {
   print_event(json_,
-              {{"event", "disconnected"}, {"reason", reason}, {"retry_in_ms", retry_in.count()}},
-              "disconnected: " + reason + "; retrying in " + std::to_string(retry_in.count()) +
-                  " ms");
+              {{"event", "disconnected"},
+               {"server", server_},
+               {"reason", reason},
+               {"retry_in_ms", retry_in.count()}},
+              "disconnected from " + server_ + ": " + reason + "; retrying in " +
+                  std::to_string(retry_in.count()) + " ms");
 }
 
 void event_printer::stream_error(const client::mapping& m, const std::string& local, errc reason,
                                  const std::string& message) {
   print_event(json_,
               {{"event", "stream_error"},
+               {"server", server_},
                {"local", local},
                {"device", m.device},
                {"port", m.device_port},

@@ -20,11 +20,13 @@ void print_event(bool json, const nlohmann::ordered_json& event, const std::stri
 /// Now as "2026-11-28T07:10:45.465Z".
 std::string utc_timestamp();
 
-/// Prints the proxy's events as text or JSON lines.
+/// Prints the events of one proxy as text or JSON lines. `server` ("host:port") names it
+/// where an event would not say which server it is about.
 class event_printer final : public client::event_sink {
  public:
-  explicit event_printer(bool json) : json_(json) {}
-  void listening(const client::mapping& m, const std::string& local) override;
+  event_printer(bool json, std::string server) : json_(json), server_(std::move(server)) {}
+  void listening(const client::mapping& m, const std::string& name,
+                 const std::string& local) override;
   void connected(const std::string& server) override;
   void disconnected(const std::string& reason, std::chrono::milliseconds retry_in) override;
   void stream_error(const client::mapping& m, const std::string& local, errc reason,
@@ -32,6 +34,7 @@ class event_printer final : public client::event_sink {
 
  private:
   bool json_;
+  std::string server_;
 };
 
 /// The machine name of a reason in JSON events: "unknown_device", "forbidden", ...

@@ -12,6 +12,7 @@
 #include <memory>
 #include <system_error>
 
+#include "client_setup.hpp"
 #include "commands.hpp"
 #include "tether/client/stdio_client.hpp"
 
@@ -42,35 +43,18 @@ int take_over(int fd) {
   return own;
 }
 
-std::string server_text(const client::server_url& url) {
-  const auto host = url.host.find(':') != std::string::npos ? "[" + url.host + "]" : url.host;
-  return host + ":" + std::to_string(url.port);
-}
-
 // The one line on stderr, and the exit code. A failed dial is worded as connect words it.
-int report(const stdio_outcome& o, const client::server_url& url, const std::string& server) {
+int report(const stdio_outcome& o, const client::server_url& url) {
   using stage = stdio_outcome::stage;
-  using kind = dial_outcome::failure;
   if (o.at == stage::done) return exit_ok;
-  if (o.at != stage::dial) {
-    std::cerr << "error: " << o.error << std::endl;
-    return exit_failure;
+  if (o.at == stage::dial) {
+    client::dial_outcome failed;
+    failed.error = o.error;
+    failed.kind = o.kind;
+    return report_dial_failure(failed, url);
   }
-  const bool tls = url.kind == client::scheme::tls;
-  if (o.kind == kind::bad_credentials && tls) {
-    std::cerr << "error: authentication failed: token rejected by " << server;
-    if (o.error != describe(errc::bad_token)) std::cerr << " (" << o.error << ")";
-    std::cerr << std::endl;
-  } else if (o.kind == kind::untrusted_server && tls) {
-    std::cerr << "error: " << o.error << " (server " << server << "; check --ca)" << std::endl;
-  } else if (o.kind == kind::transient) {
-    std::cerr << "error: cannot reach " << server << ": " << o.error << std::endl;
-  } else {
-    std::cerr << "error: " << o.error << std::endl;
-  }
-  return o.kind == kind::bad_credentials    ? exit_bad_credentials
-         : o.kind == kind::untrusted_server ? exit_untrusted_server
-                                            : exit_failure;
+  std::cerr << "error: " << o.error << std::endl;
+  return exit_failure;
 }
 
 // What the relay's coroutine and the signal handler share. Held by both, so that a loop
@@ -91,7 +75,7 @@ struct stdio_run {
 
 int run_stdio(asio::io_context& io, client::dialer dial, const client::server_url& url,
               mux::target target) {
-  const auto server = server_text(url);
+  const auto server = server_label(url);
   std::shared_ptr<stdio_run> run;
   try {
     const int in_fd = take_over(STDIN_FILENO);
@@ -139,7 +123,7 @@ int run_stdio(asio::io_context& io, client::dialer dial, const client::server_ur
   io.run();
   if (run->crashed) return exit_failure;
   if (!run->finished) return exit_ok;  // stopped by a second signal
-  return report(run->outcome, url, server);
+  return report(run->outcome, url);
 }
 
 }  // namespace tether::cli

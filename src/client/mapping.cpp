@@ -65,6 +65,29 @@ bool is_device_char(char c) {
          c == '_' || c == '-';
 }
 
+// BIND: a host, a bracketed IPv6 literal, or `*` / empty for every IPv4 interface.
+result<std::string> parse_bind(const field& bind) {
+  if (!bind.bracketed && (bind.text.empty() || bind.text == "*"))
+    return std::string("0.0.0.0");  // as with ssh -L: empty or * means every interface
+  auto h = parse_host(bind.bracketed ? "[" + std::string(bind.text) + "]" : std::string(bind.text));
+  if (!h) return error{"bind address: " + h.message()};
+  return std::move(h).value();
+}
+
+// DEVICE: a device id or host name, or a bracketed IPv6 literal.
+result<std::string> parse_device_field(const field& dev) {
+  if (dev.bracketed) {
+    auto h = parse_host("[" + std::string(dev.text) + "]");
+    if (!h) return error{"device: " + h.message()};
+    return std::move(h).value();
+  }
+  if (dev.text.empty()) return error{"empty device"};
+  if (dev.text.size() > 253 || !std::all_of(dev.text.begin(), dev.text.end(), is_device_char))
+    return error{"device '" + std::string(dev.text) +
+                 "' is not a device id or host name (A-Z a-z 0-9 . _ -)"};
+  return std::string(dev.text);
+}
+
 std::string with_brackets(const std::string& host) {
   return host.find(':') != std::string::npos ? "[" + host + "]" : host;
 }
@@ -93,39 +116,47 @@ result<mapping> parse_mapping(std::string_view spec, mux::protocol proto) {
   m.proto = proto;
   std::size_t next = 0;
   if (fields->size() == 4) {
-    const field& bind = (*fields)[next++];
-    if (!bind.bracketed && (bind.text.empty() || bind.text == "*")) {
-      m.bind_host = "0.0.0.0";  // as with ssh -L: empty or * means every interface
-    } else {
-      auto h =
-          parse_host(bind.bracketed ? "[" + std::string(bind.text) + "]" : std::string(bind.text));
-      if (!h) return fail("bind address: " + h.message());
-      m.bind_host = std::move(h).value();
-    }
+    auto h = parse_bind((*fields)[next++]);
+    if (!h) return fail(h.message());
+    m.bind_host = std::move(h).value();
   }
-
   auto lport = parse_port((*fields)[next++], "local port", 0);
   if (!lport) return fail(lport.message());
   m.local_port = *lport;
 
-  const field& dev = (*fields)[next++];
-  if (dev.bracketed) {
-    auto h = parse_host("[" + std::string(dev.text) + "]");
-    if (!h) return fail("device: " + h.message());
-    m.device = std::move(h).value();
-  } else {
-    if (dev.text.empty()) return fail("empty device");
-    if (dev.text.size() > 253 || !std::all_of(dev.text.begin(), dev.text.end(), is_device_char)) {
-      return fail("device '" + std::string(dev.text) +
-                  "' is not a device id or host name (A-Z a-z 0-9 . _ -)");
-    }
-    m.device = std::string(dev.text);
-  }
+  auto dev = parse_device_field((*fields)[next++]);
+  if (!dev) return fail(dev.message());
+  m.device = std::move(dev).value();
 
   auto dport = parse_port((*fields)[next++], "device port", 1);
   if (!dport) return fail(dport.message());
   m.device_port = *dport;
   return m;
+}
+
+result<mapping> parse_local_address(std::string_view text) {
+  auto fields = split(text);
+  if (!fields || fields->empty() || fields->size() > 2)
+    return error{"'" + std::string(text) +
+                 "': expected [BIND:]PORT, like 2222, 127.0.0.1:2222 or [::1]:2222"};
+  mapping m;
+  if (fields->size() == 2) {
+    auto h = parse_bind((*fields)[0]);
+    if (!h) return error{h.message()};
+    m.bind_host = std::move(h).value();
+  }
+  auto port = parse_port(fields->back(), "local port", 0);
+  if (!port) return error{port.message()};
+  m.local_port = *port;
+  return m;
+}
+
+result<std::string> parse_device(std::string_view text) {
+  if (text.size() >= 2 && text.front() == '[' && text.back() == ']')
+    return parse_device_field({text.substr(1, text.size() - 2), true});
+  if (text.find(':') != std::string_view::npos && parse_host("[" + std::string(text) + "]"))
+    return parse_device_field({text, true});  // a bare IPv6 literal: no port can follow here
+  return parse_device_field({text, false});
 }
 
 }  // namespace tether::client

@@ -339,7 +339,7 @@ struct proxy::impl : std::enable_shared_from_this<impl> {
   void announce(const entry& e) {
     spdlog::info("listening on {} for {}:{}{} (mapping {})", e.local, e.map.device,
                  e.map.device_port, e.map.proto == mux::protocol::udp ? " udp" : "", e.name);
-    events.listening(e.map, e.local);
+    events.listening(e.map, e.name, e.local);
   }
 
   mapping_status status_of(const entry& e) const {

@@ -253,9 +253,10 @@ class UdpTest(harness.TetherTest):
         self.assertEqual(len(tcp), 1, events)
         dns = [e for e in udp if e.get("port") == 53]
         self.assertRegex(dns[0].pop("time"), r"^\d{4}-\d\d-\d\dT[\d:.]+Z$")
-        self.assertEqual(dns[0], {"event": "listening", "proto": "udp",
+        self.assertEqual(dns[0], {"event": "listening", "name": "dev-63:53/udp", "proto": "udp",
                                   "local": "127.0.0.1:%d" % client.udp_ports[0],
-                                  "device": "dev-63", "port": 53})
+                                  "device": "dev-63", "port": 53,
+                                  "server": "127.0.0.1:%d" % server.port})
         # the listener is a UDP socket: a datagram to it is answered through the tunnel
         source = self.udp_client(client.udp_ports[1])
         self.assertEqual(source.echo(b"hello, udp", tries=3), b"hello, udp")

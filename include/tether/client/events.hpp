@@ -14,8 +14,9 @@ namespace tether::client {
 class event_sink {
  public:
   virtual ~event_sink() = default;
-  /// A listener is ready; `local` is "127.0.0.1:40123" (the real port when LPORT was 0).
-  virtual void listening(const mapping& m, const std::string& local) = 0;
+  /// The listener of mapping `name` is ready; `local` is "127.0.0.1:40123" (the real port
+  /// when LPORT was 0).
+  virtual void listening(const mapping& m, const std::string& name, const std::string& local) = 0;
   /// A tunnel session is up.
   virtual void connected(const std::string& server) = 0;
   /// The session ended or could not be made; the next attempt is in `retry_in`.

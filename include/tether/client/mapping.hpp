@@ -34,4 +34,13 @@ struct mapping {
 /// "-L '70000:dev-42:22': local port 70000 out of range (0-65535)".
 result<mapping> parse_mapping(std::string_view spec, mux::protocol proto);
 
+/// The local address of a mapping written on its own ("[BIND:]LPORT": "2222",
+/// "127.0.0.1:2222", "[::1]:0", "*:8080"), as in a tunnels file. Sets bind_host and
+/// local_port of the result. Errors name the text and the part.
+result<mapping> parse_local_address(std::string_view text);
+
+/// A DEVICE written on its own: a device id, a host name or an IPv6 literal (with or without
+/// brackets, since no port follows). Returns it without brackets.
+result<std::string> parse_device(std::string_view text);
+
 }  // namespace tether::client

@@ -23,6 +23,8 @@ struct server_url {
 
   /// Canonical form: "tls://example.com:7443", "ssh://alice@[::1]:22".
   std::string text() const;
+
+  bool operator==(const server_url&) const = default;
 };
 
 /// Parses a server URL. The scheme is required (and case-insensitive); the port defaults to

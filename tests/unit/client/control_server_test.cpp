@@ -29,7 +29,7 @@ using json = nlohmann::json;
 using namespace std::chrono_literals;
 
 struct quiet_events final : event_sink {
-  void listening(const mapping&, const std::string&) override { ++listening_count; }
+  void listening(const mapping&, const std::string&, const std::string&) override { ++listening_count; }
   void connected(const std::string&) override {}
   void disconnected(const std::string&, std::chrono::milliseconds) override {}
   void stream_error(const mapping&, const std::string&, errc, const std::string&) override {}

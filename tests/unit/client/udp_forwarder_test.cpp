@@ -59,7 +59,7 @@ struct recorded_events final : event_sink {
   std::vector<std::pair<mapping, std::string>> listening_on;
   std::vector<stream_failure> failures;
 
-  void listening(const mapping& m, const std::string& local) override {
+  void listening(const mapping& m, const std::string&, const std::string& local) override {
     listening_on.emplace_back(m, local);
   }
   void connected(const std::string&) override {}

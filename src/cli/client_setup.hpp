@@ -1,0 +1,38 @@
+#pragma once
+// What `connect`, `connect --stdio` and `up` do alike before and after a tunnel: turn a
+// server's settings into a dialer, find the control socket's path, and put a dial failure
+// that retrying cannot fix into one line on stderr and an exit code.
+
+#include <asio/any_io_executor.hpp>
+#include <filesystem>
+#include <string>
+
+#include "tether/client/dialer.hpp"
+#include "tether/client/tunnels_file.hpp"
+
+namespace tether::cli {
+
+/// "host:port" ("[::1]:7443"): how events and messages name a server.
+std::string server_label(const client::server_url& url);
+
+/// The token for a tls:// server: the token file's, else `inline_token`, else TETHER_TOKEN.
+/// Throws std::invalid_argument with `missing` when there is none, std::runtime_error when
+/// the file cannot be read.
+std::string find_token(const client::server_settings& s, const std::string& inline_token,
+                       const std::string& missing);
+
+/// A dialer for `s` (tls:// with `token`, or ssh://). Throws std::invalid_argument or
+/// std::runtime_error (a CA, key or passphrase file that cannot be used).
+client::dialer make_dialer(asio::any_io_executor ex, const client::server_settings& s,
+                           std::string token);
+
+/// Prints the one "error: ..." line for a failed dial and returns its exit code:
+/// exit_bad_credentials, exit_untrusted_server or exit_failure.
+int report_dial_failure(const client::dial_outcome& o, const client::server_url& url);
+
+/// Where a client's control socket goes: `flag` (--control) if given, else the default
+/// folder's <pid>.sock; its folder checked and a stale socket cleared. Throws
+/// control_path_error or std::runtime_error: usage errors.
+std::filesystem::path control_socket_path(const std::string& flag);
+
+}  // namespace tether::cli
