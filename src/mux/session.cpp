@@ -12,6 +12,7 @@
 
 #include "stream_channel.hpp"
 #include "stream_state.hpp"
+#include "tether/mux/yield.hpp"
 #include "tether/printable.hpp"
 #include "tether/wire/codec.hpp"
 
@@ -21,6 +22,9 @@ namespace {
 constexpr std::size_t read_buffer_size = 256 * 1024;
 // A write gathers control frames and DATA until about this much, then goes to the stream.
 constexpr std::size_t write_batch = 256 * 1024;
+// A read or a write at least this big is bulk: the loop that did it lets the rest of the
+// event loop run before its next one (see yield.hpp).
+constexpr std::size_t bulk_io = 64 * 1024;
 // Received bytes gather in chunks this big, so one socket write can carry many frames.
 constexpr std::size_t inbound_chunk_size = 256 * 1024;
 constexpr std::size_t max_spare_chunks = 8;
@@ -248,6 +252,12 @@ asio::awaitable<void> session::read_loop([[maybe_unused]] std::shared_ptr<sessio
       std::memmove(read_buf_.data(), read_buf_.data() + offset, read_have_ - offset);
       read_have_ -= offset;
     }
+    // After a big read the next is likely to find bytes at once, and so on for as long as
+    // the peer sends: let the streams and the writer run in between.
+    if (last_read_ >= bulk_io) {
+      co_await yield_turn(executor_);
+      if (closed_) co_return;
+    }
     // A peer that does not read our answers (PING ACKs, refusals, window updates) is not
     // read either: its frames would only pile up more answers. The keepalive ends the
     // session if it stays that way.
@@ -267,6 +277,7 @@ asio::awaitable<void> session::read_loop([[maybe_unused]] std::shared_ptr<sessio
       co_return;
     }
     read_have_ += n;
+    last_read_ = n;
     last_receive_ = std::chrono::steady_clock::now();
   }
 }
@@ -324,6 +335,9 @@ asio::awaitable<void> session::write_loop([[maybe_unused]] std::shared_ptr<sessi
     }
     // Keep the big buffer only while traffic flows; an idle session gives it back.
     if (write_buf_.capacity() > 4 * write_batch) write_buf_ = {};
+    // A write the kernel took at once leaves the next batch ready to go: first let the
+    // streams that became readable meanwhile queue their frames, so that they are in it.
+    if (write_buf_.size() >= bulk_io && ready_head_ < ready_.size()) co_await yield_turn(executor_);
   }
 }
 

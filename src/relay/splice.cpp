@@ -4,6 +4,7 @@
 #include <memory>
 
 #include "tether/mux/async_signal.hpp"
+#include "tether/mux/yield.hpp"
 
 namespace tether::relay {
 namespace {
@@ -158,10 +159,14 @@ asio::awaitable<splice_result> splice(tcp::socket& sock, mux::channel& ch, buffe
   bool readable = false;
   asio::error_code wait_error;
   // After a read that filled the buffer more is likely waiting: read again at once instead
-  // of asking the reactor (a syscall saved per read in bulk transfers).
+  // of asking the reactor (a syscall saved per read in bulk transfers). Only after the other
+  // streams and the session's reader have had their turn, though: a bulk sender whose reads
+  // and sends all complete at once would otherwise keep the thread for its whole window.
   bool more_likely = false;
   for (;;) {
-    if (!more_likely) {
+    if (more_likely) {
+      co_await mux::yield_turn(sock.get_executor());
+    } else {
       // Waits for readiness holding nothing, then borrows a buffer.
       readable = false;
       sock.async_wait(tcp::socket::wait_read, [&readable, &wait_error, &wake](asio::error_code ec) {

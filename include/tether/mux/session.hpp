@@ -240,6 +240,7 @@ class session final : public tunnel, public std::enable_shared_from_this<session
   // Receiving.
   byte_buffer read_buf_;
   std::size_t read_have_ = 0;
+  std::size_t last_read_ = 0;  // bytes the last read brought
   std::vector<std::vector<std::byte>> spare_chunks_;
   // Streams that got DATA in the batch being decoded. Their readers are woken in place once
   // the batch is handled, not through a post: that saved turn of the event loop is a
