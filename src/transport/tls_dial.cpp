@@ -14,6 +14,7 @@
 
 #include "tether/transport/tls.hpp"
 #include "tls_connection.hpp"
+#include "tunnel_socket.hpp"
 
 namespace tether::transport {
 namespace {
@@ -124,11 +125,13 @@ ssl_ptr new_client_ssl(tls_client_context& ctx, const std::string& name, asio::e
   return ssl;
 }
 
-// Low latency for interactive traffic; non-blocking so reads can be tried before waiting.
+// Low latency for interactive traffic (no Nagle, little waiting in the kernel: see
+// tunnel_socket.hpp); non-blocking so reads can be tried before waiting.
 asio::error_code prepare_socket(tcp::socket& s) {
   asio::error_code ec;
   s.set_option(tcp::no_delay(true), ec);
   if (!ec) s.non_blocking(true, ec);
+  if (!ec) detail::limit_unsent(s);
   return ec;
 }
 
@@ -144,6 +147,7 @@ asio::awaitable<tls_result> secure(tcp::socket socket, ssl_ptr ssl, watchdog& wd
     conn->close();
     co_return tls_result{ec, nullptr};
   }
+  detail::bound_receive_queue(conn->socket());  // the handshake measured the round trip
   co_return tls_result{asio::error_code{}, detail::make_tls_byte_stream(std::move(conn))};
 }
 
