@@ -4,8 +4,10 @@
  *   loadtool echo -l 127.0.0.1:PORT
  *       Echo server (one thread, epoll). PORT 0 takes one from the OS; prints "port=N" once
  *       it listens. Runs until SIGTERM or SIGINT.
- *   loadtool rr -c ADDR [-t SECS] [-s BYTES]
+ *   loadtool rr -c ADDR [-t SECS] [-s BYTES] [-w WARMUP]
  *       Ping-pong on one connection (TCP_NODELAY): write BYTES, read them back, repeat.
+ *       WARMUP round trips (500) go before the clock starts: fewer under a load that makes
+ *       each one slow, or the warm-up outlasts the load.
  *       Prints "rr_per_s=.. p50_us=.. p99_us=.. n=.. errors=..".
  *   loadtool crr -c ADDR [-t SECS] [-s BYTES] [-P THREADS]
  *       A new connection per exchange: connect, write BYTES, read BYTES, close.
@@ -285,14 +287,14 @@ static int run_echo(const char *where) {
 }
 
 /* ------------------------------------------------------------------ rr */
-static int run_rr(const char *where, double secs, int size) {
+static int run_rr(const char *where, double secs, int size, int warmup) {
     struct sockaddr_in a = loopback_addr(where);
     int fd = dial(&a, 5.0);
     if (fd < 0) fail("connect");
     char *b = malloc((size_t)size);
     if (!b) fail("malloc");
     memset(b, 'r', (size_t)size);
-    for (int i = 0; i < 500; i++) /* warm the path up before the clock starts */
+    for (int i = 0; i < warmup; i++) /* warm the path up before the clock starts */
         if (send_all(fd, b, (size_t)size) || recv_all(fd, b, (size_t)size)) fail("rr warm-up");
     struct histogram h;
     hist_init(&h);
@@ -838,7 +840,7 @@ static int run_mem(const int *roots, int nroots) {
 /* ------------------------------------------------------------------ main */
 static void usage(void) {
     fprintf(stderr,
-            "usage: loadtool echo -l ADDR | rr -c ADDR [-t S] [-s B] |"
+            "usage: loadtool echo -l ADDR | rr -c ADDR [-t S] [-s B] [-w N] |"
             " crr -c ADDR [-t S] [-s B] [-P N] | ping -c ADDR [-t S] |"
             " hold -c ADDR -n N [-s B] [-t S] | uecho -l ADDR |"
             " udp -c ADDR [-t S] [-s B] [-P N] [-n W] | watch [-i MS] [-t S] [-o PID] [PID...] |"
@@ -850,9 +852,9 @@ int main(int argc, char **argv) {
     if (argc < 2) usage();
     const char *mode = argv[1], *addr = NULL;
     double secs = -1;
-    int size = 1, threads = 4, interval = 100, own = 0, count = 0, opt;
+    int size = 1, threads = 4, interval = 100, own = 0, count = 0, warmup = 500, opt;
     optind = 2;
-    while ((opt = getopt(argc, argv, "l:c:t:s:P:i:o:n:")) != -1) {
+    while ((opt = getopt(argc, argv, "l:c:t:s:P:i:o:n:w:")) != -1) {
         switch (opt) {
         case 'l':
         case 'c': addr = optarg; break;
@@ -862,6 +864,7 @@ int main(int argc, char **argv) {
         case 'i': interval = atoi(optarg); break;
         case 'o': own = atoi(optarg); break;
         case 'n': count = atoi(optarg); break;
+        case 'w': warmup = atoi(optarg); break;
         default: usage();
         }
     }
@@ -880,7 +883,8 @@ int main(int argc, char **argv) {
         raise_fd_limit();
         return run_echo(addr);
     }
-    if (!strcmp(mode, "rr") && addr) return run_rr(addr, secs < 0 ? 5 : secs, size);
+    if (warmup < 0) warmup = 0;
+    if (!strcmp(mode, "rr") && addr) return run_rr(addr, secs < 0 ? 5 : secs, size, warmup);
     if (!strcmp(mode, "crr") && addr) return run_crr(addr, secs < 0 ? 5 : secs, size, threads);
     if (!strcmp(mode, "ping") && addr) return run_ping(addr, secs < 0 ? 10 : secs);
     if (!strcmp(mode, "hold") && addr && count > 0)

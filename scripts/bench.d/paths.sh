@@ -1,4 +1,4 @@
-# shellcheck shell=bash disable=SC2034  # PATH_PORT, SKIP_NOTE, ALL_PATHS are read by scripts/bench
+# shellcheck shell=bash disable=SC2034  # PATH_PORT(2), SKIP_NOTE, ALL_PATHS are read by scripts/bench
 # The paths scripts/bench measures. Sourced by scripts/bench, which provides the helpers
 # (spawn, alloc_port, wait_listen, wait_event, event_field, log) and $RUN, $LOGS, $TETHER.
 #
@@ -8,6 +8,12 @@
 #   path_<name> start PORT   make a local port forward every TCP connection to 127.0.0.1:PORT;
 #                            set PATH_PORT to that local port. Long-running processes are
 #                            started with `spawn ROLE CMD...` and stopped by the caller.
+#   path_<name> start PORT PORT2
+#                            the same, and a second local port (PATH_PORT2) to 127.0.0.1:PORT2
+#                            through the SAME instance: one ssh connection, one tether
+#                            session, one stunnel pair. The latency-under-load test sends
+#                            bulk through one mapping and a ping-pong through the other. A
+#                            path that cannot leaves PATH_PORT2 empty and is not measured.
 #   path_<name> describe     one line for the report: the tool, its version, its settings.
 #
 # Crypto is held equal where the issue compares: ssh-gcm and both TLS paths use AES-128-GCM;
@@ -18,7 +24,7 @@ ALL_PATHS="direct socat ssh-gcm ssh-ctr stunnel tether-tls tether-ssh"
 # ------------------------------------------------------------------ direct
 path_direct() {
   case $1 in
-    start) PATH_PORT=$2 ;;
+    start) PATH_PORT=$2 PATH_PORT2=${3:-} ;;
     describe) echo "no relay: the load tools talk to the target (the ceiling)" ;;
   esac
 }
@@ -27,12 +33,20 @@ path_direct() {
 path_socat() {
   case $1 in
     start)
-      local a
+      local a a2
       alloc_port a || return 1
       spawn socat socat -b 65536 \
         "TCP4-LISTEN:$a,bind=127.0.0.1,reuseaddr,fork,backlog=4096" "TCP4:127.0.0.1:$2" || return 1
       wait_listen "$a" || return 1
-      PATH_PORT=$a ;;
+      PATH_PORT=$a
+      # socat shares nothing between connections: a second listener is the same thing
+      if [[ -n ${3:-} ]]; then
+        alloc_port a2 || return 1
+        spawn socat socat -b 65536 \
+          "TCP4-LISTEN:$a2,bind=127.0.0.1,reuseaddr,fork,backlog=4096" "TCP4:127.0.0.1:$3" || return 1
+        wait_listen "$a2" || return 1
+        PATH_PORT2=$a2
+      fi ;;
     describe) echo "$(socat -V 2>/dev/null | awk '/socat version/ {print "socat " $3; exit}') -b 65536, a process per connection, no crypto" ;;
   esac
 }
@@ -83,20 +97,26 @@ EOF
   SSHD_PORT=$p
 }
 
-# ssh_forward CIPHER MAC TARGET: sshd plus `ssh -N -L` in front of it
+# ssh_forward CIPHER MAC TARGET [TARGET2]: sshd plus `ssh -N -L` in front of it (with
+# TARGET2, a second -L on the same connection)
 ssh_forward() {
-  local cipher=$1 mac=$2 target=$3 a mac_opt=()
+  local cipher=$1 mac=$2 target=$3 target2=${4:-} a a2 mac_opt=() second=()
   [[ -n $mac ]] && mac_opt=(-o "MACs=$mac")
   ssh_server || return 1
   alloc_port a || return 1
+  if [[ -n $target2 ]]; then
+    alloc_port a2 || return 1
+    second=(-L "127.0.0.1:$a2:127.0.0.1:$target2")
+  fi
   spawn ssh ssh -F /dev/null -N -T -p "$SSHD_PORT" -i "$SSH_DIR/user_key" \
     -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=yes \
     -o HostKeyAlias=bench-sshd -o UserKnownHostsFile="$SSH_DIR/known_hosts" \
     -o ExitOnForwardFailure=yes -o Compression=no -o ConnectTimeout=10 \
     -o Ciphers="$cipher" "${mac_opt[@]}" -o LogLevel=ERROR \
-    -L "127.0.0.1:$a:127.0.0.1:$target" "$(id -un)@127.0.0.1" || return 1
+    -L "127.0.0.1:$a:127.0.0.1:$target" "${second[@]}" "$(id -un)@127.0.0.1" || return 1
   wait_listen "$a" 15 || return 1
   PATH_PORT=$a
+  if [[ -n $target2 ]]; then wait_listen "$a2" 15 || return 1; PATH_PORT2=$a2; fi
 }
 
 ssh_setup() {
@@ -108,7 +128,7 @@ ssh_version() { ssh -V 2>&1 | awk -F, '{print $1}'; }
 path_ssh-gcm() {
   case $1 in
     setup) ssh_setup ;;
-    start) ssh_forward aes128-gcm@openssh.com "" "$2" ;;
+    start) ssh_forward aes128-gcm@openssh.com "" "$2" "${3:-}" ;;
     describe) echo "$(ssh_version): ssh -N -L through a private sshd, aes128-gcm@openssh.com" ;;
   esac
 }
@@ -116,7 +136,7 @@ path_ssh-gcm() {
 path_ssh-ctr() {
   case $1 in
     setup) ssh_setup ;;
-    start) ssh_forward aes128-ctr hmac-sha2-256 "$2" ;;
+    start) ssh_forward aes128-ctr hmac-sha2-256 "$2" "${3:-}" ;;
     describe) echo "$(ssh_version): ssh -N -L through a private sshd, aes128-ctr + hmac-sha2-256 (what libssh2 negotiates)" ;;
   esac
 }
@@ -132,7 +152,7 @@ path_stunnel() {
         -subj /CN=bench-stunnel -addext subjectAltName=DNS:bench-stunnel \
         -keyout "$TLS_DIR/key.pem" -out "$TLS_DIR/cert.pem" >"$LOGS/openssl-req.log" 2>&1 ;;
     start)
-      local m a
+      local m a m2 a2
       alloc_port m && alloc_port a || return 1
       # both ends: TLS 1.3 only, with the suite tether and ssh-gcm use
       cat > "$TLS_DIR/server.$m.conf" <<EOF
@@ -165,11 +185,22 @@ verifyPeer = yes
 CAfile = $TLS_DIR/cert.pem
 checkHost = bench-stunnel
 EOF
+      if [[ -n ${3:-} ]]; then  # a second mapping: one more service in the same two processes
+        local tls_in tls_out
+        alloc_port m2 && alloc_port a2 || return 1
+        tls_in=$(sed -n '/^cert =/,/^ciphersuites/p' "$TLS_DIR/server.$m.conf")
+        tls_out=$(sed -n '/^sslVersionMin/,/^checkHost/p' "$TLS_DIR/client.$m.conf")
+        printf '[in2]\naccept = 127.0.0.1:%s\nconnect = 127.0.0.1:%s\n%s\n' "$m2" "$3" "$tls_in" \
+          >> "$TLS_DIR/server.$m.conf"
+        printf '[out2]\nclient = yes\naccept = 127.0.0.1:%s\nconnect = 127.0.0.1:%s\n%s\n' \
+          "$a2" "$m2" "$tls_out" >> "$TLS_DIR/client.$m.conf"
+      fi
       spawn stunnel-server stunnel4 "$TLS_DIR/server.$m.conf" || return 1
       wait_listen "$m" 10 || return 1
       spawn stunnel-client stunnel4 "$TLS_DIR/client.$m.conf" || return 1
       wait_listen "$a" 10 || return 1
-      PATH_PORT=$a ;;
+      PATH_PORT=$a
+      if [[ -n ${3:-} ]]; then wait_listen "$a2" 10 || return 1; PATH_PORT2=$a2; fi ;;
     describe) stunnel4 -version 2>&1 | awk '/^stunnel/ {print $1 " " $2 ": client -> server, TLS 1.3 TLS_AES_128_GCM_SHA256, a thread per connection"; exit}' ;;
   esac
 }
@@ -177,6 +208,21 @@ EOF
 # ------------------------------------------------------------------ tether
 TETHER_STATE=""
 tether_version() { "$TETHER" --version 2>/dev/null | head -1; }
+
+# tether_ports OUT TARGET [TARGET2]: PATH_PORT (and PATH_PORT2) from the "listening" events
+# of a `tether connect --json`, by the target port each mapping forwards to
+tether_ports() {
+  local out=$1 lp deadline=$((SECONDS + 15))
+  lp=$(grep "\"event\":\"listening\"" "$out" | grep -m1 "\"port\":$2[,}]" | sed -n 's/.*"local":"\([^"]*\)".*/\1/p')
+  [[ -n $lp ]] || return 1
+  PATH_PORT=${lp##*:}
+  [[ -n ${3:-} ]] || return 0
+  until lp=$(grep "\"event\":\"listening\"" "$out" | grep -m1 "\"port\":$3[,}]" | sed -n 's/.*"local":"\([^"]*\)".*/\1/p') && [[ -n $lp ]]; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.05
+  done
+  PATH_PORT2=${lp##*:}
+}
 
 path_tether-tls() {
   case $1 in
@@ -191,11 +237,12 @@ path_tether-tls() {
       sp=$(event_field "$SPAWNED_OUT" listening local) || return 1
       ca=$(event_field "$SPAWNED_OUT" dev ca) || return 1
       token=$(event_field "$SPAWNED_OUT" dev token_file) || return 1
+      local second=()  # a second -L in the same `tether connect`: one session
+      [[ -z ${3:-} ]] || second=(-L "127.0.0.1:0:bench:$3")
       spawn tether-client "$TETHER" connect "tls://$sp" --ca "$ca" --token-file "$token" \
-        -L "127.0.0.1:0:bench:$2" --json --log-level warn || return 1
+        -L "127.0.0.1:0:bench:$2" "${second[@]}" --json --log-level warn || return 1
       wait_event "$SPAWNED_OUT" listening 15 || return 1
-      lp=$(event_field "$SPAWNED_OUT" listening local) || return 1
-      PATH_PORT=${lp##*:} ;;
+      tether_ports "$SPAWNED_OUT" "$2" "${3:-}" ;;
     describe) echo "$(tether_version): tether connect tls:// -> tether server -> target, TLS 1.3 (AES-128-GCM), one session" ;;
   esac
 }
@@ -222,12 +269,13 @@ path_tether-ssh() {
       local lp
       ssh_server || return 1
       echo "[127.0.0.1]:$SSHD_PORT $(cut -d' ' -f1,2 "$SSH_DIR/host_key.pub")" > "$SSH_DIR/known_hosts.$SSHD_PORT"
+      local second=()
+      [[ -z ${3:-} ]] || second=(-L "127.0.0.1:0:127.0.0.1:$3")
       spawn tether-ssh-client "$TETHER" connect "ssh://$(id -un)@127.0.0.1:$SSHD_PORT" \
         -i "$SSH_DIR/user_key" --known-hosts "$SSH_DIR/known_hosts.$SSHD_PORT" \
-        -L "127.0.0.1:0:127.0.0.1:$2" --json --log-level warn || return 1
+        -L "127.0.0.1:0:127.0.0.1:$2" "${second[@]}" --json --log-level warn || return 1
       wait_event "$SPAWNED_OUT" listening 15 || return 1
-      lp=$(event_field "$SPAWNED_OUT" listening local) || return 1
-      PATH_PORT=${lp##*:} ;;
+      tether_ports "$SPAWNED_OUT" "$2" "${3:-}" ;;
     describe) echo "$(tether_version): tether connect ssh:// (libssh2, direct-tcpip) -> private sshd -> target, aes128-ctr" ;;
   esac
 }

@@ -54,6 +54,7 @@ def derive(data):
     paths = {p for p, _ in data}
     for p in paths:
         reps = set(data.get((p, "bulk1_gbps"), {})) | set(data.get((p, "mem_rss_kb"), {})) \
+            | set(data.get((p, "rrload_p99_us"), {})) \
             | {r for (q, m), v in list(data.items()) if q == p and m.startswith("udp") for r in v}
         for r in reps:
             cpu = [data.get((p, f"bulk{n}_path_cpu_s"), {}).get(r) for n in (1, 8)]
@@ -67,6 +68,10 @@ def derive(data):
                 got = data.get((p, f"udp{size}_received"), {}).get(r)
                 if cpu is not None and got:
                     data[(p, f"udp{size}_cpu_us_per_dgram")][r] = cpu / got * 1e6
+            idle = data.get((p, "rrload_idle_p99_us"), {}).get(r)
+            loaded = data.get((p, "rrload_p99_us"), {}).get(r)
+            if idle and loaded is not None:
+                data[(p, "rrload_p99_vs_idle")][r] = loaded / idle
             rss = data.get((p, "mem_rss_kb"), {}).get(r)
             held = data.get((p, "mem_held"), {}).get(r)
             if rss is not None and held:
@@ -141,6 +146,20 @@ def targets(data, paths, conns):
                 "met": None if m is None or note else m <= 8.0})
     out.append(vs("tether-ssh", "bulk1_gbps", "ssh-ctr", 0.9,
                   "tether-ssh 1-stream bulk vs ssh-ctr"))
+    # Latency under load: lower is better.
+    loaded = "tether-tls" in rrload_paths(META)
+    r = median(data, "tether-tls", "rrload_p99_vs_idle") if loaded else None
+    out.append({"target": "tether-tls loaded p99 vs its idle p99 (latency under load)",
+                "path": "tether-tls", "metric": "rrload_p99_vs_idle", "peer": None,
+                "goal": "≤ 3×", "value": r,
+                "shown": fmt(r, ".1f", "n/a") + "×" if r is not None else "n/a",
+                "met": None if r is None else r <= 3.0})
+    r = ratio(data, "tether-tls", "rrload_p99_us", "ssh-gcm") \
+        if loaded and "ssh-gcm" in rrload_paths(META) else None
+    out.append({"target": "tether-tls loaded p99 vs ssh-gcm's loaded p99", "path": "tether-tls",
+                "metric": "rrload_p99_us", "peer": "ssh-gcm", "goal": "≤ 0.25×", "value": r,
+                "shown": fmt(r, ".2f", "n/a") + "×" if r is not None else "n/a",
+                "met": None if r is None else r <= 0.25})
     return out
 
 
@@ -206,6 +225,39 @@ def udp_table(data, meta):
                        else fmt(ratio(data, p, f"udp{n}_per_s", peer), ".2f"))
             row.append(fmt(median(data, p, f"udp{n}_cpu_us_per_dgram"), ".1f"))
         lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def rrload_paths(meta):
+    return meta.get("rrload_paths", "").split()
+
+
+def rrload_table(data, meta):
+    """Latency under load: idle and loaded ping-pong through one instance of each path."""
+    paths = rrload_paths(meta)
+    if not paths:
+        return []
+    peer = "ssh-gcm"
+    head = ["path", "idle p50 µs", "idle p99 µs", "loaded p50 µs", "loaded p99 µs",
+            "loaded/idle p99", f"loaded p99 × {peer}", "loaded round trips/s",
+            "bulk Gbit/s alongside"]
+    lines = ["| " + " | ".join(head) + " |",
+             "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+    for p in paths:
+        fails = sum(1 for x in data.get((p, "rrload_per_s"), {}).values() if x is None)
+        loaded_p99 = median(data, p, "rrload_p99_us")
+        lines.append("| " + " | ".join([
+            p,
+            fmt(median(data, p, "rrload_idle_p50_us"), ",.0f"),
+            fmt(median(data, p, "rrload_idle_p99_us"), ",.0f"),
+            fmt(median(data, p, "rrload_p50_us"), ",.0f"),
+            fmt(loaded_p99, ",.0f") + (f" ({fails} failed)" if fails else ""),
+            fmt(median(data, p, "rrload_p99_vs_idle"), ".1f"),
+            "1.00" if p == peer and loaded_p99 is not None
+            else fmt(ratio(data, p, "rrload_p99_us", peer), ".2f"),
+            fmt(median(data, p, "rrload_per_s"), ",.0f"),
+            fmt(median(data, p, "rrload_bulk_gbps"), ".2f"),
+        ]) + " |")
     return lines
 
 
@@ -333,6 +385,14 @@ def report(data, paths, peer, meta, skipped, ts):
             f"({meta.get('udp_load', '')}); `× {meta.get('udp_peer', 'socat')}` as above. "
             "Path CPU counts the relay's own processes per datagram echoed.") + [""]
         lines += udp
+    rrload = rrload_table(data, meta)
+    if rrload:
+        lines += [""] + wrap(
+            "Latency under load: a 1-byte ping-pong on one connection, idle and then while "
+            "bulk runs through a second mapping of the same path instance (one ssh "
+            "connection, one tether session, one stunnel pair). `loaded/idle p99` and "
+            "`× ssh-gcm` are medians of per-repetition ratios; lower is better.") + [""]
+        lines += rrload
     lines += [""] + wrap("What limits each figure, and what an idle connection holds: "
                          "[docs/PERFORMANCE.md](docs/PERFORMANCE.md).")
     lines += ["", "![throughput and latency per path](docs/bench.png)", "", "Paths and load:", ""]
@@ -342,6 +402,12 @@ def report(data, paths, peer, meta, skipped, ts):
         lines += wrap(f"`{p}`: skipped: {why}", bullet=True)
     for p in udp_paths(meta):
         lines += wrap(f"`{p}` (UDP): {meta.get('udp_path.' + p, '')}", bullet=True)
+    for p in rrload_paths(meta):
+        if p not in paths:
+            lines += wrap(f"`{p}` (latency under load only): {meta.get('path.' + p, '')}",
+                          bullet=True)
+    if rrload_paths(meta):
+        lines += wrap(f"latency under load: {meta.get('rrload_load', '')}", bullet=True)
     for k, why in meta.items():
         if k.startswith("udp_skip."):
             lines += wrap(f"`{k[9:]}` (UDP): skipped: {why}", bullet=True)
@@ -410,7 +476,8 @@ def main():
         f.write(report_md)
 
     summary = {}
-    for p in paths + [u for u in udp_paths(META) if u not in paths]:
+    extra = [u for u in udp_paths(META) + rrload_paths(META) if u not in paths]
+    for p in paths + list(dict.fromkeys(extra)):
         summary[p] = {}
         for m in sorted({m for q, m in data if q == p}):
             v = values(data, p, m)
