@@ -3,11 +3,14 @@
 #include <malloc.h>
 
 #include <csignal>
+#include <iomanip>
 #include <iostream>
+#include <sstream>
 
 #include "commands.hpp"
 #include "map_command.hpp"
 #include "tether/version.hpp"
+#include "usage.hpp"
 
 namespace tether::cli {
 
@@ -26,14 +29,27 @@ void keep_big_buffers_out_of_the_heap() {
 #endif
 }
 
+// The end of `--help`, what a script can branch on. Set before the subcommands are added,
+// so that each of them (`tether connect --help`) ends with it too.
+std::string exit_codes_footer() {
+  std::ostringstream out;
+  out << "Exit codes:";
+  for (const auto& e : exit_code_meanings)
+    out << "\n  " << std::left << std::setw(5) << e.code << e.meaning;
+  return out.str();
+}
+
 }  // namespace
 
 int run(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);  // a peer that vanishes is an error value, not a signal
   keep_big_buffers_out_of_the_heap();
-  CLI::App app{"tether: secure tunnels to ports on remote devices"};
+  // Named, not taken from argv[0]: the usage, completion and man page say "tether" however
+  // the binary was started.
+  CLI::App app{"tether: secure tunnels to ports on remote devices", "tether"};
   app.set_version_flag("--version", std::string("tether ") + tether::version);
   app.require_subcommand(1);
+  app.footer(exit_codes_footer());
   action chosen;
   add_server_command(app, chosen);
   add_connect_command(app, chosen);
@@ -43,6 +59,9 @@ int run(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() != static_cast<int>(CLI::ExitCodes::Success) &&
+        explain_missing_command(app, argc, argv, std::cerr))
+      return exit_usage;
     const int code = app.exit(e);
     return code == 0 ? exit_ok : exit_usage;
   }

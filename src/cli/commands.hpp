@@ -15,6 +15,21 @@ inline constexpr int exit_failure = 1;
 inline constexpr int exit_usage = 2;
 inline constexpr int exit_bad_credentials = 3;
 inline constexpr int exit_untrusted_server = 4;  // TLS certificate or SSH host key
+inline constexpr int exit_interrupted = 130;     // a second Ctrl-C: 128 + SIGINT, as shells say
+
+// What each exit code means, for `--help` and the man page: one table, so they agree.
+struct exit_code_meaning {
+  int code;
+  const char* meaning;
+};
+inline constexpr exit_code_meaning exit_code_meanings[] = {
+    {exit_ok, "ok"},
+    {exit_failure, "runtime failure"},
+    {exit_usage, "usage error: a wrong command, option, value or config file"},
+    {exit_bad_credentials, "the server rejected the credential (token, key or certificate)"},
+    {exit_untrusted_server, "the server could not be trusted (its certificate or SSH host key)"},
+    {exit_interrupted, "stopped by a second Ctrl-C before connections finished"},
+};
 
 void add_server_command(CLI::App& app, action& run);
 void add_connect_command(CLI::App& app, action& run);
