@@ -8,6 +8,8 @@
 #include <sstream>
 
 #include "commands.hpp"
+#include "completion.hpp"
+#include "man_page.hpp"
 #include "map_command.hpp"
 #include "tether/version.hpp"
 #include "usage.hpp"
@@ -56,6 +58,8 @@ int run(int argc, char** argv) {
   add_up_command(app, chosen);
   add_token_command(app, chosen);
   add_map_command(app, chosen);
+  add_completion_command(app, chosen);
+  add_man_command(app, chosen);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,6 +1,10 @@
-"""The front door: `tether` alone, misspelt commands and the exit codes in --help."""
+"""The front door: `tether` alone, misspelt commands, the exit codes in --help, and the bash
+completion and man page the binary writes from its own command definitions."""
 
+import os
 import re
+import shutil
+import subprocess
 import unittest
 
 import harness
@@ -104,6 +108,118 @@ class FrontDoorTest(harness.TetherTest):
             self.assertRegex(r.stdout, r"(?m)^  %d +%s" % (code, meaning))
         for hidden in ("completion", "man"):
             self.assertNotRegex(r.stdout, r"(?m)^  %s\b" % hidden)
+
+
+class CompletionTest(harness.TetherTest):
+    def setUp(self):
+        super().setUp()
+        r = self.run_tether("completion", "bash")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.script = self.path("tether.bash")
+        with open(self.script, "w") as f:
+            f.write(r.stdout)
+
+    def complete(self, line):
+        """What <TAB> offers at the end of `line`: split into COMP_WORDS as bash does (`=`
+        and `:` are words of their own, by its COMP_WORDBREAKS), then the function runs."""
+        words = re.sub(r"([=:])", r" \1 ", line).split()
+        if line[-1:] in (" ", "=", ":"):
+            words.append("")
+        quoted = " ".join("'%s'" % w for w in words)
+        program = ('source "$1"\nCOMP_WORDS=(%s)\nCOMP_CWORD=%d\n_tether\n'
+                   'printf "%%s\\n" "${COMPREPLY[@]}"\n' % (quoted, len(words) - 1))
+        r = subprocess.run(["bash", "--norc", "--noprofile", "-c", program, "bash", self.script],
+                           capture_output=True, text=True, timeout=harness.scaled(10))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertNotIn("syntax error", r.stderr)
+        return sorted(w for w in r.stdout.splitlines() if w)
+
+    def test_the_function_is_registered_for_tether(self):
+        r = subprocess.run(["bash", "--norc", "--noprofile", "-c", 'source "$1"; complete -p tether',
+                            "bash", self.script], capture_output=True, text=True, timeout=10)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout.strip(), "complete -F _tether tether")
+
+    def test_commands(self):
+        self.assertEqual(self.complete("tether con"), ["connect"])
+        self.assertEqual(self.complete("tether "), sorted(COMMANDS))
+        self.assertEqual(self.complete("tether map "), ["add", "ls", "rm"])
+        self.assertEqual(self.complete("tether token "), ["new"])
+        self.assertEqual(self.complete("tether connect "), [])  # a URL: nothing to guess
+
+    def test_options_of_the_command_typed(self):
+        self.assertEqual(self.complete("tether connect --ca"), ["--ca"])
+        self.assertEqual(self.complete("tether connect --co"), ["--connect-timeout", "--control"])
+        self.assertEqual(self.complete("tether server --de"), ["--dev", "--dev-host", "--device"])
+        self.assertEqual(self.complete("tether map add --ch"), ["--check"])
+        self.assertEqual(self.complete("tether --ver"), ["--version"])
+        # A value is skipped, whichever way it is written, and is never taken for a command.
+        self.assertEqual(self.complete("tether connect -L 2222:dev-42:22 --pi"), ["--pin"])
+        self.assertEqual(self.complete("tether connect --ca=ca.crt --pi"), ["--pin"])
+        self.assertEqual(self.complete("tether up -f map --js"), ["--json"])
+
+    def test_values_are_left_to_bash(self):
+        # After an option that takes a value, the function offers no words of its own: bash
+        # falls back to file names (compopt -o default) for files and anything else.
+        for line in ("tether connect --ca ", "tether connect --ca=", "tether connect -L ",
+                     "tether connect --connect-timeout ", "tether server --config "):
+            with self.subTest(line):
+                self.assertEqual(self.complete(line), [])
+
+    def test_every_option_in_help_completes(self):
+        """The completion comes from the same definitions as --help: it cannot miss one."""
+        for command in ("connect", "server", "up", "map add"):
+            with self.subTest(command):
+                help_text = self.run_tether(*command.split(), "--help").stdout
+                in_help = set()  # the names that start the lines of the Options: part
+                for names in re.findall(r"(?m)^ +(-[\w-]+(?:, ?-[\w-]+)*)", help_text):
+                    in_help.update(n.strip() for n in names.split(","))
+                offered = set(self.complete("tether %s -" % command))
+                self.assertTrue(in_help, help_text)
+                self.assertLessEqual(in_help, offered)
+
+
+class ManPageTest(harness.TetherTest):
+    def render(self):
+        r = self.run_tether("man")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        page = self.path("tether.1")
+        with open(page, "w") as f:
+            f.write(r.stdout)
+        env = dict(os.environ, MANWIDTH="100", MANPAGER="cat", PAGER="cat", LC_ALL="C.UTF-8")
+        if shutil.which("man"):
+            argv = ["man", "-l", page]
+        elif shutil.which("groff"):
+            argv = ["groff", "-man", "-Tutf8", page]
+        else:
+            self.skipTest("neither man nor groff is installed (scripts/setup installs man-db)")
+        out = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=30)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual(out.stderr, "")
+        return page, re.sub(r".\x08", "", out.stdout)  # no overstrike bold, if any
+
+    def test_the_page_renders_with_every_command_and_the_connect_options(self):
+        _, text = self.render()
+        self.assertIn("tether - secure tunnels to ports on remote devices", text)
+        for command in ("tether server", "tether connect", "tether up", "tether token new",
+                        "tether map add"):
+            self.assertIn(command, text)
+        for option in ("--ca", "--pin", "--token-file", "--connect-timeout", "-L", "--stdio",
+                       "--control"):
+            self.assertRegex(text, r"(?m)^ +%s\b" % re.escape(option))
+        self.assertRegex(text, r"(?m)^ +-i, --identity\b")
+        self.assertIn("EXIT STATUS", text)
+        self.assertRegex(text, r"(?m)^ +130\s")
+        self.assertNotIn("tether completion", text)  # hidden: for packagers
+
+    def test_groff_finds_nothing_to_warn_about(self):
+        if not shutil.which("groff"):
+            self.skipTest("groff is not installed (scripts/setup installs it)")
+        r = self.run_tether("man")
+        out = subprocess.run(["groff", "-man", "-ww", "-z"], input=r.stdout, capture_output=True,
+                             text=True, timeout=30)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual(out.stderr, "")
 
 
 if __name__ == "__main__":
