@@ -255,7 +255,7 @@ asio::awaitable<void> session::read_loop([[maybe_unused]] std::shared_ptr<sessio
     // After a big read the next is likely to find bytes at once, and so on for as long as
     // the peer sends: let the streams and the writer run in between.
     if (last_read_ >= bulk_io) {
-      co_await yield_turn(executor_);
+      co_await yield_turn();
       if (closed_) co_return;
     }
     // A peer that does not read our answers (PING ACKs, refusals, window updates) is not
@@ -337,7 +337,7 @@ asio::awaitable<void> session::write_loop([[maybe_unused]] std::shared_ptr<sessi
     if (write_buf_.capacity() > 4 * write_batch) write_buf_ = {};
     // A write the kernel took at once leaves the next batch ready to go: first let the
     // streams that became readable meanwhile queue their frames, so that they are in it.
-    if (write_buf_.size() >= bulk_io && ready_head_ < ready_.size()) co_await yield_turn(executor_);
+    if (write_buf_.size() >= bulk_io && ready_head_ < ready_.size()) co_await yield_turn();
   }
 }
 

@@ -165,7 +165,7 @@ asio::awaitable<splice_result> splice(tcp::socket& sock, mux::channel& ch, buffe
   bool more_likely = false;
   for (;;) {
     if (more_likely) {
-      co_await mux::yield_turn(sock.get_executor());
+      co_await mux::yield_turn();
     } else {
       // Waits for readiness holding nothing, then borrows a buffer.
       readable = false;

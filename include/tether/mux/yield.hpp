@@ -11,15 +11,16 @@
 
 #include <asio/awaitable.hpp>
 #include <asio/post.hpp>
+#include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
 
 namespace tether::mux {
 
-/// Completes on `ex` after the handlers that were ready before it have run: a post to the
-/// back of the executor's queue, so I/O that became ready meanwhile is picked up first.
-template <typename Executor>
-asio::awaitable<void> yield_turn(const Executor& ex) {
-  co_await asio::post(ex, asio::use_awaitable);
+/// Completes after the handlers that were ready before it have run, on the caller's own
+/// executor: a post to the back of its queue, so I/O that became ready meanwhile is picked
+/// up first.
+inline asio::awaitable<void> yield_turn() {
+  co_await asio::post(co_await asio::this_coro::executor, asio::use_awaitable);
 }
 
 }  // namespace tether::mux
