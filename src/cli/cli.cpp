@@ -6,6 +6,8 @@
 #include <iomanip>
 #include <iostream>
 #include <sstream>
+#include <string_view>
+#include <vector>
 
 #include "commands.hpp"
 #include "completion.hpp"
@@ -52,19 +54,32 @@ int run(int argc, char** argv) {
   app.set_version_flag("--version", std::string("tether ") + tether::version);
   app.require_subcommand(1);
   app.footer(exit_codes_footer());
+  // `connect ... -- CMD ARGS...`: the words after the first "--" are a command to run, not
+  // arguments of tether's, whatever they look like (CLI11 would read "-c" as an option).
+  int own_argc = argc;
+  std::vector<std::string> command;
+  for (int i = 1; i < argc; ++i)
+    if (std::string_view(argv[i]) == "--") {
+      own_argc = i;
+      command.assign(argv + i + 1, argv + argc);
+      break;
+    }
   action chosen;
   add_server_command(app, chosen);
-  add_connect_command(app, chosen);
+  add_connect_command(app, chosen, command);
   add_up_command(app, chosen);
   add_token_command(app, chosen);
   add_map_command(app, chosen);
   add_completion_command(app, chosen);
   add_man_command(app, chosen);
   try {
-    app.parse(argc, argv);
+    app.parse(own_argc, argv);
+    if (own_argc < argc && app.get_subcommands().front()->get_name() != "connect")
+      throw CLI::ExtrasError("'--' and a command after it are only for `tether connect`",
+                             CLI::ExitCodes::ExtrasError);
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() != static_cast<int>(CLI::ExitCodes::Success) &&
-        explain_missing_command(app, argc, argv, std::cerr))
+        explain_missing_command(app, own_argc, argv, std::cerr))
       return exit_usage;
     const int code = app.exit(e);
     return code == 0 ? exit_ok : exit_usage;

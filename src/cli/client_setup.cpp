@@ -8,6 +8,7 @@
 #include <iostream>
 
 #include "commands.hpp"
+#include "output.hpp"
 #include "tether/client/control_path.hpp"
 #include "tether/server/token.hpp"
 
@@ -37,11 +38,21 @@ std::string server_label(const client::server_url& url) {
   return host + ":" + std::to_string(url.port);
 }
 
-std::string find_token(const client::server_settings& s, const std::string& inline_token,
+found_token find_token(const client::server_settings& s, const std::string& inline_token,
                        const std::string& missing) {
-  if (!s.token_file.empty()) return server::read_token_file(s.token_file);
-  if (!inline_token.empty()) return inline_token;
-  if (const char* env = std::getenv("TETHER_TOKEN"); env && *env) return env;
+  // Token files are trimmed when read; a token pasted into a variable or a flag often
+  // carries a blank or a newline too.
+  auto trimmed = [](std::string_view t) {
+    const auto blank = " \t\r\n";
+    const auto b = t.find_first_not_of(blank);
+    if (b == std::string_view::npos) return std::string();
+    return std::string(t.substr(b, t.find_last_not_of(blank) - b + 1));
+  };
+  if (!s.token_file.empty())
+    return {server::read_token_file(s.token_file), "file " + s.token_file.string()};
+  if (auto t = trimmed(inline_token); !t.empty()) return {t, "--token"};
+  if (const char* env = std::getenv("TETHER_TOKEN"))
+    if (auto t = trimmed(env); !t.empty()) return {t, "TETHER_TOKEN"};
   throw std::invalid_argument(missing);
 }
 
@@ -69,25 +80,37 @@ client::dialer make_dialer(asio::any_io_executor ex, const client::server_settin
   return client::make_tls_dialer(ex, std::move(o));
 }
 
-int report_dial_failure(const client::dial_outcome& o, const client::server_url& url) {
+int report_dial_failure(const client::dial_outcome& o, const client::server_url& url, bool json,
+                        const std::string& token_source) {
   using kind = client::dial_outcome::failure;
   const bool tls = url.kind == client::scheme::tls;
   const auto server = server_label(url);
   if (o.kind == kind::bad_credentials && tls) {
     // The server's own words, when it said more than the code does (escaped by mux).
-    std::cerr << "error: authentication failed: token rejected by " << server;
-    if (o.error != describe(errc::bad_token)) std::cerr << " (" << o.error << ")";
-    std::cerr << std::endl;
-  } else if (o.kind == kind::untrusted_server && tls) {
-    std::cerr << "error: " << o.error << " (server " << server << "; check --ca)" << std::endl;
-  } else if (o.kind == kind::transient) {
-    std::cerr << "error: cannot reach " << server << ": " << o.error << std::endl;
-  } else {
-    std::cerr << "error: " << o.error << std::endl;
+    std::string m = "authentication failed: token rejected by " + server;
+    if (o.error != describe(errc::bad_token)) m += " (" + o.error + ")";
+    if (!token_source.empty()) m += "; the token came from " + token_source;
+    report_error(json, exit_bad_credentials, "bad_token", m);
+    return exit_bad_credentials;
   }
-  return o.kind == kind::bad_credentials    ? exit_bad_credentials
-         : o.kind == kind::untrusted_server ? exit_untrusted_server
-                                            : exit_failure;
+  if (o.kind == kind::bad_credentials) {
+    report_error(json, exit_bad_credentials, "bad_credentials", o.error);
+    return exit_bad_credentials;
+  }
+  if (o.kind == kind::untrusted_server) {
+    // A certificate for another name is not fixed by another CA: say whose name it lacks.
+    const bool wrong_name = o.error.find("mismatch") != std::string::npos;
+    report_error(json, exit_untrusted_server, "untrusted_server",
+                 !tls         ? o.error
+                 : wrong_name ? o.error + " (the server certificate is not for " + url.host + ")"
+                              : o.error + " (server " + server + "; check --ca)");
+    return exit_untrusted_server;
+  }
+  if (o.kind == kind::transient)
+    report_error(json, exit_failure, "unreachable", "cannot reach " + server + ": " + o.error);
+  else
+    report_error(json, exit_failure, "failed", o.error);
+  return exit_failure;
 }
 
 std::filesystem::path control_socket_path(const std::string& flag) {

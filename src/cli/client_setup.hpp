@@ -15,10 +15,17 @@ namespace tether::cli {
 /// "host:port" ("[::1]:7443"): how events and messages name a server.
 std::string server_label(const client::server_url& url);
 
-/// The token for a tls:// server: the token file's, else `inline_token`, else TETHER_TOKEN.
-/// Throws std::invalid_argument with `missing` when there is none, std::runtime_error when
-/// the file cannot be read.
-std::string find_token(const client::server_settings& s, const std::string& inline_token,
+/// A token and where it came from, for messages: "file /etc/tether/token", "--token",
+/// "TETHER_TOKEN".
+struct found_token {
+  std::string token;
+  std::string source;
+};
+
+/// The token for a tls:// server: the token file's, else `inline_token`, else TETHER_TOKEN;
+/// blanks around it are trimmed wherever it came from. Throws std::invalid_argument with
+/// `missing` when there is none, std::runtime_error when the file cannot be read.
+found_token find_token(const client::server_settings& s, const std::string& inline_token,
                        const std::string& missing);
 
 /// A dialer for `s` (tls:// with `token`, or ssh://). Throws std::invalid_argument or
@@ -26,9 +33,11 @@ std::string find_token(const client::server_settings& s, const std::string& inli
 client::dialer make_dialer(asio::any_io_executor ex, const client::server_settings& s,
                            std::string token);
 
-/// Prints the one "error: ..." line for a failed dial and returns its exit code:
-/// exit_bad_credentials, exit_untrusted_server or exit_failure.
-int report_dial_failure(const client::dial_outcome& o, const client::server_url& url);
+/// Reports a failed dial as a fatal error (report_error: one "error: ..." line, and an
+/// error event with `json`) and returns its exit code: exit_bad_credentials,
+/// exit_untrusted_server or exit_failure. `token_source` is said when the token is rejected.
+int report_dial_failure(const client::dial_outcome& o, const client::server_url& url, bool json,
+                        const std::string& token_source = {});
 
 /// Where a client's control socket goes: `flag` (--control) if given, else the default
 /// folder's <pid>.sock; its folder checked and a stale socket cleared. Throws

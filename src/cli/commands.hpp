@@ -4,6 +4,8 @@
 
 #include <CLI/CLI.hpp>
 #include <functional>
+#include <string>
+#include <vector>
 
 namespace tether::cli {
 
@@ -32,7 +34,8 @@ inline constexpr exit_code_meaning exit_code_meanings[] = {
 };
 
 void add_server_command(CLI::App& app, action& run);
-void add_connect_command(CLI::App& app, action& run);
+/// `command`: the words after "--" on the command line, run once the tunnel is ready.
+void add_connect_command(CLI::App& app, action& run, std::vector<std::string> command);
 void add_token_command(CLI::App& app, action& run);
 void add_up_command(CLI::App& app, action& run);
 

@@ -1,16 +1,19 @@
 #include <spdlog/spdlog.h>
 
 #include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
 #include <asio/io_context.hpp>
 #include <asio/signal_set.hpp>
 #include <unistd.h>
 
+#include <charconv>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <optional>
 #include <sstream>
 
+#include "child_command.hpp"
 #include "client_setup.hpp"
 #include "commands.hpp"
 #include "output.hpp"
@@ -40,6 +43,8 @@ struct connect_flags {
   std::string log_level = "info";
   std::string control;  // the control socket; empty: the default folder's <pid>.sock
   std::string stdio;    // --stdio DEVICE:PORT: relay stdin/stdout instead of listening
+  std::string retry;    // --retry N|forever; empty: none before the first session
+  std::vector<std::string> command;  // after --: run once ready
   // ssh://
   std::vector<std::string> identity_files;
   std::string known_hosts;
@@ -47,10 +52,13 @@ struct connect_flags {
   bool accept_new_host_key = false;
 };
 
-// Bounds of the UDP flags: a day of idleness is already far beyond any UDP protocol's
-// keepalive; a million flows per mapping is beyond what one session carries at once.
-constexpr double max_udp_idle_s = 86400;
+// Bounds of the numeric flags: a day is beyond any sensible wait or UDP keepalive; a
+// million flows per mapping is beyond what one session carries at once.
+constexpr double max_seconds = 86400;
 constexpr long long max_udp_flows = 1000000;
+constexpr std::size_t max_retries = 1000000;
+// A command that cannot be started, as a shell says it.
+constexpr int exit_command_not_found = 127;
 
 std::string number_text(double v) {
   std::ostringstream out;
@@ -81,7 +89,7 @@ client::server_settings settings_of(const connect_flags& f, const client::server
 }
 
 // Token precedence: --token-file, then --token, then TETHER_TOKEN.
-std::string token_of(const connect_flags& f, const client::server_settings& s) {
+found_token token_of(const connect_flags& f, const client::server_settings& s) {
   if (f.token_file.empty() && !f.token.empty())
     std::cerr << "warning: --token puts the token on the command line, where other local "
                  "users can read it (ps, /proc); prefer --token-file FILE or TETHER_TOKEN"
@@ -89,12 +97,33 @@ std::string token_of(const connect_flags& f, const client::server_settings& s) {
   return find_token(s, f.token, "no token: pass --token-file FILE, --token TOKEN or set TETHER_TOKEN");
 }
 
+// --retry: "forever" or a count of failed dials in a row.
+std::optional<std::size_t> parse_retry(const std::string& text) {
+  if (text.empty()) return std::nullopt;
+  if (text == "forever") return client::retry_forever;
+  std::size_t n = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (ec != std::errc{} || end != text.data() + text.size() || n > max_retries)
+    throw std::invalid_argument("--retry '" + text + "': give a number of attempts from 0 to " +
+                                std::to_string(max_retries) + ", or forever");
+  return n;
+}
+
+void check_seconds(const char* flag, double v, double min, const char* what) {
+  if (!(v >= min && v <= max_seconds))
+    throw std::invalid_argument(std::string(flag) + " " + number_text(v) + ": give seconds " +
+                                what + ", at most " + number_text(max_seconds));
+}
+
 int run_connect(const connect_flags& f) {
   setup_logging(f.log_level);
   std::vector<client::mapping> mappings;
+  std::vector<std::string> flag_of;  // "-L '2222:dev-42:22'", per mapping
   client::server_url url;
   client::server_settings settings;
   client::dialer dial;
+  std::string token_source;
+  std::optional<std::size_t> retries;
   std::filesystem::path control_path;
   std::optional<mux::target> stdio;
   asio::io_context io(1);
@@ -106,6 +135,7 @@ int run_connect(const connect_flags& f) {
       auto m = client::parse_mapping(spec, mux::protocol::tcp);
       if (!m) throw std::invalid_argument(m.message());
       mappings.push_back(*m);
+      flag_of.push_back("-L '" + spec + "'");
     }
     for (const auto& spec : f.udp_specs) {
       auto m = client::parse_mapping(spec, mux::protocol::udp);
@@ -114,6 +144,7 @@ int run_connect(const connect_flags& f) {
         throw std::invalid_argument("-U '" + spec +
                                     "': UDP needs a tls:// server (SSH forwards only TCP)");
       mappings.push_back(*m);
+      flag_of.push_back("-U '" + spec + "'");
     }
     if (!f.stdio.empty()) {
       if (!mappings.empty())
@@ -123,6 +154,8 @@ int run_connect(const connect_flags& f) {
         throw std::invalid_argument("--stdio keeps stdout for the stream's bytes: no --json");
       if (!f.control.empty())
         throw std::invalid_argument("--stdio has no mappings for tether map: no --control");
+      if (!f.command.empty())
+        throw std::invalid_argument("--stdio is the stream itself: no -- COMMAND");
       auto t = client::parse_stdio_target(f.stdio);
       if (!t) throw std::invalid_argument(t.message());
       stdio = std::move(t).value();
@@ -130,14 +163,14 @@ int run_connect(const connect_flags& f) {
     if (mappings.empty() && !stdio)
       throw std::invalid_argument("nothing to forward: give at least one -L or -U, or --stdio");
     // Checked as numbers, not only parsed: a zero idle time would close every flow at once.
-    if (!(f.udp_idle_s >= 0.001 && f.udp_idle_s <= max_udp_idle_s))
-      throw std::invalid_argument("--udp-idle " + number_text(f.udp_idle_s) +
-                                  ": give seconds above 0 (at least 0.001), at most " +
-                                  number_text(max_udp_idle_s));
+    check_seconds("--connect-timeout", f.connect_timeout_s, 0.001, "above 0 (at least 0.001)");
+    check_seconds("--wait-for-session", f.wait_for_session_s, 0, "from 0");
+    check_seconds("--udp-idle", f.udp_idle_s, 0.001, "above 0 (at least 0.001)");
     if (f.udp_max_flows < 1 || f.udp_max_flows > max_udp_flows)
       throw std::invalid_argument("--udp-max-flows " + std::to_string(f.udp_max_flows) +
                                   ": give a number of flows from 1 to " +
                                   std::to_string(max_udp_flows));
+    retries = parse_retry(f.retry);
     const bool ssh = url.kind == client::scheme::ssh;
     if (ssh && (!f.ca_file.empty() || !f.pin.empty() || !f.token_file.empty() ||
                 !f.token.empty()))
@@ -150,14 +183,22 @@ int run_connect(const connect_flags& f) {
       throw std::invalid_argument("-i, --known-hosts, --accept-new-host-key and --passphrase-file "
                                   "are for ssh:// servers");
     settings = settings_of(f, url);
-    dial = make_dialer(io.get_executor(), settings, ssh ? std::string() : token_of(f, settings));
+    std::string token;
+    if (!ssh) {
+      auto found = token_of(f, settings);
+      token = std::move(found.token);
+      token_source = std::move(found.source);
+    }
+    dial = make_dialer(io.get_executor(), settings, std::move(token));
     if (!stdio) control_path = control_socket_path(f.control);
   } catch (const std::exception& e) {
-    std::cerr << "error: " << e.what() << std::endl;
+    // --stdio keeps stdout for the stream's bytes, even when it refuses a --json.
+    report_error(f.json && f.stdio.empty(), exit_usage, "usage", e.what());
     return exit_usage;
   }
   if (stdio) return run_stdio(io, std::move(dial), url, std::move(*stdio));
 
+  if (!f.command.empty()) print_events_on_stderr();  // stdout is the command's
   event_printer events(f.json, server_label(url));
   client::proxy_options options;
   options.server = server_label(url);
@@ -165,14 +206,23 @@ int run_connect(const connect_flags& f) {
   options.udp_idle = settings.udp_idle;
   options.udp_max_flows = settings.udp_max_flows;
   options.udp_supported = url.kind == client::scheme::tls;
+  options.retries = retries;
+  const auto mapping_count = mappings.size();
   client::proxy proxy(io.get_executor(), std::move(mappings), std::move(dial), events, options);
+
+  // Every local port is bound before the first dial: a port in use is a mistake of the
+  // command line, said at once and without the network.
+  if (auto failed = proxy.listen()) {
+    report_error(f.json, exit_usage, "usage", flag_of[failed->index] + ": " + failed->failure.message);
+    return exit_usage;
+  }
 
   // Made before the first dial, so that `tether map` finds this client while it connects.
   std::optional<client::control_server> control;
   try {
     control.emplace(io.get_executor(), control_path);
   } catch (const std::exception& e) {
-    std::cerr << "error: " << e.what() << std::endl;
+    report_error(f.json, exit_usage, "usage", e.what());
     return exit_usage;
   }
   control->add_proxy(proxy);
@@ -180,33 +230,75 @@ int run_connect(const connect_flags& f) {
   spdlog::info("control socket {}", control_path.string());
 
   int exit_code = exit_ok;
+  bool dialing_first = true;
+  std::optional<child_command> command;
   auto report_fatal = [&](const client::dial_outcome& o) {
-    if (o.kind != client::dial_outcome::failure::none) exit_code = report_dial_failure(o, url);
+    if (o.kind != client::dial_outcome::failure::none)
+      exit_code = report_dial_failure(o, url, f.json, token_source);
   };
 
   asio::signal_set signals(io, SIGINT, SIGTERM);
   signals.async_wait([&](const asio::error_code& ec, int sig) {
     if (ec) return;
-    spdlog::info("signal {}: closing listeners, draining connections", sig);
-    proxy.stop();
+    if (dialing_first) {
+      // Nothing is open yet: a connect in progress is abandoned at once.
+      report_error(f.json, exit_interrupted, "interrupted",
+                   "interrupted while connecting to " + server_label(url));
+      exit_code = exit_interrupted;
+      io.stop();
+      return;
+    }
+    if (command && command->running()) {
+      // The command decides when it is done (Ctrl-C reached it too, from the terminal).
+      if (sig == SIGTERM) command->signal(SIGTERM);
+    } else {
+      spdlog::info("signal {}: closing listeners", sig);
+      if (const auto open = proxy.active_connections(); open > 0)
+        spdlog::warn("waiting up to {} s for {} connection{} to finish; Ctrl-C again to quit",
+                     options.drain.count() / 1000, open, open == 1 ? "" : "s");
+      proxy.stop();
+    }
     signals.async_wait([&](const asio::error_code& ec2, int) {
-      if (!ec2) io.stop();
+      if (ec2) return;
+      exit_code = exit_interrupted;
+      io.stop();
     });
+  });
+
+  // With -- COMMAND, the command starts once the tunnel is ready, and its end ends tether.
+  auto run_command = [&]() -> asio::awaitable<void> {
+    command.emplace(io.get_executor(), f.command);
+    try {
+      command->start(mapping_environment(proxy.list()));
+    } catch (const std::exception& e) {
+      report_error(f.json, exit_failure, "command", e.what());
+      exit_code = exit_command_not_found;
+      proxy.stop();
+      co_return;
+    }
+    const int code = co_await command->wait();
+    spdlog::info("{} exited with code {}", command->name(), code);
+    if (exit_code == exit_ok) exit_code = code;
+    proxy.stop();
+  };
+  events.ready_when_connected(mapping_count, [&] {
+    if (!f.command.empty()) asio::co_spawn(io, run_command(), asio::detached);
   });
 
   asio::co_spawn(
       io,
       [&]() -> asio::awaitable<void> {
-        auto first = co_await proxy.connect_first();
-        if (first.kind != client::dial_outcome::failure::none) {
-          report_fatal(first);
-          signals.cancel();
-          control->stop();
-          co_return;
-        }
-        proxy.listen();
-        auto end = co_await proxy.run();
+        events.connecting();
+        // Plain assignments: g++ 12 destroys the temporaries of a co_await inside a
+        // conditional expression twice.
+        client::dial_outcome end = co_await proxy.connect_first();
+        dialing_first = false;
+        if (end.kind == client::dial_outcome::failure::none) end = co_await proxy.run();
         report_fatal(end);
+        if (command && command->running()) {
+          command->signal(SIGTERM);
+          co_await command->wait();
+        }
         signals.cancel();
         control->stop();
       },
@@ -215,7 +307,7 @@ int run_connect(const connect_flags& f) {
         try {
           std::rethrow_exception(e);
         } catch (const std::exception& x) {
-          std::cerr << "error: " << x.what() << std::endl;
+          report_error(f.json, exit_failure, "internal", x.what());
         }
         exit_code = exit_failure;
         io.stop();
@@ -226,10 +318,14 @@ int run_connect(const connect_flags& f) {
 
 }  // namespace
 
-void add_connect_command(CLI::App& app, action& run) {
+void add_connect_command(CLI::App& app, action& run, std::vector<std::string> command) {
   auto f = std::make_shared<connect_flags>();
+  f->command = std::move(command);
   auto* cmd = app.add_subcommand(
-      "connect", "Map local ports to device ports through a tunnel server");
+      "connect",
+      "Map local ports to device ports through a tunnel server; `-- CMD ARGS...` after the "
+      "options runs CMD once the tunnel is ready (with TETHER_ADDR, TETHER_PORT and "
+      "TETHER_PORT_<NAME> set) and exits with its exit code");
   cmd->add_option("url", f->url, "tls://HOST[:PORT] (or ssh://[USER@]HOST[:PORT])")->required();
   cmd->add_option("-L", f->tcp_specs, "[BIND:]LPORT:DEVICE:DPORT, TCP (repeatable)");
   cmd->add_option("-U", f->udp_specs, "[BIND:]LPORT:DEVICE:DPORT, UDP (repeatable)");
@@ -268,16 +364,23 @@ void add_connect_command(CLI::App& app, action& run) {
   cmd->add_option("--stdio", f->stdio,
                   "DEVICE:PORT: relay stdin and stdout to that one port and exit when the "
                   "stream ends, e.g. as ssh's ProxyCommand (tether connect URL --stdio %h:%p)");
+  cmd->add_option("--retry", f->retry,
+                  "N or forever: failed connection attempts in a row to retry before giving up "
+                  "(default: none until a first session is made, then forever)");
+
   auto* log_level =
       cmd->add_option("--log-level", f->log_level,
-                      "trace, debug, info, warn, error or off (default warn with --stdio)")
+                      "trace, debug, info, warn, error or off (default: info, or warn with "
+                      "--stdio or when stdout is a terminal)")
           ->capture_default_str();
   cmd->add_option("--control", f->control,
                   "Control socket for tether map (default: $XDG_RUNTIME_DIR/tether/PID.sock, "
                   "else ~/.local/state/tether/run/PID.sock)");
   cmd->callback([f, &run, log_level] {
-    // Under ssh the terminal is the user's: only warnings and errors belong there.
-    if (!f->stdio.empty() && log_level->count() == 0) f->log_level = "warn";
+    // Under ssh the terminal is the user's: only warnings and errors belong there. On a
+    // terminal the events say what the info lines would: print each thing once.
+    const bool terminal = ::isatty(STDOUT_FILENO) && ::isatty(STDERR_FILENO) && !f->json;
+    if ((!f->stdio.empty() || terminal) && log_level->count() == 0) f->log_level = "warn";
     run = [f] { return run_connect(*f); };
   });
 }

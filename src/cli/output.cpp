@@ -36,9 +36,25 @@ std::string utc_timestamp() {
   return std::string(out, n) + "." + std::to_string(1000 + ms.count()).substr(1) + "Z";
 }
 
+namespace {
+std::ostream* event_stream = &std::cout;
+}  // namespace
+
+void print_events_on_stderr() {
+  event_stream = &std::cerr;
+}
+
+void report_error(bool json, int code, std::string_view reason, const std::string& message) {
+  std::cerr << "error: " << message << std::endl;
+  if (json)
+    print_event(true,
+                {{"event", "error"}, {"code", code}, {"reason", reason}, {"message", message}},
+                message);
+}
+
 void print_event(bool json, const nlohmann::ordered_json& event, const std::string& text) {
   if (!json) {
-    std::cout << text << std::endl;
+    *event_stream << text << std::endl;
     return;
   }
   // Every event says when it happened, right after what it is.
@@ -47,7 +63,7 @@ void print_event(bool json, const nlohmann::ordered_json& event, const std::stri
     stamped[it.key()] = it.value();
     if (it.key() == "event") stamped["time"] = utc_timestamp();
   }
-  std::cout << stamped.dump() << std::endl;
+  *event_stream << stamped.dump() << std::endl;
 }
 
 const char* reason_name(errc e) noexcept {
@@ -95,6 +111,27 @@ void event_printer::listening(const client::mapping& m, const std::string& name,
 
 void event_printer::connected(const std::string& server) {
   print_event(json_, {{"event", "connected"}, {"server", server}}, "connected to " + server);
+  connected_ = true;
+  if (ready_pending_) ready();
+}
+
+void event_printer::connecting() {
+  print_event(json_, {{"event", "connecting"}, {"server", server_}}, "connecting to " + server_);
+}
+
+void event_printer::ready_when_connected(std::size_t mappings, std::function<void()> then) {
+  ready_mappings_ = mappings;
+  ready_pending_ = true;
+  on_ready_ = std::move(then);
+  if (connected_) ready();
+}
+
+void event_printer::ready() {
+  ready_pending_ = false;
+  print_event(json_, {{"event", "ready"}, {"server", server_}, {"mappings", ready_mappings_}},
+              "ready: " + std::to_string(ready_mappings_) +
+                  (ready_mappings_ == 1 ? " mapping" : " mappings") + " through " + server_);
+  if (auto then = std::exchange(on_ready_, nullptr)) then();
 }
 
 void event_printer::disconnected(const std::string& reason, std::chrono::milliseconds retry_in) {

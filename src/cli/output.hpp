@@ -3,7 +3,9 @@
 // stderr (spdlog).
 
 #include <nlohmann/json.hpp>
+#include <functional>
 #include <string>
+#include <string_view>
 
 #include "tether/client/events.hpp"
 
@@ -16,6 +18,14 @@ void setup_logging(const std::string& level);
 /// One event line on stdout, flushed at once (scripts read it through pipes). JSON events
 /// get a "time" (UTC, ISO 8601 with milliseconds) after their "event" name.
 void print_event(bool json, const nlohmann::ordered_json& event, const std::string& text);
+
+/// Sends events to stderr instead of stdout: `connect -- CMD` leaves stdout to the command.
+void print_events_on_stderr();
+
+/// A fatal error: "error: MESSAGE" on stderr and, with `json`, an event
+/// {"event":"error","code":CODE,"reason":REASON,"message":MESSAGE} for scripts. `code` is
+/// the exit code the process is about to return.
+void report_error(bool json, int code, std::string_view reason, const std::string& message);
 
 /// Now as "2026-11-28T07:10:45.465Z".
 std::string utc_timestamp();
@@ -32,9 +42,22 @@ class event_printer final : public client::event_sink {
   void stream_error(const client::mapping& m, const std::string& local, errc reason,
                     const std::string& message) override;
 
+  /// "connecting to SERVER": printed before the first dial, which may take a while.
+  void connecting();
+  /// Prints `ready` with the next `connected`, or now if the session is up (once every
+  /// listener is bound and a session is established, connections go straight through),
+  /// then calls `then` once.
+  void ready_when_connected(std::size_t mappings, std::function<void()> then = {});
+
  private:
+  void ready();
+
   bool json_;
   std::string server_;
+  bool connected_ = false;
+  std::size_t ready_mappings_ = 0;
+  bool ready_pending_ = false;
+  std::function<void()> on_ready_;
 };
 
 /// The machine name of a reason in JSON events: "unknown_device", "forbidden", ...

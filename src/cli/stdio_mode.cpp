@@ -51,7 +51,7 @@ int report(const stdio_outcome& o, const client::server_url& url) {
     client::dial_outcome failed;
     failed.error = o.error;
     failed.kind = o.kind;
-    return report_dial_failure(failed, url);
+    return report_dial_failure(failed, url, false);
   }
   std::cerr << "error: " << o.error << std::endl;
   return exit_failure;

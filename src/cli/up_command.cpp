@@ -6,6 +6,7 @@
 #include <asio/co_spawn.hpp>
 #include <asio/io_context.hpp>
 #include <asio/signal_set.hpp>
+#include <algorithm>
 #include <iostream>
 #include <memory>
 #include <optional>
@@ -50,6 +51,8 @@ struct running_server {
   client::server_spec spec;        // its tunnels: those that listen
   std::vector<std::string> names;  // of those tunnels, as the proxy named them
   event_printer events;
+  std::string token_source;        // for the message when the token is rejected
+  bool dialing_first = true;
 
   // Adds tunnel `t` to the proxy; the failure's message when it cannot.
   std::string add(const client::tunnel_spec& t) {
@@ -165,22 +168,35 @@ class tunnel_process {
 
   int exit_code() const noexcept { return exit_code_; }
 
+  /// No server has made its first session yet: nothing is open that could drain.
+  bool all_dialing_first() const {
+    return std::all_of(servers_.begin(), servers_.end(),
+                       [](const auto& s) { return s->dialing_first; });
+  }
+
+  /// Open connections of every server.
+  std::size_t active_connections() const {
+    std::size_t n = 0;
+    for (const auto& s : servers_) n += s->proxy->active_connections();
+    return n;
+  }
+
  private:
   std::shared_ptr<running_server> make_server(const client::server_spec& spec) {
     const auto& s = spec.settings;
     const std::string at = file_.string() + ":" + std::to_string(spec.line) + ": server " +
                            s.url.text() + ": ";
     client::dialer dial;
+    found_token token;
     try {
-      const auto token =
-          s.url.kind == client::scheme::tls
-              ? find_token(s, "", "no token: give token_file, or set TETHER_TOKEN")
-              : std::string();
-      dial = make_dialer(io_.get_executor(), s, token);
+      if (s.url.kind == client::scheme::tls)
+        token = find_token(s, "", "no token: give token_file, or set TETHER_TOKEN");
+      dial = make_dialer(io_.get_executor(), s, std::move(token.token));
     } catch (const std::exception& e) {
       throw server_error(at + e.what());
     }
     auto r = std::make_shared<running_server>(json_, spec);
+    r->token_source = std::move(token.source);
     client::proxy_options o;
     o.server = server_label(s.url);
     o.wait_for_session = s.wait_for_session;
@@ -188,6 +204,7 @@ class tunnel_process {
     o.udp_max_flows = s.udp_max_flows;
     o.udp_supported = s.url.kind == client::scheme::tls;
     o.names = names_;
+    o.retries = s.retries;
     r->proxy = std::make_unique<client::proxy>(io_.get_executor(), std::vector<client::mapping>{},
                                                std::move(dial), r->events, o);
     return r;
@@ -211,7 +228,7 @@ class tunnel_process {
         try {
           std::rethrow_exception(e);
         } catch (const std::exception& x) {
-          std::cerr << "error: " << x.what() << std::endl;
+          report_error(json_, exit_failure, "internal", x.what());
         }
         fail(exit_failure);
       }
@@ -220,10 +237,13 @@ class tunnel_process {
   }
 
   asio::awaitable<void> serve(std::shared_ptr<running_server> r) {
+    r->events.ready_when_connected(r->names.size());
+    r->events.connecting();
     auto outcome = co_await r->proxy->connect_first();
+    r->dialing_first = false;
     if (outcome.kind == client::dial_outcome::failure::none) outcome = co_await r->proxy->run();
     if (outcome.kind != client::dial_outcome::failure::none)
-      fail(report_dial_failure(outcome, r->spec.settings.url));
+      fail(report_dial_failure(outcome, r->spec.settings.url, json_, r->token_source));
   }
 
   // A failure retrying cannot fix ends the process, as it ends `connect`: the first one
@@ -279,7 +299,7 @@ int run_up(const up_flags& f) {
     file = client::load_tunnels_file(f.file);
     control_path = control_socket_path(f.control);
   } catch (const std::exception& e) {
-    std::cerr << "error: " << e.what() << std::endl;
+    report_error(f.json, exit_usage, "usage", e.what());
     return exit_usage;
   }
 
@@ -287,7 +307,7 @@ int run_up(const up_flags& f) {
   try {
     control.emplace(io.get_executor(), control_path);
   } catch (const std::exception& e) {
-    std::cerr << "error: " << e.what() << std::endl;
+    report_error(f.json, exit_usage, "usage", e.what());
     return exit_usage;
   }
 
@@ -301,22 +321,35 @@ int run_up(const up_flags& f) {
   try {
     process.start(file);
   } catch (const server_error& e) {
-    std::cerr << "error: " << e.what() << std::endl;
+    report_error(f.json, exit_usage, "usage", e.what());
     return exit_usage;
   } catch (const std::exception& e) {
-    std::cerr << "error: " << e.what() << std::endl;
-    return exit_failure;
+    // A local port that cannot be bound: the file asks for it, so a usage error, as with -L.
+    report_error(f.json, exit_usage, "usage", e.what());
+    return exit_usage;
   }
   control->start();
   spdlog::info("control socket {}", control_path.string());
 
+  int forced = exit_ok;
   stop_signals.async_wait([&](const asio::error_code& ec, int sig) {
     if (ec) return;
-    spdlog::info("signal {}: closing listeners, draining connections", sig);
+    if (process.all_dialing_first()) {
+      report_error(f.json, exit_interrupted, "interrupted", "interrupted while connecting");
+      forced = exit_interrupted;
+      io.stop();
+      return;
+    }
+    spdlog::info("signal {}: closing listeners", sig);
+    if (const auto open = process.active_connections(); open > 0)
+      spdlog::warn("waiting up to 10 s for {} connection{} to finish; Ctrl-C again to quit", open,
+                   open == 1 ? "" : "s");
     reload_signal.cancel();
     process.stop();
     stop_signals.async_wait([&](const asio::error_code& ec2, int) {
-      if (!ec2) io.stop();
+      if (ec2) return;
+      forced = exit_interrupted;
+      io.stop();
     });
   });
   std::function<void()> await_reload = [&] {
@@ -330,7 +363,7 @@ int run_up(const up_flags& f) {
   await_reload();
 
   io.run();
-  return process.exit_code();
+  return forced != exit_ok ? forced : process.exit_code();
 }
 
 }  // namespace

@@ -114,6 +114,8 @@ struct proxy::impl : std::enable_shared_from_this<impl> {
   bool stopping = false;
   bool listeners_closed = false;
   dial_outcome fatal;
+  std::size_t failures_in_row = 0;  // dials that failed since the last session was made
+  bool ever_connected = false;
   std::chrono::milliseconds backoff;
   std::chrono::milliseconds first_retry{0};  // after a failed connect_first()
   std::shared_ptr<relay::buffer_pool> pool = std::make_shared<relay::buffer_pool>();
@@ -133,8 +135,17 @@ struct proxy::impl : std::enable_shared_from_this<impl> {
     return std::chrono::milliseconds(dist(jitter));
   }
 
+  // Counts one more failed dial; whether the retry policy allows another attempt.
+  bool may_retry() {
+    ++failures_in_row;
+    if (!options.retries) return ever_connected;
+    return *options.retries == retry_forever || failures_in_row <= *options.retries;
+  }
+
   void became_connected(std::shared_ptr<mux::tunnel> t) {
     current = std::move(t);
+    failures_in_row = 0;
+    ever_connected = true;
     backoff = options.backoff_initial;
     spdlog::info("connected to {}", options.server);
     events.connected(options.server);
@@ -158,7 +169,7 @@ struct proxy::impl : std::enable_shared_from_this<impl> {
           co_return;
         }
         if (!outcome.tunnel) {
-          if (is_fatal(outcome)) {
+          if (is_fatal(outcome) || !may_retry()) {
             fatal = std::move(outcome);
             stopping = true;
             co_return;
@@ -408,7 +419,7 @@ asio::awaitable<dial_outcome> proxy::connect_first() {
     impl_->became_connected(std::move(outcome.tunnel));
     co_return dial_outcome{};
   }
-  if (!impl::is_fatal(outcome)) {
+  if (!impl::is_fatal(outcome) && impl_->may_retry()) {
     const auto delay = impl_->next_delay();
     spdlog::warn("cannot reach {}: {}; retrying in {} ms", impl_->options.server, outcome.error,
                  delay.count());
@@ -419,18 +430,18 @@ asio::awaitable<dial_outcome> proxy::connect_first() {
   co_return outcome;
 }
 
-void proxy::listen() {
+std::optional<listen_failure> proxy::listen() {
   auto& s = *impl_;
-  if (s.stopping) return;  // stopped while the first session was being made
+  if (s.stopping) return std::nullopt;  // stopped before it was asked to listen
   std::vector<std::unique_ptr<impl::entry>> bound;  // reported once every mapping is bound
-  for (const auto& m : s.initial) {
+  for (std::size_t i = 0; i < s.initial.size(); ++i) {
     auto e = std::make_unique<impl::entry>();
-    if (auto failure = s.bind(*e, m)) {
+    if (auto failure = s.bind(*e, s.initial[i])) {
       for (auto& b : bound) {
         if (b->tcp) b->tcp->stop(stop_mode::cut);
         if (b->udp) b->udp->stop();
       }
-      throw std::runtime_error("cannot listen for " + m.text() + ": " + failure.message);
+      return listen_failure{i, std::move(failure)};
     }
     bound.push_back(std::move(e));
   }
@@ -442,6 +453,7 @@ void proxy::listen() {
     s.announce(*e);
     s.entries.push_back(std::move(e));
   }
+  return std::nullopt;
 }
 
 add_result proxy::add(const mapping& m, const std::string& name) {

@@ -20,22 +20,25 @@ constexpr std::size_t max_file_size = 4 * 1024 * 1024;  // far above any real fi
 // Bounds as for connect's flags: a day is beyond any sensible wait.
 constexpr double max_seconds = 86400;
 constexpr std::int64_t max_udp_flows = 1000000;
+constexpr std::int64_t max_retries = 1000000;
 
 // What a server has besides its URL; in the one-server shape these are top-level keys.
-constexpr std::array<std::string_view, 12> setting_keys{
+constexpr std::array<std::string_view, 13> setting_keys{
     "ca",          "pin",     "token_file",      "identity",    "known_hosts",
     "accept_new_host_key",    "passphrase_file", "connect_timeout",
-    "wait_for_session",       "udp_idle",        "udp_max_flows", "tunnel"};
+    "wait_for_session",       "udp_idle",        "udp_max_flows", "retry", "tunnel"};
 
-constexpr std::array<std::string_view, 13> one_server_keys{
+constexpr std::array<std::string_view, 14> one_server_keys{
     "server",      "ca",      "pin",             "token_file",  "identity",
     "known_hosts", "accept_new_host_key",        "passphrase_file",
-    "connect_timeout",        "wait_for_session", "udp_idle",   "udp_max_flows", "tunnel"};
+    "connect_timeout",        "wait_for_session", "udp_idle",   "udp_max_flows", "retry",
+    "tunnel"};
 
-constexpr std::array<std::string_view, 13> server_block_keys{
+constexpr std::array<std::string_view, 14> server_block_keys{
     "url",         "ca",      "pin",             "token_file",  "identity",
     "known_hosts", "accept_new_host_key",        "passphrase_file",
-    "connect_timeout",        "wait_for_session", "udp_idle",   "udp_max_flows", "tunnel"};
+    "connect_timeout",        "wait_for_session", "udp_idle",   "udp_max_flows", "retry",
+    "tunnel"};
 
 constexpr std::array<std::string_view, 5> tunnel_keys{"name", "local", "device", "port", "proto"};
 
@@ -160,6 +163,16 @@ server_spec parse_server(const toml_checker& c, const toml::table& t, std::strin
   s.udp_max_flows = static_cast<std::size_t>(
       c.integer(t, "udp_max_flows", at + "udp_max_flows",
                 static_cast<std::int64_t>(s.udp_max_flows), 1, max_udp_flows));
+
+  if (const toml::node* n = t.get("retry")) {
+    const std::string key = at + "retry";
+    if (auto word = n->as_string(); word && word->get() == "forever")
+      s.retries = static_cast<std::size_t>(-1);  // retry_forever
+    else if (n->is_integer())
+      s.retries = static_cast<std::size_t>(c.integer(t, "retry", key, 0, 0, max_retries));
+    else
+      c.fail(n, key, "expected a number of attempts or \"forever\"");
+  }
 
   const std::string tunnel_key = at + "tunnel";
   const auto tunnels = c.tables(t, "tunnel", tunnel_key);

@@ -207,10 +207,11 @@ class LimitsTest(harness.TetherTest):
     # -- `tether connect` ----------------------------------------------------------------------
 
     def client(self, who, wait_connected=True):
-        """`tether connect` as `who` with -L 0:echo:PORT; returns (process, local port)."""
+        """`tether connect` as `who` with -L 0:echo:PORT, retrying a refused first session
+        until it gets in; returns (process, local port)."""
         p = self.tether("connect", self.server.url, "--ca", self.server.ca, "--token-file",
                         self.token_files[who], "-L", "0:echo:%d" % self.echo.port, "--json",
-                        name="tether-connect-%s" % who)
+                        "--retry", "forever", name="tether-connect-%s" % who)
         local = harness.split_hostport(p.json_event("listening", timeout=10)["local"])[1]
         if wait_connected:
             p.json_event("connected", timeout=10)

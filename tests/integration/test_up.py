@@ -247,7 +247,7 @@ class UpTest(harness.TetherTest):
         path = self.write(self.server_block(server) + self.tunnel("fine", "dev-e", echo.port) +
                           self.tunnel("taken", "dev-e", echo.port, local=port))
         r = self.run_up(path)
-        self.assertEqual(r.returncode, 1)
+        self.assertEqual(r.returncode, 2)
         self.assertIn("error: %s:11: tunnel 'taken': 127.0.0.1:%d is in use" % (path, port),
                       r.stderr)
 

@@ -14,6 +14,7 @@
 #include <asio/awaitable.hpp>
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string_view>
 #include <vector>
 
@@ -40,11 +41,24 @@ struct proxy_options {
   bool udp_supported = true;
   // Names in use in this process; null: the proxy keeps its own.
   std::shared_ptr<mapping_names> names;
+  // Failed dials in a row that are retried before the proxy gives up (connect_first() or
+  // run() then returns the last failure). Unset: none until a first session has been made
+  // (a mistake in the URL or the network shows at once), then without end. Bad credentials
+  // and an untrusted server are never retried.
+  std::optional<std::size_t> retries;
 };
+
+/// proxy_options::retries that never gives up.
+inline constexpr std::size_t retry_forever = static_cast<std::size_t>(-1);
 
 struct add_result {
   mapping_status added;     // when !failure
   mapping_failure failure;  // bad_spec, duplicate_name, in_use, cannot_listen, shutting_down
+};
+
+struct listen_failure {
+  std::size_t index = 0;    // of the mapping, in the order given to the constructor
+  mapping_failure failure;  // in_use ("127.0.0.1:2222 is in use"), cannot_listen
 };
 
 struct remove_result {
@@ -61,15 +75,15 @@ class proxy {
   proxy(const proxy&) = delete;
   proxy& operator=(const proxy&) = delete;
 
-  /// Dials the first session. A failure that retrying cannot fix (bad token, certificate) is
-  /// returned for the caller to report; a transient one is reported as `disconnected` and
-  /// left to run() to retry.
+  /// Dials the first session. A failure that retrying cannot fix (bad token, certificate),
+  /// or any failure when `retries` allows none, is returned for the caller to report; one
+  /// that may be retried is reported as `disconnected` and left to run() to retry.
   asio::awaitable<dial_outcome> connect_first();
 
   /// Binds every mapping given at construction (a TCP acceptor per -L, a UDP socket per -U)
-  /// and reports each as `listening` once all are bound. Throws std::system_error naming
-  /// the address when one cannot be bound.
-  void listen();
+  /// and reports each as `listening` once all are bound. When one cannot be bound, none
+  /// stays bound and its failure is returned, with its index in the constructor's list.
+  std::optional<listen_failure> listen();
 
   /// Serves until stop() or a fatal dial failure, then drains open connections (up to
   /// `drain`) and closes the session. Returns the fatal failure, if that is what ended it.

@@ -28,6 +28,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -54,6 +55,7 @@ struct server_settings {
   std::chrono::milliseconds wait_for_session{30000};
   std::chrono::milliseconds udp_idle{60000};
   std::size_t udp_max_flows = 4096;
+  std::optional<std::size_t> retries;  // as proxy_options::retries
 
   bool operator==(const server_settings&) const = default;
 };

@@ -88,7 +88,7 @@ class ControlServer : public mux::testing::session_fixture {
     auto& p = *proxies.back();
     auto first = start(p.connect_first());
     EXPECT_TRUE(run_until([&] { return first->has_value(); }));
-    p.listen();
+    EXPECT_FALSE(p.listen());
     runs.push_back(start(p.run()));
     return p;
   }

@@ -163,7 +163,7 @@ class UdpForwarder : public mux::testing::session_fixture {
         ex(), std::vector<mapping>{udp_mapping()}, [t] { return give(t); }, events, o);
     auto first = start(proxy_->connect_first());
     ASSERT_TRUE(run_until([&] { return first->has_value(); }));
-    proxy_->listen();
+    ASSERT_FALSE(proxy_->listen());
     ASSERT_EQ(events.listening_on.size(), 1u);
     local = parse_local(events.listening_on[0].second);
     ran = start(proxy_->run());
