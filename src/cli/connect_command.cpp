@@ -31,6 +31,7 @@ struct connect_flags {
   std::string url;
   std::vector<std::string> tcp_specs;
   std::vector<std::string> udp_specs;
+  std::vector<std::string> socks_specs;
   std::string ca_file;
   std::string pin;  // sha256:HEX of the server's key, instead of a CA
   std::string token_file;
@@ -146,10 +147,16 @@ int run_connect(const connect_flags& f) {
       mappings.push_back(*m);
       flag_of.push_back("-U '" + spec + "'");
     }
+    for (const auto& spec : f.socks_specs) {
+      auto m = client::parse_socks_mapping(spec);
+      if (!m) throw std::invalid_argument(m.message());
+      mappings.push_back(*m);
+      flag_of.push_back("-D '" + spec + "'");
+    }
     if (!f.stdio.empty()) {
       if (!mappings.empty())
         throw std::invalid_argument("--stdio relays one stream on stdin and stdout: it cannot "
-                                    "be combined with -L or -U");
+                                    "be combined with -L, -U or -D");
       if (f.json)
         throw std::invalid_argument("--stdio keeps stdout for the stream's bytes: no --json");
       if (!f.control.empty())
@@ -161,7 +168,8 @@ int run_connect(const connect_flags& f) {
       stdio = std::move(t).value();
     }
     if (mappings.empty() && !stdio)
-      throw std::invalid_argument("nothing to forward: give at least one -L or -U, or --stdio");
+      throw std::invalid_argument(
+          "nothing to forward: give at least one -L, -U or -D, or --stdio");
     // Checked as numbers, not only parsed: a zero idle time would close every flow at once.
     check_seconds("--connect-timeout", f.connect_timeout_s, 0.001, "above 0 (at least 0.001)");
     check_seconds("--wait-for-session", f.wait_for_session_s, 0, "from 0");
@@ -329,6 +337,9 @@ void add_connect_command(CLI::App& app, action& run, std::vector<std::string> co
   cmd->add_option("url", f->url, "tls://HOST[:PORT] (or ssh://[USER@]HOST[:PORT])")->required();
   cmd->add_option("-L", f->tcp_specs, "[BIND:]LPORT:DEVICE:DPORT, TCP (repeatable)");
   cmd->add_option("-U", f->udp_specs, "[BIND:]LPORT:DEVICE:DPORT, UDP (repeatable)");
+  cmd->add_option("-D", f->socks_specs,
+                  "[BIND:]LPORT: a SOCKS5 proxy where the host name is the device, e.g. curl "
+                  "--socks5-hostname 127.0.0.1:1080 http://dev-42/ (repeatable)");
   cmd->add_option("--pin", f->pin,
                   "Trust the server whose key has this fingerprint (sha256:HEX, from `tether "
                   "server --print-fingerprint`) instead of a CA");

@@ -96,6 +96,17 @@ void event_printer::listening(const client::mapping& m, const std::string& name,
                               const std::string& local) {
   // A default name only repeats the target: the text line shows names people chose.
   const bool chosen = name.find(':') == std::string::npos;
+  if (m.socks) {
+    print_event(json_,
+                {{"event", "listening"},
+                 {"name", name},
+                 {"proto", "socks5"},
+                 {"local", local},
+                 {"server", server_}},
+                "listening " + local + " socks5 -> any device" +
+                    (chosen ? " (" + name + ")" : std::string()));
+    return;
+  }
   print_event(json_,
               {{"event", "listening"},
                {"name", name},

@@ -95,6 +95,7 @@ std::string with_brackets(const std::string& host) {
 }  // namespace
 
 std::string mapping::text() const {
+  if (socks) return with_brackets(bind_host) + ":" + std::to_string(local_port) + " socks5";
   return with_brackets(bind_host) + ":" + std::to_string(local_port) + " -> " +
          with_brackets(device) + ":" + std::to_string(device_port) +
          (proto == mux::protocol::udp ? " udp" : " tcp");
@@ -157,6 +158,14 @@ result<std::string> parse_device(std::string_view text) {
   if (text.find(':') != std::string_view::npos && parse_host("[" + std::string(text) + "]"))
     return parse_device_field({text, true});  // a bare IPv6 literal: no port can follow here
   return parse_device_field({text, false});
+}
+
+result<mapping> parse_socks_mapping(std::string_view spec) {
+  auto m = parse_local_address(spec);
+  if (!m) return error{"-D '" + std::string(spec) + "': " + m.message()};
+  m->socks = true;
+  m->device = "*";
+  return m;
 }
 
 }  // namespace tether::client

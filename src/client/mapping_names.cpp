@@ -30,6 +30,7 @@ result<std::string> check_mapping_name(std::string_view name) {
 }
 
 std::string default_mapping_name(const mapping& m) {
+  if (m.socks) return "socks5:*";  // the ':' keeps it apart from names people choose
   const auto device = m.device.find(':') != std::string::npos ? "[" + m.device + "]" : m.device;
   return device + ":" + std::to_string(m.device_port) +
          (m.proto == mux::protocol::udp ? "/udp" : "");

@@ -65,6 +65,7 @@ struct mapping_health {
 struct opened_stream {
   std::unique_ptr<mux::channel> ch;
   std::string error;  // when !ch
+  errc reason = errc::session_lost;
 };
 
 mapping_failure bind_failure(const asio::error_code& ec, const std::string& where) {
@@ -239,9 +240,10 @@ struct proxy::impl : std::enable_shared_from_this<impl> {
           msg += " (" + detail + ")";
         spdlog::warn("stream to {}:{} failed: {}", map.device, map.device_port, msg);
         events.stream_error(map, local, why, msg);
-        if (is_mapping_failure(why)) health.error = msg;
+        if (is_mapping_failure(why) && !map.socks) health.error = msg;
         opened_stream failed;
         failed.error = std::move(msg);
+        failed.reason = why;
         co_return failed;
       }
       health.error.clear();
@@ -262,6 +264,29 @@ struct proxy::impl : std::enable_shared_from_this<impl> {
     return [weak = weak_from_this(), map, local, health] {
       return open_for(weak, map, local, health);
     };
+  }
+
+  // The same for a SOCKS listener: the target comes with each connection.
+  target_opener socks_opener_for(const mapping& map, const std::string& local,
+                                 std::shared_ptr<mapping_health> health) {
+    return [weak = weak_from_this(), map, local, health](mux::target t) {
+      mapping to = map;
+      to.device = std::move(t.device);
+      to.device_port = t.port;
+      return open_to(weak, std::move(to), local, health);
+    };
+  }
+
+  static asio::awaitable<opened_to> open_to(std::weak_ptr<impl> weak, mapping map,
+                                            std::string local,
+                                            std::shared_ptr<mapping_health> health) {
+    opened_to out;
+    auto self = weak.lock();
+    if (!self || self->stopping) co_return out;
+    auto opened = co_await self->open_stream(map, local, *health);
+    out.ch = std::move(opened.ch);
+    out.reason = opened.reason;
+    co_return out;
   }
 
   static asio::awaitable<std::unique_ptr<mux::channel>> open_for(
@@ -334,11 +359,15 @@ struct proxy::impl : std::enable_shared_from_this<impl> {
     if (ec) return bind_failure(ec, endpoint_text(ep));
     e.local = endpoint_text(acceptor.local_endpoint());
     std::weak_ptr<impl> weak = weak_from_this();
-    e.tcp = std::make_unique<tcp_forwarder>(std::move(acceptor), m, e.local,
-                                            opener_for(m, e.local, e.health), pool, [weak] {
-                                              if (auto s = weak.lock())
-                                                s->connection_ended.notify();
-                                            });
+    auto ended = [weak] {
+      if (auto s = weak.lock()) s->connection_ended.notify();
+    };
+    if (m.socks)
+      e.tcp = std::make_unique<tcp_forwarder>(std::move(acceptor), m, e.local,
+                                              socks_opener_for(m, e.local, e.health), pool, ended);
+    else
+      e.tcp = std::make_unique<tcp_forwarder>(std::move(acceptor), m, e.local,
+                                              opener_for(m, e.local, e.health), pool, ended);
     return {};
   }
 
@@ -348,8 +377,11 @@ struct proxy::impl : std::enable_shared_from_this<impl> {
   }
 
   void announce(const entry& e) {
-    spdlog::info("listening on {} for {}:{}{} (mapping {})", e.local, e.map.device,
-                 e.map.device_port, e.map.proto == mux::protocol::udp ? " udp" : "", e.name);
+    if (e.map.socks)
+      spdlog::info("listening on {} for SOCKS5 (mapping {})", e.local, e.name);
+    else
+      spdlog::info("listening on {} for {}:{}{} (mapping {})", e.local, e.map.device,
+                   e.map.device_port, e.map.proto == mux::protocol::udp ? " udp" : "", e.name);
     events.listening(e.map, e.name, e.local);
   }
 

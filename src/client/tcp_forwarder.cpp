@@ -7,6 +7,7 @@
 #include <list>
 
 #include "counting_channel.hpp"
+#include "tether/client/socks5.hpp"
 #include "tether/mux/use_tuple.hpp"
 #include "tether/relay/splice.hpp"
 
@@ -25,19 +26,21 @@ struct tcp_forwarder::state : std::enable_shared_from_this<state> {
     bool cut = false;
   };
 
-  state(tcp::acceptor a, mapping m, std::string l, stream_opener o,
+  state(tcp::acceptor a, mapping m, std::string l, stream_opener o, target_opener t,
         std::shared_ptr<relay::buffer_pool> p, std::function<void()> on_end)
       : acceptor(std::move(a)),
         map(std::move(m)),
         local(std::move(l)),
         open(std::move(o)),
+        open_target(std::move(t)),
         pool(std::move(p)),
         on_connection_end(std::move(on_end)) {}
 
   tcp::acceptor acceptor;
   mapping map;
   std::string local;
-  stream_opener open;
+  stream_opener open;         // -L: the mapping's one target
+  target_opener open_target;  // -D: the target each SOCKS connection asks for
   std::shared_ptr<relay::buffer_pool> pool;
   std::function<void()> on_connection_end;
 
@@ -82,8 +85,19 @@ struct tcp_forwarder::state : std::enable_shared_from_this<state> {
       }
     } guard{s, entry};
 
-    auto ch = co_await s.open();
+    // Not a conditional expression: g++ 12 mishandles a co_await inside one.
+    std::unique_ptr<mux::channel> ch;
+    if (s.open_target)
+      ch = co_await open_socks(self, sock);
+    else
+      ch = co_await s.open();
     if (!ch || c.cut) {
+      if (s.open_target && !c.cut) {  // the SOCKS reply said why: let the client read it
+        asio::error_code ignored;
+        sock.shutdown(tcp::socket::shutdown_both, ignored);
+        sock.close(ignored);
+        co_return;
+      }
       relay::abort_socket(sock);  // refused, no session, or cut: not a clean, empty transfer
       co_return;                  // a channel that did open is reset as it goes
     }
@@ -94,6 +108,24 @@ struct tcp_forwarder::state : std::enable_shared_from_this<state> {
     spdlog::debug("connection on {} to {}:{} closed: {} bytes sent, {} received{}{}", s.local,
                   s.map.device, s.map.device_port, r.to_channel, r.from_channel,
                   r.error ? ", " : "", r.error ? r.error.message() : "");
+  }
+
+  // The SOCKS5 exchange of a -D connection: its target, the stream to it, and the reply
+  // that says whether there is one. Null when there is not (the reply said why).
+  static asio::awaitable<std::unique_ptr<mux::channel>> open_socks(std::shared_ptr<state> self,
+                                                                  tcp::socket& sock) {
+    auto target = co_await socks5::accept_request(sock, socks_handshake_timeout);
+    if (!target) co_return nullptr;
+    auto opened = co_await self->open_target(*target);
+    if (!opened.ch) {
+      co_await socks5::send_reply(sock, socks5::reply_for(opened.reason));
+      co_return nullptr;
+    }
+    if (!co_await socks5::send_reply(sock, socks5::reply::succeeded)) {
+      opened.ch->reset(errc::stream_reset);
+      co_return nullptr;
+    }
+    co_return std::move(opened.ch);
   }
 
   void stop(stop_mode how) {
@@ -117,7 +149,14 @@ tcp_forwarder::tcp_forwarder(tcp::acceptor acceptor, mapping m, std::string loca
                              stream_opener open, std::shared_ptr<relay::buffer_pool> pool,
                              std::function<void()> on_connection_end)
     : state_(std::make_shared<state>(std::move(acceptor), std::move(m), std::move(local),
-                                     std::move(open), std::move(pool),
+                                     std::move(open), nullptr, std::move(pool),
+                                     std::move(on_connection_end))) {}
+
+tcp_forwarder::tcp_forwarder(tcp::acceptor acceptor, mapping m, std::string local,
+                             target_opener open, std::shared_ptr<relay::buffer_pool> pool,
+                             std::function<void()> on_connection_end)
+    : state_(std::make_shared<state>(std::move(acceptor), std::move(m), std::move(local),
+                                     nullptr, std::move(open), std::move(pool),
                                      std::move(on_connection_end))) {}
 
 tcp_forwarder::~tcp_forwarder() {

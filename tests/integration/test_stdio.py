@@ -291,8 +291,8 @@ class StdioTlsTest(StdioBase):
     def test_usage_errors_exit_2(self):
         cases = [
             (["-L", "0:pi:22"], b"--stdio relays one stream on stdin and stdout: it cannot be "
-                                b"combined with -L or -U"),
-            (["-U", "0:pi:53"], b"cannot be combined with -L or -U"),
+                                b"combined with -L, -U or -D"),
+            (["-U", "0:pi:53"], b"cannot be combined with -L, -U or -D"),
             (["--json"], b"--stdio keeps stdout for the stream's bytes: no --json"),
             (["--control", self.path("c.sock")],
              b"--stdio has no mappings for tether map: no --control"),

@@ -22,10 +22,13 @@ struct mapping {
   mux::protocol proto = mux::protocol::tcp;
   std::string bind_host = "127.0.0.1";  // IPv6 literals without brackets
   std::uint16_t local_port = 0;
-  std::string device;  // IPv6 literals without brackets
+  std::string device;  // IPv6 literals without brackets; "*" for SOCKS
   std::uint16_t device_port = 0;
+  // `-D [BIND:]LPORT`: a SOCKS5 listener; each connection names its own device and port.
+  bool socks = false;
 
-  /// For logs: "127.0.0.1:2222 -> dev-42:22 tcp", "[::1]:5353 -> dev-42:53 udp".
+  /// For logs: "127.0.0.1:2222 -> dev-42:22 tcp", "[::1]:5353 -> dev-42:53 udp",
+  /// "127.0.0.1:1080 socks5".
   std::string text() const;
 };
 
@@ -33,6 +36,9 @@ struct mapping {
 /// the spec and the part, e.g. "-L 'abc': expected [BIND:]LPORT:DEVICE:DPORT" or
 /// "-L '70000:dev-42:22': local port 70000 out of range (0-65535)".
 result<mapping> parse_mapping(std::string_view spec, mux::protocol proto);
+
+/// `-D [BIND:]LPORT`: a SOCKS5 listener (device "*", port 0). Errors name the option.
+result<mapping> parse_socks_mapping(std::string_view spec);
 
 /// The local address of a mapping written on its own ("[BIND:]LPORT": "2222",
 /// "127.0.0.1:2222", "[::1]:0", "*:8080"), as in a tunnels file. Sets bind_host and

@@ -1,12 +1,13 @@
 #pragma once
 // One `-L` mapping: a listening TCP socket whose accepted connections are each spliced to a
-// stream of the tunnel. It counts its connections and the bytes each way, and stops in one
+// stream of the tunnel (or one `-D`: the same, each connection to the target it asks for). It counts its connections and the bytes each way, and stops in one
 // of two ways: draining (no new connections; open ones go on until they end) or cutting
 // (open ones are reset now).
 //
 // Threading: one single-threaded executor (the proxy's); all calls from it.
 
 #include <asio/ip/tcp.hpp>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -22,6 +23,16 @@ namespace tether::client {
 /// (the connection is reset). The same shape as a UDP forwarder's flow_opener.
 using stream_opener = flow_opener;
 
+/// A stream to a target named by the connection itself (SOCKS, `-D`), or why there is none.
+struct opened_to {
+  std::unique_ptr<mux::channel> ch;
+  errc reason = errc::ok;  // when !ch
+};
+using target_opener = std::function<asio::awaitable<opened_to>(mux::target)>;
+
+/// How long a SOCKS client may take to say where it wants to go.
+inline constexpr std::chrono::milliseconds socks_handshake_timeout{10000};
+
 enum class stop_mode : std::uint8_t {
   drain,  // stop accepting; open connections go on until they end
   cut,    // stop accepting and reset every open connection now
@@ -34,6 +45,10 @@ class tcp_forwarder {
   /// (the proxy waits on it to drain).
   tcp_forwarder(asio::ip::tcp::acceptor acceptor, mapping m, std::string local, stream_opener open,
                 std::shared_ptr<relay::buffer_pool> pool, std::function<void()> on_connection_end);
+  /// A SOCKS5 listener (`-D`, socks5.hpp): each connection names its target first.
+  tcp_forwarder(asio::ip::tcp::acceptor acceptor, mapping m, std::string local,
+                target_opener open, std::shared_ptr<relay::buffer_pool> pool,
+                std::function<void()> on_connection_end);
   /// Stops with stop_mode::drain: open connections outlive the forwarder object.
   ~tcp_forwarder();
   tcp_forwarder(const tcp_forwarder&) = delete;
