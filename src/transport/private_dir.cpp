@@ -50,6 +50,14 @@ void ensure_private_dir(const fs::path& dir) {
   if (st.st_uid != ::geteuid())
     refuse(dir, "belongs to another user (uid " + std::to_string(st.st_uid) +
                     "); use a directory of your own");
+  // An empty folder of ours (`mkdir state` before the first run) has nothing to expose
+  // yet: made private, it is as good as one we made.
+  std::error_code empty_ec;
+  if ((st.st_mode & 077) && fs::is_empty(dir, empty_ec) && !empty_ec) {
+    if (::chmod(dir.c_str(), 0700) != 0)
+      refuse(dir, std::string("cannot be made private: ") + std::strerror(errno));
+    st.st_mode = (st.st_mode & ~07777) | 0700;
+  }
   if (st.st_mode & 077)
     refuse(dir, "has mode " + mode_text(st.st_mode) +
                     ": other users could read the keys and token kept there; run `chmod 700 " +

@@ -76,15 +76,26 @@ class DevStateTest(harness.TetherTest):
     # -- loose modes ---------------------------------------------------------------------------
 
     def test_state_dir_open_to_others_is_refused(self):
-        """An existing state directory with group or other permission bits: exit code 2,
-        with its path, its mode and `chmod 700` in the message."""
+        """An existing state directory with group or other permission bits and something in
+        it: exit code 2, with its path, its mode and `chmod 700` in the message."""
         for mode in (0o755, 0o770):
             with self.subTest(mode=oct(mode)):
                 d = self.path("state-%o" % mode)
                 os.mkdir(d)
+                with open(os.path.join(d, "notes"), "w") as f:
+                    f.write("kept here before\n")
                 os.chmod(d, mode)
                 self.expect_refused(d, d, "%o" % mode, "chmod 700",
                                     what="a state directory of mode %o" % mode)
+
+    def test_an_empty_state_dir_made_by_mkdir_is_made_private(self):
+        """`mkdir state` (0755 under the usual umask) before the first run: nothing is in it
+        to expose, so the server makes it 0700 and starts."""
+        d = self.path("made-by-mkdir")
+        os.mkdir(d)
+        os.chmod(d, 0o755)
+        self.start_dev(d).json_event("dev", timeout=15)
+        self.assertEqual(oct(mode_of(d)), oct(0o700))
 
     def test_key_or_token_open_to_others_is_refused(self):
         """A key or token file that group or others may read: exit code 2, with the file's
