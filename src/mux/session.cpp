@@ -861,7 +861,11 @@ void session::fail(asio::error_code why, std::string_view log_reason) {
   closed_signal_.notify();
   keepalive_timer_.cancel();
   // After a violation the writer loop closes the stream once the GOAWAY is out.
-  if (!goaway_then_close_ || !running_) stream_->close();
+  if (goaway_then_close_ && running_) return;
+  if (orderly_close_)
+    stream_->close_orderly();
+  else
+    stream_->close();
 }
 
 // ---- tunnel interface --------------------------------------------------------------------
@@ -918,7 +922,12 @@ asio::awaitable<asio::error_code> session::wait_ended() {
   co_return close_reason_;
 }
 
-void session::close() { fail(make_error_code(errc::session_lost), "closed locally"); }
+void session::close() {
+  // Our own decision, not a failure: the peer is told so (TLS close_notify), and logs "closed
+  // by the client" (or server) instead of an unexpected end.
+  orderly_close_ = true;
+  fail(make_error_code(errc::session_lost), "closed locally");
+}
 
 void session::goaway(errc reason, std::string_view message) {
   if (local_goaway_ || closed_) return;

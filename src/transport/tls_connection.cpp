@@ -158,6 +158,17 @@ tls_connection::tls_connection(asio::ip::tcp::socket socket, SSL* ssl)
 
 tls_connection::~tls_connection() = default;
 
+void tls_connection::close_orderly() noexcept {
+  if (!closed_ && !send_active_ && !shutdown_sent_ && !in_handshake_) {
+    shutdown_sent_ = true;
+    ERR_clear_error();
+    SSL_shutdown(ssl());  // close_notify joins what is staged
+    ERR_clear_error();
+    send_now_nonblocking();
+  }
+  close();
+}
+
 void tls_connection::close() noexcept {
   if (closed_) return;
   closed_ = true;
@@ -447,6 +458,8 @@ class tls_byte_stream final : public mux::byte_stream {
   asio::awaitable<void> shutdown() override { return tls_connection::shutdown(c_); }
 
   void close() override { c_->close(); }
+
+  void close_orderly() override { c_->close_orderly(); }
 
   std::string peer() const override { return c_->peer(); }
 

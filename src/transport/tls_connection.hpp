@@ -69,6 +69,9 @@ class tls_connection : public std::enable_shared_from_this<tls_connection> {
 
   /// Abortive: closes the socket; pending operations complete with operation_aborted.
   void close() noexcept;
+  /// close(), with close_notify sent first if the socket takes it now and no write is in
+  /// flight (its bytes and ours would interleave).
+  void close_orderly() noexcept;
 
  private:
   friend struct bio_access;

@@ -32,6 +32,10 @@ class byte_stream {
   /// Abortive close; pending operations complete with operation_aborted. Idempotent.
   virtual void close() = 0;
 
+  /// close(), after telling the peer that this is an end and not a loss (TLS close_notify)
+  /// when that can go out at once, without waiting: for a session its owner ends.
+  virtual void close_orderly() { close(); }
+
   /// "host:port" of the peer, for logs.
   virtual std::string peer() const = 0;
 };

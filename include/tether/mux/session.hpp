@@ -235,6 +235,7 @@ class session final : public tunnel, public std::enable_shared_from_this<session
   std::size_t datagram_queued_ = 0;  // the datagram_bytes of every stream
   async_signal reader_wake_;   // the output backlog shrank: the read loop may read again
   bool goaway_then_close_ = false;  // a violation: flush control frames, then close
+  bool orderly_close_ = false;      // close() was called: end with close_notify
   asio::awaitable<void> flush_goaway();
 
   // Receiving.
