@@ -256,7 +256,10 @@ void add_server_command(CLI::App& app, action& run) {
       ->capture_default_str();
   cmd->callback([f, &run] {
     if (!f->dev && f->config_file.empty())
-      throw CLI::RequiredError("tether server needs --config FILE or --dev");
+      throw CLI::RequiredError(
+          "tether server needs --config FILE (a server config) or --dev (a throwaway "
+          "development server)",
+          CLI::ExitCodes::RequiredError);
     run = [f] { return run_server(*f); };
   });
 }
