@@ -16,6 +16,7 @@
 #include "commands.hpp"
 #include "output.hpp"
 #include "tether/server/server.hpp"
+#include "tether/server/worker_pool.hpp"
 #include "tether/transport/dev_pki.hpp"
 #include "tether/transport/private_dir.hpp"
 #include "tether/transport/tls.hpp"
@@ -32,6 +33,7 @@ struct server_flags {
   std::string listen;
   std::vector<std::string> devices;  // ID=ADDRESS
   std::vector<std::string> dev_hosts;  // more names for the dev certificate
+  int workers = -1;                    // -1: the config's (default: one per CPU)
   bool print_fingerprint = false;
   bool json = false;
   std::string log_level = "info";
@@ -51,12 +53,18 @@ std::string dev_token(const fs::path& file) {
   return token;
 }
 
-// --listen overrides the config's address.
-void apply_listen_flag(server::server_config& config, const server_flags& f) {
+// --listen overrides the config's address, --workers its number of workers.
+void apply_flags(server::server_config& config, const server_flags& f) {
+  if (f.workers >= 0) config.workers = static_cast<std::uint32_t>(f.workers);
   if (f.listen.empty()) return;
   auto ep = server::parse_endpoint(f.listen);
   if (!ep) throw server::config_error("--listen: " + ep.message());
   config.listen = *ep;
+}
+
+// The workers a config asks for: 0 means one per CPU.
+std::size_t worker_count(const server::server_config& config) {
+  return config.workers != 0 ? config.workers : server::worker_pool::default_count();
 }
 
 // A host a client can be told to dial: not a wildcard address.
@@ -68,7 +76,7 @@ bool dialable(const std::string& host) {
 server::server_config dev_config(const server_flags& f, fs::path& ca, fs::path& token_file) {
   server::server_config c;
   c.listen = {"127.0.0.1", 7443};
-  apply_listen_flag(c, f);
+  apply_flags(c, f);
   // The certificate covers the address clients are told to dial, and any --dev-host.
   std::vector<std::string> names = f.dev_hosts;
   if (dialable(c.listen.host)) names.push_back(c.listen.host);
@@ -120,7 +128,7 @@ std::string dev_command(const server::server_config& c, const asio::ip::tcp::end
 // The config from --config as at startup.
 server::server_config load_config(const server_flags& f) {
   auto config = server::load_server_config(f.config_file);
-  apply_listen_flag(config, f);
+  apply_flags(config, f);
   return config;
 }
 
@@ -175,12 +183,16 @@ int run_server(const server_flags& f) {
     }
   }
 
-  asio::io_context io(1);
+  // Worker 0 is this thread: the signals, the acceptor and the server's control run here,
+  // beside the sessions it is given; the other workers have threads of their own.
+  server::worker_pool workers(worker_count(config));
+  auto& io = workers.context(0);
   // Signals are caught before the ready line is printed: a supervisor may stop us at once.
   asio::signal_set signals(io, SIGINT, SIGTERM);
   asio::signal_set hup(io, SIGHUP);
   asio::steady_timer last_resort(io);
-  server::server srv(io.get_executor(), config);
+  server::server srv(workers, config);
+  spdlog::info("{} workers{}", workers.size(), config.workers == 0 ? " (one per CPU)" : "");
   const auto bound = srv.listen();
   const std::string local = connect_host(bound) + ":" + std::to_string(bound.port());
   print_event(f.json, {{"event", "listening"}, {"proto", "tls"}, {"local", local}},
@@ -208,6 +220,7 @@ int run_server(const server_flags& f) {
     asio::co_spawn(io, srv.shutdown(), [&](std::exception_ptr) {
       signals.cancel();
       last_resort.cancel();
+      workers.release();  // each worker ends once the tasks of its sessions have ended
     });
     // A second signal cuts every session now. Their tasks still run to their end, so
     // nothing is destroyed under a pending operation; the timer is a last resort.
@@ -216,7 +229,7 @@ int run_server(const server_flags& f) {
       srv.abort();
       last_resort.expires_after(std::chrono::seconds(5));
       last_resort.async_wait([&](const asio::error_code& tec) {
-        if (!tec) io.stop();
+        if (!tec) workers.stop();
       });
     });
   });
@@ -224,7 +237,7 @@ int run_server(const server_flags& f) {
   asio::co_spawn(io, srv.run(), [](std::exception_ptr e) {
     if (e) std::rethrow_exception(e);
   });
-  io.run();
+  workers.run();
   return exit_ok;
 }
 
@@ -244,6 +257,10 @@ void add_server_command(CLI::App& app, action& run) {
   cmd->add_option("--listen", f->listen,
                   "Address to listen on, HOST:PORT (overrides the config; --dev default "
                   "127.0.0.1:7443)");
+  cmd->add_option("--workers", f->workers,
+                  "Event-loop threads to spread sessions over (0: one per CPU; overrides the "
+                  "config's `workers`; needs a restart to change)")
+      ->check(CLI::Range(0, static_cast<int>(server::max_workers)));
   cmd->add_option("--device", f->devices, "With --dev: a device ID=ADDRESS (repeatable)");
   cmd->add_option("--dev-host", f->dev_hosts,
                   "With --dev: one more host name or IP the dev certificate covers (repeatable; "

@@ -22,13 +22,14 @@ namespace fs = std::filesystem;
 constexpr std::size_t max_config_size = 4 * 1024 * 1024;  // far above any real config
 constexpr std::int64_t max_timeout_ms = 24LL * 3600 * 1000;
 
-constexpr std::array<std::string_view, 23> top_level_keys{"listen",
+constexpr std::array<std::string_view, 24> top_level_keys{"listen",
                                                           "cert",
                                                           "key",
                                                           "connect_timeout_ms",
                                                           "stream_window",
                                                           "session_window",
                                                           "max_streams_per_session",
+                                                          "workers",
                                                           "handshake_timeout_ms",
                                                           "grace_period_ms",
                                                           "keepalive_ms",
@@ -358,6 +359,8 @@ server_config parse_server_config(std::string_view toml_text, const fs::path& so
   }
   cfg.max_streams_per_session = static_cast<std::uint32_t>(get_int(
       c, root, "max_streams_per_session", cfg.max_streams_per_session, 1, max_streams_limit));
+  cfg.workers =
+      static_cast<std::uint32_t>(get_int(c, root, "workers", cfg.workers, 0, max_workers));
 
   auto& l = cfg.limits;
   auto count = [&](std::string_view name, std::uint32_t& field, std::int64_t lowest) {

@@ -1,12 +1,14 @@
 #pragma once
 // A warning that a flood could repeat thousands of times a second (a refused connection, a
 // failed accept) is logged at most once a second; the lines left out are counted and the
-// next line says how many.
+// next line says how many. Thread-safe: workers share one per kind of warning, so the
+// once-a-second bound holds for the whole server.
 
 #include <spdlog/spdlog.h>
 
 #include <chrono>
 #include <cstdint>
+#include <mutex>
 #include <string>
 
 namespace tether::server {
@@ -19,6 +21,7 @@ class rate_limited_log {
   template <typename... Args>
   void warn(spdlog::format_string_t<Args...> fmt, Args&&... args) {
     const auto now = std::chrono::steady_clock::now();
+    std::lock_guard lock(mutex_);
     if (logged_once_ && now - last_ < interval_) {
       ++suppressed_;
       return;
@@ -35,6 +38,7 @@ class rate_limited_log {
 
  private:
   std::chrono::milliseconds interval_;
+  std::mutex mutex_;
   std::chrono::steady_clock::time_point last_{};
   bool logged_once_ = false;
   std::uint64_t suppressed_ = 0;

@@ -1,3 +1,32 @@
+// The tunnel server, spread over the workers of a worker_pool.
+//
+// Who owns what (docs/THREADS.md tells the same for readers of the docs):
+//
+// - Worker 0 (the thread that calls worker_pool::run, where the signals are handled too)
+//   owns the acceptor, the trim and drain timers, and runs the server's own calls: listen,
+//   run, reload, shutdown, abort. It also serves sessions like any other worker.
+// - Each worker owns one `worker` below: the sessions it was given (each with its
+//   session_context, its streams, its dial queue), its UDP flows, its buffer pool and its
+//   router. Only that worker's thread touches them. Another thread that needs something
+//   done to them (reload, shutdown, abort) posts a task to the worker's executor.
+//   A session and its streams never move: the socket is accepted straight onto the
+//   session's worker, and everything the session makes (TLS, mux, device sockets, UDP flows,
+//   timers) uses that worker's executor.
+// - Shared by every thread, none of it on the data path:
+//   * `current`: what a reload replaces (config, resolved limits, credentials, registry,
+//     TLS context), an immutable snapshot swapped whole (snapshot.hpp). Readers keep the
+//     version they loaded for as long as they need a consistent view.
+//   * `books`: the counts the limits are checked against (pending handshakes, sessions and
+//     streams per source and credential, bad tokens per source), each check made together
+//     with its count under one small mutex (limit_books.hpp).
+//   * `counters`: atomics, and a mutex for the datagram totals (added as a flow ends).
+//   * `stopping`, `aborted`, `trim_scheduled`: atomic flags.
+//   * the rate-limited warnings (a mutex each) and spdlog's loggers (thread-safe).
+//   * `open_files`, `workers`, `control`: set at construction, read-only after.
+// - session_context::cred is the one thing a reload changes in a session: only the
+//   session's worker swaps it, in the task the reload posts there.
+// The bytes of a stream (mux session ⇄ relay ⇄ device socket) take no lock anywhere.
+
 #include "tether/server/server.hpp"
 
 #include <malloc.h>
@@ -5,19 +34,24 @@
 
 #include <asio/co_spawn.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
+#include <asio/post.hpp>
 #include <asio/steady_timer.hpp>
+#include <atomic>
 #include <deque>
 #include <list>
-#include <unordered_map>
+#include <mutex>
 #include <unordered_set>
 #include <vector>
 
 #include "rate_limited_log.hpp"
+#include "snapshot.hpp"
 #include "tether/mux/async_signal.hpp"
 #include "tether/mux/session.hpp"
 #include "tether/mux/use_tuple.hpp"
+#include "tether/server/limit_books.hpp"
 #include "tether/server/open_files.hpp"
 #include "tether/server/router.hpp"
+#include "tether/server/worker_pool.hpp"
 #include "tether/transport/tls.hpp"
 
 namespace tether::server {
@@ -30,25 +64,8 @@ using clock = std::chrono::steady_clock;
 // limit: the listener, sessions and pending handshakes need theirs too.
 constexpr std::uint64_t descriptors_kept_for_sessions = 1024;
 
-// Counts by key (a source address, a credential), dropping keys that fall to zero so the
-// maps hold only what is in use.
-class tally {
- public:
-  std::uint32_t operator[](const std::string& key) const {
-    const auto it = counts_.find(key);
-    return it == counts_.end() ? 0 : it->second;
-  }
-  void add(const std::string& key) { ++counts_[key]; }
-  void remove(const std::string& key) {
-    const auto it = counts_.find(key);
-    if (it != counts_.end() && --it->second == 0) counts_.erase(it);
-  }
-
- private:
-  std::unordered_map<std::string, std::uint32_t> counts_;
-};
-
-// Undoes a count when what took it ends; moved into the coroutine that owns the stream.
+// Undoes something when what took it ends; moved into the coroutine that owns it, so it
+// also runs when that coroutine's frame is destroyed without resuming (a stopped loop).
 class count_guard {
  public:
   explicit count_guard(std::function<void()> undo) : undo_(std::move(undo)) {}
@@ -63,19 +80,122 @@ class count_guard {
   std::function<void()> undo_;
 };
 
+// The server's counters, updated from every worker.
+struct shared_counters {
+  std::atomic<std::uint64_t> connections_refused{0};
+  std::atomic<std::uint64_t> sessions_accepted{0};
+  std::atomic<std::uint64_t> sessions_refused{0};
+  std::atomic<std::uint64_t> limit_refusals{0};
+  std::atomic<std::uint64_t> streams_opened{0};
+  std::atomic<std::uint64_t> streams_refused{0};
+  std::atomic<std::uint64_t> bytes_to_devices{0};
+  std::atomic<std::uint64_t> bytes_from_devices{0};
+
+  void add_datagrams(const relay::datagram_counters& d) {
+    std::lock_guard lock(datagrams_mutex_);
+    datagrams_ += d;
+  }
+
+  server_counters load() const {
+    server_counters c;
+    c.connections_refused = connections_refused;
+    c.sessions_accepted = sessions_accepted;
+    c.sessions_refused = sessions_refused;
+    c.limit_refusals = limit_refusals;
+    c.streams_opened = streams_opened;
+    c.streams_refused = streams_refused;
+    c.bytes_to_devices = bytes_to_devices;
+    c.bytes_from_devices = bytes_from_devices;
+    std::lock_guard lock(datagrams_mutex_);
+    c.datagrams = datagrams_;
+    return c;
+  }
+
+ private:
+  mutable std::mutex datagrams_mutex_;
+  relay::datagram_counters datagrams_;
+};
+
 }  // namespace
 
 struct server::impl : std::enable_shared_from_this<server::impl> {
-  impl(asio::any_io_executor ex, server_config c)
-      : executor(ex),
+  // What a reload replaces, whole. Immutable once made.
+  struct settings {
+    std::uint64_t generation = 0;  // one more at each reload
+    server_config config;
+    server_limits limits;  // config.limits with max_streams resolved
+    std::vector<std::shared_ptr<const credential>> credentials;
+    std::shared_ptr<const registry> devices;
+    std::shared_ptr<transport::tls_server_context> tls;  // shared: SSL_CTX is thread-safe
+
+    route_settings routing() const { return {config.connect_timeout, config.udp_idle_timeout}; }
+  };
+
+  // What the server knows of one session: set at the hello, read by its streams. Owned by
+  // the session's worker.
+  struct session_context {
+    // Shared with the reload's view: a reload that keeps the credential swaps in the new
+    // one (its ACL applies to the next streams); one that drops it ends the session.
+    std::shared_ptr<const credential> cred;
+    std::uint64_t generation = 0;  // of the settings the credential was taken from
+    bool counted = false;          // holds a place in the per-source/credential session counts
+    std::string peer;              // address:port, for logs
+    std::string source;            // address alone, for the per-source limits
+    std::uint32_t streams = 0;     // being dialed or relayed
+    // Dials in flight, at most max_pending_opens_per_session; the streams past it wait
+    // their turn here, in order, and are handed a slot as a dial ends.
+    std::uint32_t dialing = 0;
+    std::deque<std::shared_ptr<mux::async_signal>> dial_queue;
+    bool ended = false;  // the session is over: queued streams give up their turn
+  };
+
+  struct live_session {
+    std::shared_ptr<mux::session> session;
+    std::shared_ptr<session_context> ctx;
+  };
+
+  // One worker's share of the server; touched only on that worker's thread.
+  struct worker {
+    worker(asio::any_io_executor ex, std::size_t i, const settings& s)
+        : executor(ex), index(i), routes(ex, s.devices, pool, s.routing()) {}
+    asio::any_io_executor executor;
+    std::size_t index;
+    relay::buffer_pool pool;
+    router routes;
+    std::list<live_session> sessions;
+    // UDP flows being relayed: a graceful stop ends them at once, since a flow has no end
+    // of its own to wait for.
+    std::unordered_set<mux::channel*> udp_flows;
+  };
+
+  impl(worker_pool& pool, server_config c)
+      : workers_pool(pool),
+        control(pool.executor(0)),
         open_files(open_files_limit()),
-        config(std::move(c)),
-        limits(resolve_limits(config.limits)),
-        credentials(shared_credentials(config.credentials)),
-        tls(config.cert, config.key),
-        routes(ex, std::make_shared<const registry>(config.devices), pool,
-               {config.connect_timeout, config.udp_idle_timeout}),
-        acceptor(ex) {}
+        current(make_settings(std::move(c), 0)),
+        acceptor(control) {
+    const auto first = current.load();
+    for (std::size_t i = 0; i < pool.size(); ++i)
+      workers.push_back(std::make_unique<worker>(pool.executor(i), i, *first));
+  }
+
+  worker_pool& workers_pool;
+  asio::any_io_executor control;  // worker 0's
+  std::uint64_t open_files = 0;   // the soft limit the server runs with
+  snapshot<settings> current;
+  std::vector<std::unique_ptr<worker>> workers;
+  limit_books books;
+  shared_counters counters;
+  tcp::acceptor acceptor;
+  std::atomic<bool> stopping{false};
+  std::atomic<bool> aborted{false};
+  asio::steady_timer drain_timer{control};  // a graceful stop waits on it
+  asio::steady_timer trim_timer{control};
+  std::atomic<bool> trim_scheduled{false};
+  rate_limited_log connection_refusals;
+  rate_limited_log accept_failures;
+  rate_limited_log auth_refusals;
+  rate_limited_log datagram_drops{std::chrono::seconds(10)};
 
   // Raises the open-files limit once, at startup, and logs it.
   static std::uint64_t open_files_limit() {
@@ -86,6 +206,19 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     else
       spdlog::info("open files limit: {} (hard limit {})", files.now, files.hard);
     return files.now;
+  }
+
+  // Loads the certificate first: one that does not load throws before anything changes.
+  std::shared_ptr<const settings> make_settings(server_config c, std::uint64_t generation) const {
+    auto s = std::make_shared<settings>();
+    s->tls = std::make_shared<transport::tls_server_context>(c.cert, c.key);
+    s->generation = generation;
+    s->limits = resolve_limits(c.limits);
+    for (const auto& cred : c.credentials)
+      s->credentials.push_back(std::make_shared<const credential>(cred));
+    s->devices = std::make_shared<const registry>(c.devices);
+    s->config = std::move(c);
+    return s;
   }
 
   // The config's limits with max_streams = 0 replaced by what the open-files limit leaves
@@ -100,120 +233,63 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     return l;
   }
 
-  static std::vector<std::shared_ptr<const credential>> shared_credentials(
-      const std::vector<credential>& list) {
-    std::vector<std::shared_ptr<const credential>> out;
-    for (const auto& c : list) out.push_back(std::make_shared<const credential>(c));
-    return out;
-  }
-
-  // What the server knows of one session: set at the hello, read by its streams.
-  struct session_context {
-    // Shared with the server's list: a reload that keeps the credential swaps in the new
-    // one (its ACL applies to the next streams); one that drops it ends the session.
-    std::shared_ptr<const credential> cred;
-    std::string peer;    // address:port, for logs
-    std::string source;  // address alone, for the per-source limits
-    std::uint32_t streams = 0;  // being dialed or relayed
-    // Dials in flight, at most max_pending_opens_per_session; the streams past it wait
-    // their turn here, in order, and are handed a slot as a dial ends.
-    std::uint32_t dialing = 0;
-    std::deque<std::shared_ptr<mux::async_signal>> dial_queue;
-    bool ended = false;  // the session is over: queued streams give up their turn
-  };
-
-  asio::any_io_executor executor;
-  std::uint64_t open_files = 0;  // the soft limit the server runs with
-  server_config config;
-  server_limits limits;  // config.limits with max_streams resolved
-  std::vector<std::shared_ptr<const credential>> credentials;
-  transport::tls_server_context tls;
-  relay::buffer_pool pool;
-  router routes;
-  tcp::acceptor acceptor;
-  server_counters counters;
-  struct live_session {
-    std::shared_ptr<mux::session> session;
-    std::shared_ptr<session_context> ctx;
-  };
-  std::list<live_session> sessions;
-  // UDP flows being relayed: a graceful stop ends them at once, since a flow has no end of
-  // its own to wait for.
-  std::unordered_set<mux::channel*> udp_flows;
-  bool stopping = false;
-
-  // Limit bookkeeping.
-  std::uint32_t pending_handshakes = 0;
-  tally pending_by_source;
-  tally sessions_by_source;
-  tally sessions_by_credential;
-  tally streams_by_credential;
-  std::uint32_t streams = 0;
-  struct auth_failures {
-    std::uint32_t count = 0;
-    clock::time_point window_start;
-  };
-  std::unordered_map<std::string, auth_failures> auth_failures_by_source;
-  clock::time_point last_auth_prune;
-  asio::steady_timer trim_timer{executor};
-  bool trim_scheduled = false;
-  rate_limited_log connection_refusals;
-  rate_limited_log accept_failures;
-  rate_limited_log auth_refusals;
-  rate_limited_log datagram_drops{std::chrono::seconds(10)};
-
-  mux::session_settings session_settings() const {
-    mux::session_settings s;
-    s.stream_window = config.stream_window;
-    s.session_window = config.session_window;
+  static mux::session_settings session_settings(const settings& s) {
+    mux::session_settings m;
+    m.stream_window = s.config.stream_window;
+    m.session_window = s.config.session_window;
     // The server refuses past max_streams_per_session itself, naming the limit in its log;
     // the session's own bound is the backstop.
-    s.max_streams = config.max_streams_per_session + 1;
-    s.keepalive = config.keepalive;
-    s.handshake_timeout = config.handshake_timeout;
-    s.max_queued_bytes = limits.max_queued_bytes;
-    return s;
+    m.max_streams = s.config.max_streams_per_session + 1;
+    m.keepalive = s.config.keepalive;
+    m.handshake_timeout = s.config.handshake_timeout;
+    m.max_queued_bytes = s.limits.max_queued_bytes;
+    return m;
   }
 
   // Compares against every credential so the time taken does not say which one matched.
-  std::shared_ptr<const credential> authenticate(std::string_view token) const {
+  static std::shared_ptr<const credential> authenticate(const settings& s, std::string_view token) {
     std::shared_ptr<const credential> found;
-    for (const auto& c : credentials)
+    for (const auto& c : s.credentials)
       if (token_matches(token, c->token_sha256) && !found) found = c;
     return found;
   }
 
-  // ---- accepting ---------------------------------------------------------------------------
+  // ---- accepting (worker 0) ----------------------------------------------------------------
 
   asio::awaitable<void> accept_loop(std::shared_ptr<impl> self) {
+    // The worker the next connection goes to; a connection refused at once does not use
+    // up a turn.
+    auto* next = workers[workers_pool.next()].get();
     while (!stopping) {
-      auto [ec, sock] = co_await acceptor.async_accept(use_tuple);
+      // Accepted straight onto its worker's event loop: the socket never changes threads.
+      auto [ec, sock] = co_await acceptor.async_accept(next->executor, use_tuple);
       if (stopping) break;
       if (ec) {
         // Out of descriptors and the like: back off briefly instead of spinning.
         if (ec == asio::error::no_descriptors || ec == std::errc::too_many_files_open_in_system)
-          accept_failures.warn("accept failed: out of file descriptors (open files limit {}); "
-                               "new connections wait",
-                               open_files);
+          accept_failures.warn(
+              "accept failed: out of file descriptors (open files limit {}); "
+              "new connections wait",
+              open_files);
         else
           accept_failures.warn("accept failed: {}", ec.message());
-        asio::steady_timer pause(executor, std::chrono::milliseconds(100));
+        asio::steady_timer pause(control, std::chrono::milliseconds(100));
         co_await pause.async_wait(use_tuple);
         continue;
       }
       asio::error_code ignored;
       const auto remote = sock.remote_endpoint(ignored);
       std::string source = remote.address().to_string();
-      if (const auto limit = admission_refusal(source); !limit.empty()) {
+      if (const auto limit = books.begin_handshake(source, current.load()->limits);
+          !limit.empty()) {
         ++counters.connections_refused;
         connection_refusals.warn("connection from {} refused: {}", source, limit);
         sock.close(ignored);
         continue;
       }
-      ++pending_handshakes;
-      pending_by_source.add(source);
       std::string peer = source + ":" + std::to_string(remote.port());
-      asio::co_spawn(executor, serve(self, std::move(sock), std::move(source), std::move(peer)),
+      asio::co_spawn(next->executor,
+                     serve(self, *next, std::move(sock), std::move(source), std::move(peer)),
                      [](std::exception_ptr e) {
                        if (!e) return;
                        try {
@@ -222,54 +298,11 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
                          spdlog::error("session ended by an unexpected error: {}", x.what());
                        }
                      });
+      next = workers[workers_pool.next()].get();
     }
   }
 
-  // Why a new connection from `source` may not even start a handshake, or empty. The
-  // words name the limit as it is spelt in the config.
-  std::string admission_refusal(const std::string& source) {
-    if (auth_blocked(source))
-      return "max_auth_failures_per_source (" +
-             std::to_string(limits.max_auth_failures_per_source) + " within " +
-             std::to_string(limits.auth_failure_window.count()) + " ms) reached";
-    if (pending_handshakes >= limits.max_pending_handshakes)
-      return "max_pending_handshakes (" + std::to_string(limits.max_pending_handshakes) +
-             ") reached";
-    if (pending_by_source[source] >= limits.max_pending_handshakes_per_source)
-      return "max_pending_handshakes_per_source (" +
-             std::to_string(limits.max_pending_handshakes_per_source) + ") reached";
-    return {};
-  }
-
-  bool auth_blocked(const std::string& source) {
-    const auto it = auth_failures_by_source.find(source);
-    if (it == auth_failures_by_source.end()) return false;
-    if (clock::now() - it->second.window_start >= limits.auth_failure_window) {
-      auth_failures_by_source.erase(it);
-      return false;
-    }
-    return it->second.count >= limits.max_auth_failures_per_source;
-  }
-
-  // Bad tokens are counted per source in a table of bounded size: a spray from many
-  // addresses first makes room by forgetting expired entries (at most once a second, the
-  // scan is linear), and past that is not counted rather than growing the table.
-  void note_auth_failure(const std::string& source) {
-    constexpr std::size_t max_sources = 100'000;
-    const auto now = clock::now();
-    if (auth_failures_by_source.size() >= max_sources &&
-        !auth_failures_by_source.contains(source)) {
-      if (now - last_auth_prune < std::chrono::seconds(1)) return;
-      last_auth_prune = now;
-      std::erase_if(auth_failures_by_source, [&](const auto& kv) {
-        return now - kv.second.window_start >= limits.auth_failure_window;
-      });
-      if (auth_failures_by_source.size() >= max_sources) return;
-    }
-    auto& f = auth_failures_by_source[source];
-    if (f.count == 0 || now - f.window_start >= limits.auth_failure_window) f = {0, now};
-    ++f.count;
-  }
+  // ---- a session (on its worker) -----------------------------------------------------------
 
   // Ends the "pending handshake" of one connection, whatever way the handshake ends.
   struct pending_handshake {
@@ -278,61 +311,69 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     bool done = false;
     void finish() {
       if (std::exchange(done, true)) return;
-      --s.pending_handshakes;
-      s.pending_by_source.remove(source);
+      s.books.end_handshake(source);
       s.schedule_trim();
     }
     ~pending_handshake() { finish(); }
   };
 
-  asio::awaitable<void> serve(std::shared_ptr<impl> self, tcp::socket socket, std::string source,
-                              std::string peer) {
+  asio::awaitable<void> serve(std::shared_ptr<impl> self, worker& w, tcp::socket socket,
+                              std::string source, std::string peer) {
     pending_handshake pending{*this, source};
+    // The settings as they are now decide this handshake, whatever a reload does meanwhile.
+    auto s = current.load();
+    const auto handshake_timeout = s->config.handshake_timeout;
     // No TLS state until the client speaks: a connection that stays silent costs its
     // socket and this frame, not an SSL object and its buffers.
     const auto started = clock::now();
     {
       using namespace asio::experimental::awaitable_operators;
-      asio::steady_timer deadline(executor, config.handshake_timeout);
+      asio::steady_timer deadline(w.executor, handshake_timeout);
       const auto woke = co_await (socket.async_wait(tcp::socket::wait_read, use_tuple) ||
                                   deadline.async_wait(use_tuple));
       if (woke.index() == 1) {
         ++counters.sessions_refused;
         spdlog::info("connection from {} dropped: nothing sent within {} ms", peer,
-                     config.handshake_timeout.count());
+                     handshake_timeout.count());
         co_return;
       }
     }
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        config.handshake_timeout - (clock::now() - started));
+        handshake_timeout - (clock::now() - started));
     auto [ec, stream] = co_await transport::accept_tls(
-        tls, std::move(socket), std::max(left, std::chrono::milliseconds(1)));
+        *s->tls, std::move(socket), std::max(left, std::chrono::milliseconds(1)));
     if (ec) {
       ++counters.sessions_refused;
       if (ec == asio::error::timed_out)
         spdlog::info("connection from {} dropped: TLS handshake not done within {} ms", peer,
-                     config.handshake_timeout.count());
+                     handshake_timeout.count());
       else
         spdlog::info("connection from {} dropped: {}", peer, transport::describe_tls_error(ec));
       co_return;
     }
-    auto session = mux::session::make(std::move(stream), session_settings());
+    auto session = mux::session::make(std::move(stream), session_settings(*s));
+    s.reset();  // a long session must not keep an old config (and its TLS context) alive
     auto ctx = std::make_shared<session_context>();
     ctx->peer = peer;
     ctx->source = source;
-    auto on_open = [self, ctx](mux::incoming_stream in) {
-      self->open_stream(self, std::move(in), ctx);
+    auto on_open = [self, wp = &w, ctx](mux::incoming_stream in) {
+      self->open_stream(*wp, std::move(in), ctx);
     };
     auto auth = [this, ctx](wire::role role, std::string_view token, std::string& why) {
       return admit(role, token, *ctx, why);
     };
     const auto sec = co_await session->start_server(auth, on_open);
     pending.finish();
+    // The session's place in the per-source and per-credential counts, taken by admit().
+    count_guard counted(ctx->counted ? std::function<void()>([this, ctx] {
+      books.end_session(ctx->source, ctx->cred->name);
+    })
+                                     : nullptr);
     if (sec) {
       ++counters.sessions_refused;
       if (sec == errc::timed_out)
         spdlog::info("session from {} refused: no HELLO within {} ms", peer,
-                     config.handshake_timeout.count());
+                     handshake_timeout.count());
       else if (!session->refusal().empty())
         spdlog::warn("session from {} refused: {}", peer, session->refusal());
       else
@@ -340,11 +381,16 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
       co_return;
     }
     ++counters.sessions_accepted;
-    sessions_by_source.add(source);
-    sessions_by_credential.add(ctx->cred->name);
-    spdlog::info("session from {} up, credential '{}'", peer, ctx->cred->name);
-    auto it = sessions.insert(sessions.end(), live_session{session, ctx});
-    if (stopping) session->goaway(errc::going_away, "server is shutting down");
+    spdlog::info("session from {} up, credential '{}', worker {}", peer, ctx->cred->name, w.index);
+    const auto it = w.sessions.insert(w.sessions.end(), live_session{session, ctx});
+    count_guard listed([&w, it] { w.sessions.erase(it); });
+    // A reload, a stop or an abort that came between the hello and here has already been
+    // applied to the sessions listed on this worker: this one catches up by itself.
+    if (const auto now = current.load(); now->generation != ctx->generation) keep_or_end(*it, *now);
+    if (aborted)
+      session->close();
+    else if (stopping)
+      session->goaway(errc::going_away, "server is shutting down");
     const auto up_since = clock::now();
     const auto why = co_await session->wait_ended();
     ctx->ended = true;
@@ -355,10 +401,33 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
       ++ctx->dialing;
       first->notify();
     }
-    sessions.erase(it);
-    sessions_by_source.remove(source);
-    sessions_by_credential.remove(ctx->cred->name);
+    listed.release();
+    counted.release();
     schedule_trim();
+  }
+
+  // Decides on a HELLO: the token, then the session limits. On errc::ok the session holds
+  // a place in the counts (ctx.counted).
+  errc admit(wire::role role, std::string_view token, session_context& ctx, std::string& why) {
+    if (role != wire::role::client) {
+      why = "this server does not accept agent sessions";
+      return errc::unsupported;
+    }
+    const auto s = current.load();
+    ctx.generation = s->generation;
+    ctx.cred = authenticate(*s, token);
+    if (!ctx.cred) {
+      books.note_auth_failure(ctx.source, s->limits);
+      auth_refusals.warn("bad token from {}", ctx.peer);
+      return errc::bad_token;
+    }
+    if (auto limit = books.begin_session(ctx.source, ctx.cred->name, s->limits); !limit.empty()) {
+      ++counters.limit_refusals;
+      why = std::move(limit);
+      return errc::limit_reached;
+    }
+    ctx.counted = true;
+    return errc::ok;
   }
 
   // The audit trail: one line per session, at its end. Never a token.
@@ -367,55 +436,35 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     const auto& n = session.counters();
     const auto how = why == errc::session_lost ? session.end_reason()
                                                : why.message() + " (" + session.end_reason() + ")";
-    spdlog::info("session from {} ended after {:.1f} s, credential '{}': {}; {} streams, {} "
-                 "bytes from the client, {} to it",
-                 ctx.peer, std::chrono::duration<double>(lasted).count(), ctx.cred->name, how,
-                 n.streams_opened, n.bytes_in, n.bytes_out);
+    spdlog::info(
+        "session from {} ended after {:.1f} s, credential '{}': {}; {} streams, {} "
+        "bytes from the client, {} to it",
+        ctx.peer, std::chrono::duration<double>(lasted).count(), ctx.cred->name, how,
+        n.streams_opened, n.bytes_in, n.bytes_out);
   }
 
   // After connections leave, the memory they used goes back to the system, not only to the
   // allocator: a burst of thousands of clients must not leave the server big for good. At
-  // most once every few seconds, and never on the path of a live stream.
+  // most once every few seconds, and never on the path of a live stream. malloc_trim(0)
+  // trims every thread's arena, so one timer (on worker 0) serves all workers.
   void schedule_trim() {
 #ifdef __GLIBC__
-    if (trim_scheduled || stopping) return;
-    trim_scheduled = true;
-    trim_timer.expires_after(std::chrono::seconds(2));
-    trim_timer.async_wait([self = shared_from_this()](const asio::error_code& ec) {
-      self->trim_scheduled = false;
-      if (!ec) malloc_trim(0);
+    if (stopping || trim_scheduled.exchange(true)) return;
+    asio::post(control, [self = shared_from_this()] {
+      if (self->stopping) {  // abort() has cancelled the timer for good
+        self->trim_scheduled = false;
+        return;
+      }
+      self->trim_timer.expires_after(std::chrono::seconds(2));
+      self->trim_timer.async_wait([self](const asio::error_code& ec) {
+        self->trim_scheduled = false;
+        if (!ec) malloc_trim(0);
+      });
     });
 #endif
   }
 
-  // Decides on a HELLO: the token, then the session limits.
-  errc admit(wire::role role, std::string_view token, session_context& ctx, std::string& why) {
-    if (role != wire::role::client) {
-      why = "this server does not accept agent sessions";
-      return errc::unsupported;
-    }
-    ctx.cred = authenticate(token);
-    if (!ctx.cred) {
-      note_auth_failure(ctx.source);
-      auth_refusals.warn("bad token from {}", ctx.peer);
-      return errc::bad_token;
-    }
-    if (sessions_by_credential[ctx.cred->name] >= limits.max_sessions_per_credential) {
-      ++counters.limit_refusals;
-      why = "max_sessions_per_credential (" + std::to_string(limits.max_sessions_per_credential) +
-            ") reached for credential '" + ctx.cred->name + "'";
-      return errc::limit_reached;
-    }
-    if (sessions_by_source[ctx.source] >= limits.max_sessions_per_source) {
-      ++counters.limit_refusals;
-      why = "max_sessions_per_source (" + std::to_string(limits.max_sessions_per_source) +
-            ") reached for " + ctx.source;
-      return errc::limit_reached;
-    }
-    return errc::ok;
-  }
-
-  // ---- streams -----------------------------------------------------------------------------
+  // ---- streams (on the session's worker) ---------------------------------------------------
 
   void refuse(mux::incoming_stream& in, const session_context& ctx, errc why,
               const std::string& message, const std::string& detail_for_log = {}) {
@@ -426,55 +475,53 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     in.refuse(why, message);
   }
 
-  // Why the server cannot take one more stream for `ctx`, naming the limit, or empty.
-  std::string stream_limit_refusal(const session_context& ctx) const {
-    if (ctx.streams >= config.max_streams_per_session)
-      return "max_streams_per_session (" + std::to_string(config.max_streams_per_session) +
-             ") reached";
-    if (streams >= limits.max_streams)
-      return "max_streams (" + std::to_string(limits.max_streams) + ") reached on the server";
-    if (streams_by_credential[ctx.cred->name] >= limits.max_streams_per_credential)
-      return "max_streams_per_credential (" + std::to_string(limits.max_streams_per_credential) +
-             ") reached for credential '" + ctx.cred->name + "'";
-    return {};
-  }
-
   // A stream the client opens: routed (the credential's ACL, the registry), checked
   // against the limits, and refused at once, or handed to a coroutine that connects its
   // upstream and relays.
-  void open_stream(const std::shared_ptr<impl>& self, mux::incoming_stream in,
+  void open_stream(worker& w, mux::incoming_stream in,
                    const std::shared_ptr<session_context>& ctx) {
-    auto route = routes.route(in.target(), *ctx->cred);
+    auto route = w.routes.route(in.target(), *ctx->cred);
     if (!route) {
       refuse(in, *ctx, route.code(), route.message());
       return;
     }
-    if (auto limit = stream_limit_refusal(*ctx); !limit.empty()) {
+    const auto s = current.load();
+    if (ctx->streams >= s->config.max_streams_per_session) {
       ++counters.limit_refusals;
-      const bool per_session = ctx->streams >= config.max_streams_per_session;
-      refuse(in, *ctx, per_session ? errc::too_many_streams : errc::limit_reached, limit);
+      refuse(in, *ctx, errc::too_many_streams,
+             "max_streams_per_session (" + std::to_string(s->config.max_streams_per_session) +
+                 ") reached");
       return;
     }
     // Counted now, not when the coroutine starts: the other OPENs of the same read are
     // handled before it does.
-    ++streams;
+    if (auto limit = books.begin_stream(ctx->cred->name, s->limits); !limit.empty()) {
+      ++counters.limit_refusals;
+      refuse(in, *ctx, errc::limit_reached, limit);
+      return;
+    }
     ++ctx->streams;
-    streams_by_credential.add(ctx->cred->name);
-    count_guard slot([this, ctx] {
-      --streams;
+    count_guard slot([this, ctx, name = ctx->cred->name] {
       --ctx->streams;
-      streams_by_credential.remove(ctx->cred->name);
+      stream_ended(name);
     });
-    asio::co_spawn(executor,
-                   relay_stream(self, std::move(slot), std::move(in), std::move(*route), ctx),
-                   [](std::exception_ptr e) {
-                     if (e) spdlog::error("stream handler failed unexpectedly");
-                   });
+    asio::co_spawn(
+        w.executor,
+        relay_stream(shared_from_this(), w, std::move(slot), std::move(in), std::move(*route), ctx),
+        [](std::exception_ptr e) {
+          if (e) spdlog::error("stream handler failed unexpectedly");
+        });
+  }
+
+  // A graceful stop waits for the last stream: the one that ends it wakes the stop.
+  void stream_ended(const std::string& credential) {
+    if (books.end_stream(credential) == 0 && stopping)
+      asio::post(control, [self = shared_from_this()] { self->drain_timer.cancel(); });
   }
 
   // Connects the upstream and relays. This frame lives as long as the stream. `slot`
   // holds the stream's place in the counts.
-  asio::awaitable<void> relay_stream([[maybe_unused]] std::shared_ptr<impl> self,
+  asio::awaitable<void> relay_stream([[maybe_unused]] std::shared_ptr<impl> self, worker& w,
                                      [[maybe_unused]] count_guard slot, mux::incoming_stream in,
                                      std::unique_ptr<upstream> up,
                                      std::shared_ptr<session_context> ctx) {
@@ -491,9 +538,9 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     spdlog::debug("stream {}:{}/{} open for '{}'", t.device, t.port, udp ? "udp" : "tcp",
                   ctx->cred->name);
     auto ch = in.accept();
-    if (udp) udp_flows.insert(ch.get());
+    if (udp) w.udp_flows.insert(ch.get());
     const auto r = co_await up->relay(*ch);
-    if (udp) udp_flows.erase(ch.get());
+    if (udp) w.udp_flows.erase(ch.get());
     counters.bytes_to_devices += r.bytes_to_device;
     counters.bytes_from_devices += r.bytes_from_device;
     if (!udp) {
@@ -502,25 +549,25 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
                     r.error ? r.error.message() : "");
       co_return;
     }
-    counters.datagrams += r.datagrams;
+    counters.add_datagrams(r.datagrams);
     const auto drops = r.datagrams.drop_summary();
     spdlog::debug("flow {}:{}/udp for '{}' ended ({}): {} datagrams to device, {} from it{}{}",
                   t.device, t.port, ctx->cred->name, r.error ? r.error.message() : "closed",
                   r.datagrams.from_channel, r.datagrams.to_channel, drops.empty() ? "" : "; ",
                   drops);
     if (r.error == errc::refused)
-      spdlog::info("flow {}:{}/udp for '{}' ended: the device port is unreachable (ICMP)",
-                   t.device, t.port, ctx->cred->name);
+      spdlog::info("flow {}:{}/udp for '{}' ended: the device port is unreachable (ICMP)", t.device,
+                   t.port, ctx->cred->name);
     if (!drops.empty())
-      datagram_drops.warn("flow {}:{}/udp for '{}': {}", t.device, t.port, ctx->cred->name,
-                          drops);
+      datagram_drops.warn("flow {}:{}/udp for '{}': {}", t.device, t.port, ctx->cred->name, drops);
   }
 
   // A burst of OPENs (a client accepting a thousand connections at once) is not refused:
   // past max_pending_opens_per_session its streams wait, in order, for a dial to end.
   // False if the session ended meanwhile.
   asio::awaitable<bool> take_dial_turn(session_context& ctx) {
-    if (ctx.dialing < limits.max_pending_opens_per_session && ctx.dial_queue.empty()) {
+    if (ctx.dialing < current.load()->limits.max_pending_opens_per_session &&
+        ctx.dial_queue.empty()) {
       ++ctx.dialing;
       co_return true;
     }
@@ -542,110 +589,139 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     next->notify();
   }
 
-  // ---- reloading ---------------------------------------------------------------------------
+  // ---- reloading (worker 0, then each worker) ----------------------------------------------
 
   std::vector<std::string> reload(server_config next) {
     std::vector<std::string> notes;
-    // Loaded first: a certificate that does not load leaves everything as it was.
-    transport::tls_server_context next_tls(next.cert, next.key);
-    if (next.listen.text() != config.listen.text()) {
-      notes.push_back("listen changed from " + config.listen.text() + " to " +
+    const auto old = current.load();
+    if (next.listen.text() != old->config.listen.text()) {
+      notes.push_back("listen changed from " + old->config.listen.text() + " to " +
                       next.listen.text() + ": it takes effect when the server is restarted");
-      next.listen = config.listen;
+      next.listen = old->config.listen;
     }
-    tls = std::move(next_tls);
-    limits = resolve_limits(next.limits);
-    credentials = shared_credentials(next.credentials);
-    routes.update(std::make_shared<const registry>(next.devices),
-                  {next.connect_timeout, next.udp_idle_timeout});
-    config = std::move(next);
-
-    // Sessions keep their credential if it is still there with the same token; its new ACL
-    // applies to their next streams. The others end now, with the reason.
-    auto live = sessions;  // terminating one erases it from the list later
-    for (auto& [session, ctx] : live) {
-      std::shared_ptr<const credential> same;
-      for (const auto& c : credentials)
-        if (c->name == ctx->cred->name && c->token_sha256 == ctx->cred->token_sha256) same = c;
-      if (same) {
-        ctx->cred = std::move(same);
-        continue;
-      }
-      spdlog::info("session from {} closed: credential '{}' was removed or its token changed",
-                   ctx->peer, ctx->cred->name);
-      session->terminate(errc::bad_token, "credential '" + ctx->cred->name +
-                                              "' is no longer accepted by the server");
+    const std::size_t wanted = next.workers != 0 ? next.workers : worker_pool::default_count();
+    if (wanted != workers.size()) {
+      notes.push_back("workers changed from " + std::to_string(workers.size()) + " to " +
+                      std::to_string(wanted) + ": it takes effect when the server is restarted");
     }
-    notes.push_back(std::to_string(credentials.size()) + " credentials, " +
-                    std::to_string(config.devices.size()) + " devices");
+    next.workers = old->config.workers;
+    const auto s = make_settings(std::move(next), old->generation + 1);  // may throw
+    current.store(s);
+    // Each worker updates its router and its own sessions; a session that comes up on it
+    // later sees the new settings by itself (serve()).
+    for (auto& w : workers) {
+      asio::post(w->executor, [self = shared_from_this(), wp = w.get(), s] {
+        wp->routes.update(s->devices, s->routing());
+        auto live = wp->sessions;  // terminating one erases it from the list later
+        for (auto& l : live) self->keep_or_end(l, *s);
+      });
+    }
+    notes.push_back(std::to_string(s->credentials.size()) + " credentials, " +
+                    std::to_string(s->config.devices.size()) + " devices, " +
+                    std::to_string(workers.size()) + " workers");
     return notes;
   }
 
-  // ---- stopping ----------------------------------------------------------------------------
+  // A session keeps its credential if it is still there with the same token; its new ACL
+  // applies to its next streams. Otherwise it ends now, with the reason. On its worker.
+  static void keep_or_end(live_session& l, const settings& s) {
+    auto& ctx = *l.ctx;
+    ctx.generation = s.generation;
+    for (const auto& c : s.credentials) {
+      if (c->name == ctx.cred->name && c->token_sha256 == ctx.cred->token_sha256) {
+        ctx.cred = c;
+        return;
+      }
+    }
+    spdlog::info("session from {} closed: credential '{}' was removed or its token changed",
+                 ctx.peer, ctx.cred->name);
+    l.session->terminate(errc::bad_token,
+                         "credential '" + ctx.cred->name + "' is no longer accepted by the server");
+  }
+
+  // ---- stopping (worker 0, then each worker) -----------------------------------------------
 
   asio::awaitable<void> shutdown([[maybe_unused]] std::shared_ptr<impl> self) {
     stopping = true;
     asio::error_code ignored;
     acceptor.close(ignored);
-    for (auto& live : sessions) live.session->goaway(errc::going_away, "server is shutting down");
-    const auto flows = udp_flows;  // a reset flow leaves the set as its relay ends
-    for (auto* flow : flows) flow->reset(errc::going_away);
-    const auto deadline = clock::now() + config.grace_period;
-    asio::steady_timer tick(executor);
-    auto busy = [&] {
-      for (auto& live : sessions)
-        if (live.session->stream_count() > 0) return true;
-      return false;
-    };
-    while (busy() && clock::now() < deadline) {
-      tick.expires_after(std::chrono::milliseconds(50));
-      co_await tick.async_wait(use_tuple);
+    for_each_worker([](worker& w) {
+      for (auto& l : w.sessions) l.session->goaway(errc::going_away, "server is shutting down");
+      const auto flows = w.udp_flows;  // a reset flow leaves the set as its relay ends
+      for (auto* flow : flows) flow->reset(errc::going_away);
+    });
+    // The last stream to end cancels the timer (stream_ended); `stopping` is set before
+    // the count is read, so either this sees no stream or that stream sees `stopping`.
+    const auto deadline = clock::now() + current.load()->config.grace_period;
+    while (!aborted && books.streams() > 0 && clock::now() < deadline) {
+      drain_timer.expires_at(deadline);
+      co_await drain_timer.async_wait(use_tuple);
     }
     abort();
+    const auto c = counters.load();
     spdlog::info(
         "server stopped: {} sessions served, {} streams, {} bytes to devices, {} from them",
-        counters.sessions_accepted, counters.streams_opened, counters.bytes_to_devices,
-        counters.bytes_from_devices);
+        c.sessions_accepted, c.streams_opened, c.bytes_to_devices, c.bytes_from_devices);
   }
 
   void abort() {
     stopping = true;
+    aborted = true;
     trim_timer.cancel();
+    drain_timer.cancel();
     asio::error_code ignored;
     acceptor.close(ignored);
-    auto open = sessions;  // closing one erases it from the list later
-    for (auto& live : open) live.session->close();
+    for_each_worker([](worker& w) {
+      auto open = w.sessions;  // closing one erases it from the list later
+      for (auto& l : open) l.session->close();
+    });
+  }
+
+  // Runs `f` on every worker, each on its own thread, soon (posted).
+  template <typename F>
+  void for_each_worker(F f) {
+    for (auto& w : workers)
+      asio::post(w->executor, [self = shared_from_this(), wp = w.get(), f] { f(*wp); });
   }
 };
 
-server::server(asio::any_io_executor ex, server_config config)
-    : impl_(std::make_shared<impl>(ex, std::move(config))) {}
+server::server(worker_pool& workers, server_config config)
+    : impl_(std::make_shared<impl>(workers, std::move(config))) {}
 
 server::~server() = default;
 
-const server_counters& server::counters() const noexcept { return impl_->counters; }
+server_counters server::counters() const noexcept {
+  return impl_->counters.load();
+}
 
 tcp::endpoint server::listen() {
-  auto& c = impl_->config;
-  tcp::resolver resolver(impl_->executor);
-  const auto results = resolver.resolve(c.listen.host, std::to_string(c.listen.port),
-                                        tcp::resolver::passive);
+  const auto s = impl_->current.load();
+  const auto& where = s->config.listen;
+  tcp::resolver resolver(impl_->control);
+  const auto results =
+      resolver.resolve(where.host, std::to_string(where.port), tcp::resolver::passive);
   const tcp::endpoint ep = *results.begin();
   auto& a = impl_->acceptor;
   a.open(ep.protocol());
   a.set_option(tcp::acceptor::reuse_address(true));
   asio::error_code ec;
   a.bind(ep, ec);
-  if (ec) throw std::system_error(ec, "cannot listen on " + c.listen.text());
+  if (ec) throw std::system_error(ec, "cannot listen on " + where.text());
   a.listen(asio::socket_base::max_listen_connections);
   return a.local_endpoint();
 }
 
-asio::awaitable<void> server::run() { return impl_->accept_loop(impl_); }
+asio::awaitable<void> server::run() {
+  return impl_->accept_loop(impl_);
+}
 
-asio::awaitable<void> server::shutdown() { return impl_->shutdown(impl_); }
+asio::awaitable<void> server::shutdown() {
+  return impl_->shutdown(impl_);
+}
 
-void server::abort() { impl_->abort(); }
+void server::abort() {
+  impl_->abort();
+}
 
 std::vector<std::string> server::reload(server_config next) {
   return impl_->reload(std::move(next));

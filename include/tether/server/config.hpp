@@ -69,6 +69,8 @@ struct server_config {
   std::uint32_t stream_window = 2 * 1024 * 1024;
   std::uint32_t session_window = 16 * 1024 * 1024;
   std::uint32_t max_streams_per_session = 10000;
+  // Event-loop threads the sessions are spread over; 0: one per CPU. Read at startup only.
+  std::uint32_t workers = 0;
   server_limits limits;
 };
 
@@ -76,6 +78,7 @@ struct server_config {
 inline constexpr std::uint32_t min_window = 64 * 1024;
 inline constexpr std::uint32_t max_window = 1024 * 1024 * 1024;
 inline constexpr std::uint32_t max_streams_limit = 1'000'000;
+inline constexpr std::uint32_t max_workers = 1024;
 
 /// Parses and validates a config held in memory. `source` names it in messages, and
 /// relative cert/key paths are resolved against its directory (lexically: the files need

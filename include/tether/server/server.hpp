@@ -1,6 +1,11 @@
 #pragma once
 // The tunnel endpoint: accepts TLS sessions, authenticates them, checks every stream against
 // the credential's ACL, dials the device and relays. Logs; never prints.
+//
+// Threads: the server spreads its sessions over the workers of a worker_pool, one worker
+// per session for its whole life. Its own calls (listen, run, shutdown, reload, abort) are
+// made on worker 0, the thread that also runs the acceptor; counters() from any thread.
+// src/server/server.cpp says who owns which piece of state.
 
 #include <asio/any_io_executor.hpp>
 #include <asio/awaitable.hpp>
@@ -14,6 +19,10 @@
 
 namespace tether::server {
 
+class worker_pool;
+
+/// A snapshot of the server's counters (they are kept as atomics and may move on while
+/// this is read).
 struct server_counters {
   std::uint64_t connections_refused = 0;  // closed at accept: a pending-handshake limit
   std::uint64_t sessions_accepted = 0;
@@ -28,8 +37,10 @@ struct server_counters {
 
 class server {
  public:
-  /// Loads the certificate and key (throws std::runtime_error naming the file).
-  server(asio::any_io_executor ex, server_config config);
+  /// Loads the certificate and key (throws std::runtime_error naming the file). Sessions
+  /// go to the workers of `workers` in turn; the acceptor lives on worker 0. `workers`
+  /// must outlive the server (its event loops own the server's pending tasks).
+  server(worker_pool& workers, server_config config);
   ~server();
   server(const server&) = delete;
   server& operator=(const server&) = delete;
@@ -41,23 +52,28 @@ class server {
   /// Accepts sessions until shutdown(). Completes when the listener is closed.
   asio::awaitable<void> run();
 
-  /// Graceful stop: no new sessions, GOAWAY to every session, streams may finish for the
-  /// grace period, then every session is closed.
+  /// Graceful stop: no new sessions, GOAWAY to every session on every worker, streams may
+  /// finish for the grace period (the wait ends as soon as the last one does), then every
+  /// session is closed. Completes when the sessions have been told to close; their tasks
+  /// end on their workers soon after.
   asio::awaitable<void> shutdown();
 
   /// Applies a new config to the running server (SIGHUP). Credentials, devices, limits,
   /// timeouts and windows apply to what starts from now on; a session whose credential is
   /// gone or whose token changed is ended with a reason; the certificate and key are loaded
-  /// again. The listen address needs a restart: it is kept, and said so in the returned
-  /// lines (for the log), with a summary of what is now in force. Throws
-  /// std::runtime_error, changing nothing, when the certificate or key cannot be loaded.
+  /// again. The listen address and the number of workers need a restart: they are kept,
+  /// and said so in the returned lines (for the log), with a summary of what is now in
+  /// force. Each worker applies the change to its own sessions, soon after this returns.
+  /// Throws std::runtime_error, changing nothing, when the certificate or key cannot be
+  /// loaded.
   std::vector<std::string> reload(server_config next);
 
-  /// Immediate stop: the listener and every session close now; their tasks end with errors
-  /// as the event loop runs on.
+  /// Immediate stop: the listener closes now and every session on every worker is closed
+  /// (posted to its worker); their tasks end with errors as the event loops run on.
   void abort();
 
-  const server_counters& counters() const noexcept;
+  /// Thread-safe.
+  server_counters counters() const noexcept;
 
  private:
   // Shared with every task the server runs, which keep it alive: a task still pending when

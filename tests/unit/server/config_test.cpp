@@ -316,6 +316,17 @@ TEST(ServerConfig, NumericBounds) {
             1073741824u);
 }
 
+TEST(ServerConfig, Workers) {
+  EXPECT_EQ(parse_server_config(minimal(), "s.toml").workers, 0u);  // one per CPU
+  EXPECT_EQ(parse_server_config(top("workers = 8\n"), "s.toml").workers, 8u);
+  EXPECT_EQ(parse_server_config(top("workers = 1024\n"), "s.toml").workers, 1024u);
+  EXPECT_EQ(error_of(top("workers = 1025\n")),
+            "server.toml:1: workers: 1025 is above the maximum 1024");
+  EXPECT_EQ(error_of(top("workers = -1\n")), "server.toml:1: workers: -1 is below the minimum 0");
+  EXPECT_EQ(error_of(top("workers = \"4\"\n")),
+            "server.toml:1: workers: expected an integer, got a string");
+}
+
 TEST(ServerConfig, Limits) {
   const auto cfg = parse_server_config(top("max_queued_bytes = 65536\n"
                                            "max_pending_handshakes = 2000\n"
