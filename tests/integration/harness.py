@@ -13,6 +13,9 @@ Environment:
   TETHER_SOURCE_DIR          the source tree (ctest sets it)
   TETHER_TEST_TIMEOUT_SCALE  multiplies every deadline (slow machines, sanitizer builds)
   TETHER_TEST_LOG_LEVEL      passed as --log-level to every tether process
+  TETHER_TEST_SERVER_WORKERS passed as --workers to every `tether server` the fixtures start
+                             (unless the test gives its own); unset: the server's default,
+                             one worker per CPU
 """
 
 import atexit
@@ -39,6 +42,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE_DIR = os.environ.get("TETHER_SOURCE_DIR") or os.path.dirname(os.path.dirname(HERE))
 TIMEOUT_SCALE = float(os.environ.get("TETHER_TEST_TIMEOUT_SCALE", "1") or "1")
 LOG_LEVEL = os.environ.get("TETHER_TEST_LOG_LEVEL", "")
+SERVER_WORKERS = os.environ.get("TETHER_TEST_SERVER_WORKERS", "")
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -1087,6 +1091,13 @@ class TetherTest(unittest.TestCase):
             argv += ["--log-level", LOG_LEVEL]
         return self.start(argv, name=name or "tether-%s" % (args[0] if args else ""), env=env)
 
+    @staticmethod
+    def _workers_args(extra_args):
+        """--workers from TETHER_TEST_SERVER_WORKERS, unless the test chose its own."""
+        if not SERVER_WORKERS or "--workers" in extra_args:
+            return []
+        return ["--workers", SERVER_WORKERS]
+
     def run_tether(self, *args, timeout=20.0, env=None, input=None):
         """Runs `tether ARGS...` to completion; returns the CompletedProcess (text)."""
         argv = [tether_bin(), *map(str, args)]
@@ -1111,6 +1122,7 @@ class TetherTest(unittest.TestCase):
             args += ["--device", "%s=%s" % (dev_id, address)]
         if json:
             args.append("--json")
+        args += self._workers_args(extra_args)
         proc = self.tether(*args, *extra_args, name="tether-server")
         if json:
             ev = proc.json_event("listening", proto="tls")
@@ -1151,6 +1163,7 @@ class TetherTest(unittest.TestCase):
         args = ["server", "--config", config]
         if json:
             args.append("--json")
+        args += self._workers_args(extra_args)
         proc = self.tether(*args, *extra_args, name="tether-server")
         if json:
             host, port = split_hostport(proc.json_event("listening", proto="tls")["local"])
