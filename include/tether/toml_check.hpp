@@ -6,22 +6,18 @@
 
 #include <toml++/toml.h>
 
+#include "tether/config_error.hpp"
+
 #include <algorithm>
 #include <array>
 #include <cstdint>
 #include <filesystem>
 #include <span>
-#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
 
 namespace tether {
-
-/// A file that cannot be used, with a message that says where and why.
-struct config_error : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
 
 /// "a string", "an integer", ...: what a value is, for messages.
 inline const char* toml_type_name(toml::node_type t) {
@@ -132,6 +128,12 @@ class toml_checker {
     if (x < min) fail(n, key, std::to_string(x) + " is below the minimum " + std::to_string(min));
     if (x > max) fail(n, key, std::to_string(x) + " is above the maximum " + std::to_string(max));
     return x;
+  }
+
+  /// integer() of a key that names itself in messages (a top-level key).
+  std::int64_t integer(const toml::table& tbl, std::string_view name, std::int64_t fallback,
+                       std::int64_t min, std::int64_t max) const {
+    return integer(tbl, name, std::string(name), fallback, min, max);
   }
 
   /// The boolean `name` of `tbl`, or `fallback` when absent.

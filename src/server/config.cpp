@@ -1,9 +1,6 @@
 #include "tether/server/config.hpp"
 
-#include "tether/transport/host.hpp"
-
 #include <arpa/inet.h>
-#include <toml++/toml.h>
 
 #include <algorithm>
 #include <array>
@@ -13,6 +10,9 @@
 #include <map>
 #include <optional>
 #include <span>
+
+#include "tether/toml_check.hpp"
+#include "tether/transport/host.hpp"
 
 namespace tether::server {
 namespace {
@@ -56,135 +56,12 @@ bool is_valid_credential_name(std::string_view n) {
   });
 }
 
-const char* type_name(toml::node_type t) {
-  switch (t) {
-    case toml::node_type::none:
-      return "nothing";
-    case toml::node_type::table:
-      return "a table";
-    case toml::node_type::array:
-      return "an array";
-    case toml::node_type::string:
-      return "a string";
-    case toml::node_type::integer:
-      return "an integer";
-    case toml::node_type::floating_point:
-      return "a floating-point number";
-    case toml::node_type::boolean:
-      return "a boolean";
-    case toml::node_type::date:
-      return "a date";
-    case toml::node_type::time:
-      return "a time";
-    case toml::node_type::date_time:
-      return "a date-time";
-  }
-  return "a value";
-}
-
-// Edit distance, to suggest the key a typo meant.
-std::size_t distance(std::string_view a, std::string_view b) {
-  std::vector<std::size_t> row(b.size() + 1);
-  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (std::size_t i = 1; i <= a.size(); ++i) {
-    std::size_t diag = row[0];
-    row[0] = i;
-    for (std::size_t j = 1; j <= b.size(); ++j) {
-      const std::size_t up = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
-      diag = up;
-    }
-  }
-  return row[b.size()];
-}
-
-// Builds messages of the form "FILE:LINE: KEY: WHAT" and throws them.
-class checker {
- public:
-  explicit checker(std::string file) : file_(std::move(file)) {}
-
-  [[noreturn]] void fail(const toml::node* where, std::string_view key,
-                         std::string_view what) const {
-    fail_at(where ? where->source().begin.line : 0, key, what);
-  }
-
-  [[noreturn]] void fail_at(std::uint32_t line, std::string_view key, std::string_view what) const {
-    std::string m = file_;
-    if (line > 0) m += ":" + std::to_string(line);
-    m += ": ";
-    if (!key.empty()) m += std::string(key) + ": ";
-    m += what;
-    throw config_error(m);
-  }
-
-  // Rejects keys of `tbl` not in `known`, suggesting the nearest known key.
-  // `top_level` lists the keys of the root table: a section holding one of those almost
-  // always means the key was written below a [[...]] header, where TOML puts it in that
-  // section, so the message says that.
-  template <std::size_t N>
-  void only_known_keys(const toml::table& tbl, std::string_view prefix,
-                       const std::array<std::string_view, N>& known,
-                       std::span<const std::string_view> top_level = {}) const {
-    for (auto&& [k, v] : tbl) {
-      const std::string_view name = k.str();
-      if (std::find(known.begin(), known.end(), name) != known.end()) continue;
-      if (std::find(top_level.begin(), top_level.end(), name) != top_level.end()) {
-        fail(&v, std::string(prefix) + std::string(name),
-             "unknown key here; top-level keys go above the first [[...]] section");
-      }
-      std::string what = "unknown key";
-      std::string_view best;
-      std::size_t best_d = 3;  // suggest only close matches
-      for (auto cand : known) {
-        if (auto d = distance(name, cand); d < best_d) best_d = d, best = cand;
-      }
-      if (!best.empty()) what += " (did you mean '" + std::string(best) + "'?)";
-      fail(&v, std::string(prefix) + std::string(name), what);
-    }
-  }
-
-  const std::string& file() const { return file_; }
-
- private:
-  std::string file_;
-};
-
-const std::string* get_string(const checker& c, const toml::node& n, const std::string& key) {
-  if (auto s = n.as_string()) return &s->get();
-  c.fail(&n, key, std::string("expected a string, got ") + type_name(n.type()));
-}
-
-const std::string& require_string(const checker& c, const toml::table& tbl, std::string_view name,
-                                  const std::string& key, std::string_view hint) {
-  const toml::node* n = tbl.get(name);
-  if (!n) c.fail(&tbl, key, "missing (" + std::string(hint) + ")");
-  return *get_string(c, *n, key);
-}
-
-std::int64_t get_int(const checker& c, const toml::table& tbl, std::string_view name,
-                     std::int64_t fallback, std::int64_t min, std::int64_t max) {
-  const toml::node* n = tbl.get(name);
-  if (!n) return fallback;
-  const std::string key(name);
-  auto v = n->as_integer();
-  if (!v) c.fail(n, key, std::string("expected an integer, got ") + type_name(n->type()));
-  const std::int64_t x = v->get();
-  if (x < min) c.fail(n, key, std::to_string(x) + " is below the minimum " + std::to_string(min));
-  if (x > max) c.fail(n, key, std::to_string(x) + " is above the maximum " + std::to_string(max));
-  return x;
-}
-
-fs::path resolve(const fs::path& p, const fs::path& source) {
-  if (p.is_absolute()) return p;
-  return source.parent_path() / p;
-}
-
-credential parse_credential(const checker& c, const toml::table& t, const std::string& at) {
+credential parse_credential(const toml_checker& c, const toml::table& t, const std::string& at) {
   static constexpr std::array<std::string_view, 3> known{"name", "token_sha256", "allow"};
   c.only_known_keys(t, at + ".", known, top_level_keys);
 
   credential cred;
-  cred.name = require_string(c, t, "name", at + ".name", "a name for logs, like \"laptop\"");
+  cred.name = c.require_string(t, "name", at + ".name", "a name for logs, like \"laptop\"");
   if (!is_valid_credential_name(cred.name)) {
     c.fail(t.get("name"), at + ".name",
            "'" + cred.name + "' is not a valid name (1-64 of A-Z a-z 0-9 . _ - @)");
@@ -192,7 +69,7 @@ credential parse_credential(const checker& c, const toml::table& t, const std::s
 
   const std::string hex_key = at + ".token_sha256";
   const std::string& hex =
-      require_string(c, t, "token_sha256", hex_key, "the SHA-256 of the token as 64 hex digits");
+      c.require_string(t, "token_sha256", hex_key, "the SHA-256 of the token as 64 hex digits");
   auto digest = parse_sha256_hex(hex);
   if (!digest) {
     c.fail(t.get("token_sha256"), hex_key,
@@ -207,12 +84,12 @@ credential parse_credential(const checker& c, const toml::table& t, const std::s
   if (!allow) c.fail(&t, allow_key, "missing (a list of patterns like [\"dev-42:22\"])");
   const toml::array* arr = allow->as_array();
   if (!arr)
-    c.fail(allow, allow_key, std::string("expected an array, got ") + type_name(allow->type()));
+    c.fail(allow, allow_key, std::string("expected an array, got ") + toml_type_name(allow->type()));
   std::vector<acl_rule> rules;
   for (std::size_t i = 0; i < arr->size(); ++i) {
     const toml::node& el = *arr->get(i);
     const std::string el_key = allow_key + "[" + std::to_string(i) + "]";
-    auto rule = parse_acl_rule(*get_string(c, el, el_key));
+    auto rule = parse_acl_rule(*c.string_of(el, el_key));
     if (!rule) c.fail(&el, el_key, rule.message());
     rules.push_back(std::move(rule).value());
   }
@@ -220,7 +97,7 @@ credential parse_credential(const checker& c, const toml::table& t, const std::s
   return cred;
 }
 
-device parse_device(const checker& c, const toml::table& t, const std::string& at) {
+device parse_device(const toml_checker& c, const toml::table& t, const std::string& at) {
   if (t.contains("agent")) {
     c.fail(t.get("agent"), at + ".agent", "agent devices are not supported yet; give an address");
   }
@@ -228,12 +105,12 @@ device parse_device(const checker& c, const toml::table& t, const std::string& a
   c.only_known_keys(t, at + ".", known, top_level_keys);
 
   device d;
-  d.id = require_string(c, t, "id", at + ".id", "the device id, like \"dev-42\"");
+  d.id = c.require_string(t, "id", at + ".id", "the device id, like \"dev-42\"");
   if (!is_valid_device_id(d.id)) {
     c.fail(t.get("id"), at + ".id",
            "'" + d.id + "' is not a valid device id (1-64 of A-Z a-z 0-9 . _ -)");
   }
-  d.address = require_string(c, t, "address", at + ".address",
+  d.address = c.require_string(t, "address", at + ".address",
                              "the host name or IP address the server dials");
   std::string_view addr = d.address;
   if (addr.size() >= 2 && addr.front() == '[' && addr.back() == ']') {
@@ -245,20 +122,6 @@ device parse_device(const checker& c, const toml::table& t, const std::string& a
   }
   d.address = std::string(addr);
   return d;
-}
-
-// Returns the tables of an array of tables `name`, or none if the key is absent.
-std::vector<const toml::table*> tables_of(const checker& c, const toml::table& root,
-                                          std::string_view name) {
-  std::vector<const toml::table*> out;
-  const toml::node* n = root.get(name);
-  if (!n) return out;
-  const toml::array* arr = n->as_array();
-  if (!arr || (!arr->empty() && !arr->is_array_of_tables())) {
-    c.fail(n, name, "expected [[" + std::string(name) + "]] sections (an array of tables)");
-  }
-  for (const auto& el : *arr) out.push_back(el.as_table());
-  return out;
 }
 
 }  // namespace
@@ -309,66 +172,59 @@ result<endpoint> parse_endpoint(std::string_view text) {
 }
 
 server_config parse_server_config(std::string_view toml_text, const fs::path& source) {
-  const checker c(source.empty() ? std::string("<config>") : source.string());
-
-  toml::table root;
-  try {
-    root = toml::parse(toml_text, source.string());
-  } catch (const toml::parse_error& e) {
-    c.fail_at(e.source().begin.line, "", std::string(e.description()));
-  }
+  const toml_checker c(source);
+  const toml::table root = c.parse(toml_text);
 
   c.only_known_keys(root, "", top_level_keys);
 
   server_config cfg;
 
   if (const toml::node* n = root.get("listen")) {
-    auto ep = parse_endpoint(*get_string(c, *n, "listen"));
+    auto ep = parse_endpoint(*c.string_of(*n, "listen"));
     if (!ep) c.fail(n, "listen", ep.message());
     cfg.listen = std::move(ep).value();
   }
 
   auto path_of = [&](std::string_view name, std::string_view hint) {
     const std::string key(name);
-    const std::string& p = require_string(c, root, name, key, hint);
+    const std::string& p = c.require_string(root, name, key, hint);
     if (p.empty()) c.fail(root.get(name), key, "empty path");
-    return resolve(p, source);
+    return c.resolve(p);
   };
   cfg.cert = path_of("cert", "the server's PEM certificate chain, like \"server.crt\"");
   cfg.key = path_of("key", "the server's PEM private key, like \"server.key\"");
 
   using ms = std::chrono::milliseconds;
   cfg.connect_timeout =
-      ms(get_int(c, root, "connect_timeout_ms", cfg.connect_timeout.count(), 1, max_timeout_ms));
-  cfg.handshake_timeout = ms(
-      get_int(c, root, "handshake_timeout_ms", cfg.handshake_timeout.count(), 1, max_timeout_ms));
+      ms(c.integer(root, "connect_timeout_ms", cfg.connect_timeout.count(), 1, max_timeout_ms));
+  cfg.handshake_timeout =
+      ms(c.integer(root, "handshake_timeout_ms", cfg.handshake_timeout.count(), 1, max_timeout_ms));
   cfg.grace_period =
-      ms(get_int(c, root, "grace_period_ms", cfg.grace_period.count(), 0, max_timeout_ms));
-  cfg.keepalive = ms(get_int(c, root, "keepalive_ms", cfg.keepalive.count(), 100, max_timeout_ms));
-  cfg.udp_idle_timeout = ms(get_int(c, root, "udp_idle_timeout_ms", cfg.udp_idle_timeout.count(),
-                                    1, max_timeout_ms));
+      ms(c.integer(root, "grace_period_ms", cfg.grace_period.count(), 0, max_timeout_ms));
+  cfg.keepalive = ms(c.integer(root, "keepalive_ms", cfg.keepalive.count(), 100, max_timeout_ms));
+  cfg.udp_idle_timeout =
+      ms(c.integer(root, "udp_idle_timeout_ms", cfg.udp_idle_timeout.count(), 1, max_timeout_ms));
   cfg.stream_window = static_cast<std::uint32_t>(
-      get_int(c, root, "stream_window", cfg.stream_window, min_window, max_window));
+      c.integer(root, "stream_window", cfg.stream_window, min_window, max_window));
   cfg.session_window = static_cast<std::uint32_t>(
-      get_int(c, root, "session_window", cfg.session_window, min_window, max_window));
+      c.integer(root, "session_window", cfg.session_window, min_window, max_window));
   if (cfg.session_window < cfg.stream_window) {
     c.fail(root.get("session_window") ? root.get("session_window") : root.get("stream_window"),
            "session_window",
            std::to_string(cfg.session_window) + " is smaller than stream_window (" +
                std::to_string(cfg.stream_window) + "); one stream could never use its window");
   }
-  cfg.max_streams_per_session = static_cast<std::uint32_t>(get_int(
-      c, root, "max_streams_per_session", cfg.max_streams_per_session, 1, max_streams_limit));
-  cfg.workers =
-      static_cast<std::uint32_t>(get_int(c, root, "workers", cfg.workers, 0, max_workers));
+  cfg.max_streams_per_session = static_cast<std::uint32_t>(c.integer(
+      root, "max_streams_per_session", cfg.max_streams_per_session, 1, max_streams_limit));
+  cfg.workers = static_cast<std::uint32_t>(c.integer(root, "workers", cfg.workers, 0, max_workers));
 
   auto& l = cfg.limits;
   auto count = [&](std::string_view name, std::uint32_t& field, std::int64_t lowest) {
-    field = static_cast<std::uint32_t>(get_int(c, root, name, field, lowest, max_streams_limit));
+    field = static_cast<std::uint32_t>(c.integer(root, name, field, lowest, max_streams_limit));
   };
   l.max_queued_bytes = static_cast<std::size_t>(
-      get_int(c, root, "max_queued_bytes", static_cast<std::int64_t>(l.max_queued_bytes),
-              min_window, max_window));
+      c.integer(root, "max_queued_bytes", static_cast<std::int64_t>(l.max_queued_bytes), min_window,
+                max_window));
   count("max_pending_handshakes", l.max_pending_handshakes, 1);
   count("max_pending_handshakes_per_source", l.max_pending_handshakes_per_source, 1);
   count("max_sessions_per_credential", l.max_sessions_per_credential, 1);
@@ -377,12 +233,12 @@ server_config parse_server_config(std::string_view toml_text, const fs::path& so
   count("max_streams", l.max_streams, 0);
   count("max_pending_opens_per_session", l.max_pending_opens_per_session, 1);
   count("max_auth_failures_per_source", l.max_auth_failures_per_source, 1);
-  l.auth_failure_window = std::chrono::milliseconds(get_int(
-      c, root, "auth_failure_window_ms", l.auth_failure_window.count(), 1, max_timeout_ms));
+  l.auth_failure_window = std::chrono::milliseconds(
+      c.integer(root, "auth_failure_window_ms", l.auth_failure_window.count(), 1, max_timeout_ms));
 
   std::map<std::string, std::uint32_t, std::less<>> seen_names;
   std::map<sha256_digest, std::string> seen_tokens;
-  const auto creds = tables_of(c, root, "credential");
+  const auto creds = c.tables(root, "credential", "credential");
   for (std::size_t i = 0; i < creds.size(); ++i) {
     const std::string at = "credential[" + std::to_string(i) + "]";
     credential cred = parse_credential(c, *creds[i], at);
@@ -408,7 +264,7 @@ server_config parse_server_config(std::string_view toml_text, const fs::path& so
   }
 
   std::map<std::string, std::uint32_t, std::less<>> seen_ids;
-  const auto devs = tables_of(c, root, "device");
+  const auto devs = c.tables(root, "device", "device");
   for (std::size_t i = 0; i < devs.size(); ++i) {
     const std::string at = "device[" + std::to_string(i) + "]";
     device d = parse_device(c, *devs[i], at);

@@ -12,15 +12,14 @@
 #include <vector>
 
 #include "tether/result.hpp"
+#include "tether/config_error.hpp"
 #include "tether/server/acl.hpp"
 #include "tether/server/registry.hpp"
 #include "tether/server/token.hpp"
 
 namespace tether::server {
 
-struct config_error : std::runtime_error {
-  using runtime_error::runtime_error;
-};
+using tether::config_error;
 
 struct endpoint {
   std::string host;  // IPv6 literals without brackets ("::1")
