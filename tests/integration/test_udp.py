@@ -287,7 +287,10 @@ class UdpTest(harness.TetherTest):
         source.echo(b"second, within the idle time", tries=3)
         last = time.monotonic()
         self.assertEqual(echo.flows(), 1, "two datagrams in a row are one flow")
-        self.assertEqual(len(self.flow_lines(server, device, echo.port, "open")), 1)
+        # The server's log line may come a moment after the echo did.
+        opened = lambda: len(self.flow_lines(server, device, echo.port, "open"))
+        harness.wait_until(lambda: opened() >= 1, 10, "the server to log the flow")
+        self.assertEqual(opened(), 1)
 
         harness.wait_until(lambda: self.flow_lines(server, device, echo.port, "ended"),
                            idle_s + 5, "the server to log the end of the idle flow")
@@ -295,7 +298,8 @@ class UdpTest(harness.TetherTest):
                                 "the flow ended before its idle time")
         source.echo(b"after the idle time", tries=3)
         self.assertEqual(echo.flows(), 2, "the next datagram opens a new flow")
-        self.assertEqual(len(self.flow_lines(server, device, echo.port, "open")), 2)
+        harness.wait_until(lambda: opened() >= 2, 10, "the server to log the second flow")
+        self.assertEqual(opened(), 2)
         self.assertEqual(client.proc.json_events("stream_error"), [],
                          "an idle flow ends quietly")
         self.assert_session_intact(client)
