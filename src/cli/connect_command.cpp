@@ -239,6 +239,7 @@ int run_connect(const connect_flags& f) {
 
   int exit_code = exit_ok;
   bool dialing_first = true;
+  bool finished = false;  // the signal handlers must not wait again once it is over
   std::optional<child_command> command;
   auto report_fatal = [&](const client::dial_outcome& o) {
     if (o.kind != client::dial_outcome::failure::none)
@@ -247,7 +248,7 @@ int run_connect(const connect_flags& f) {
 
   asio::signal_set signals(io, SIGINT, SIGTERM);
   signals.async_wait([&](const asio::error_code& ec, int sig) {
-    if (ec) return;
+    if (ec || finished) return;
     if (dialing_first) {
       // Nothing is open yet: a connect in progress is abandoned at once.
       report_error(f.json, exit_interrupted, "interrupted",
@@ -267,7 +268,7 @@ int run_connect(const connect_flags& f) {
       proxy.stop();
     }
     signals.async_wait([&](const asio::error_code& ec2, int) {
-      if (ec2) return;
+      if (ec2 || finished) return;
       exit_code = exit_interrupted;
       io.stop();
     });
@@ -307,6 +308,7 @@ int run_connect(const connect_flags& f) {
           command->signal(SIGTERM);
           co_await command->wait();
         }
+        finished = true;
         signals.cancel();
         control->stop();
       },

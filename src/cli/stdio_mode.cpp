@@ -95,7 +95,9 @@ int run_stdio(asio::io_context& io, client::dialer dial, const client::server_ur
 
   asio::signal_set signals(io, SIGINT, SIGTERM, SIGHUP);
   signals.async_wait([run, &signals, &io](const asio::error_code& ec, int sig) {
-    if (ec) return;
+    // A signal can be queued just before the stream ends and cancel() runs (ssh sends its
+    // ProxyCommand SIGHUP as it leaves): waiting again then would keep the loop alive for good.
+    if (ec || run->finished || run->crashed) return;
     spdlog::info("signal {}: ending the stream", sig);
     run->client.stop();
     signals.async_wait([&io](const asio::error_code& ec2, int) {

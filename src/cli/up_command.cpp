@@ -313,7 +313,9 @@ int run_up(const up_flags& f) {
 
   asio::signal_set stop_signals(io, SIGINT, SIGTERM);
   asio::signal_set reload_signal(io, SIGHUP);
+  bool ended = false;  // the signal handlers must not wait again once it is over
   tunnel_process process(io, f.json, file.path, *control, [&] {
+    ended = true;
     stop_signals.cancel();
     reload_signal.cancel();
     control->stop();
@@ -333,7 +335,7 @@ int run_up(const up_flags& f) {
 
   int forced = exit_ok;
   stop_signals.async_wait([&](const asio::error_code& ec, int sig) {
-    if (ec) return;
+    if (ec || ended) return;
     if (process.all_dialing_first()) {
       report_error(f.json, exit_interrupted, "interrupted", "interrupted while connecting");
       forced = exit_interrupted;
@@ -354,7 +356,7 @@ int run_up(const up_flags& f) {
   });
   std::function<void()> await_reload = [&] {
     reload_signal.async_wait([&](const asio::error_code& ec, int) {
-      if (ec) return;
+      if (ec || ended) return;
       spdlog::info("SIGHUP: reloading {}", file.path.string());
       process.reload();
       await_reload();
