@@ -49,11 +49,20 @@ auto log_escape(const char* what) {
   };
 }
 
-bool credit_threshold_reached(std::uint64_t unacked, std::uint32_t window) {
-  return unacked >= window / 4;
-}
+// A window that saw no DATA for this long (or four round trips, if longer) goes back to
+// its first size: the transfer that grew it is over.
+constexpr std::chrono::seconds min_idle_after{1};
+// While a window can still grow, the round trip is measured again when its last measurement
+// is this old: paths change, and a measurement taken under load runs high.
+constexpr std::chrono::seconds rtt_max_age{2};
 
 }  // namespace
+
+std::uint32_t session_window_cap(const session_settings& s) noexcept {
+  const auto twice = 2 * static_cast<std::uint64_t>(s.max_stream_window);
+  return static_cast<std::uint32_t>(
+      std::min<std::uint64_t>(std::max<std::uint64_t>(s.session_window, twice), wire::max_window));
+}
 
 std::shared_ptr<session> session::make(std::unique_ptr<byte_stream> stream,
                                        session_settings settings) {
@@ -65,9 +74,10 @@ session::session(std::unique_ptr<byte_stream> stream, session_settings settings)
       executor_(stream_->get_executor()),
       settings_(settings),
       peer_(stream_->peer()),
+      recv_window_(settings.session_window, session_window_cap(settings),
+                   std::chrono::steady_clock::now()),
       keepalive_timer_(executor_) {
   read_buf_.resize(handshake_buffer_size);
-  recv_remaining_ = settings_.session_window;
 }
 
 session::~session() = default;
@@ -409,7 +419,6 @@ asio::awaitable<asio::error_code> session::write_inline(stream_state& st,
 asio::awaitable<void> session::keepalive_loop([[maybe_unused]] std::shared_ptr<session> self) {
   const auto interval = settings_.keepalive;
   if (interval.count() <= 0) co_return;
-  std::uint64_t n = 0;
   while (!closed_) {
     keepalive_timer_.expires_after(interval);
     co_await keepalive_timer_.async_wait(use_tuple);
@@ -419,10 +428,7 @@ asio::awaitable<void> session::keepalive_loop([[maybe_unused]] std::shared_ptr<s
       fail(make_error_code(errc::timed_out), "no keepalive answer");
       co_return;
     }
-    if (silent >= interval) {
-      last_ping_sent_ = ++n;
-      queue(wire::ping{false, n});
-    }
+    if (silent >= interval) send_ping(std::chrono::steady_clock::now());
   }
 }
 
@@ -470,10 +476,9 @@ bool session::on_open(const wire::open& f) {
   if (local_goaway_) return refuse(errc::going_away);
   if (streams_.size() >= settings_.max_streams) return refuse(errc::too_many_streams);
 
-  auto st = std::make_shared<stream_state>(f.stream_id);
+  auto st = std::make_shared<stream_state>(f.stream_id, new_stream_window());
   st->datagrams = f.proto == static_cast<std::uint8_t>(protocol::udp);
   st->send_credit = f.window;
-  st->recv_remaining = settings_.stream_window;
   streams_.emplace(f.stream_id, st);
   ++counters_.streams_opened;
   on_open_(incoming_stream(shared_from_this(), std::move(st),
@@ -509,9 +514,9 @@ bool session::on_open_result(const wire::open_result& f) {
 }
 
 bool session::on_data(const wire::data& f) {
-  const auto n = static_cast<std::int64_t>(f.payload.size());
-  recv_remaining_ -= n;
-  if (recv_remaining_ < 0)
+  const auto n = f.payload.size();
+  const auto idle = idle_after();
+  if (!recv_window_.receive(n, last_receive_, idle))
     return violation(errc::flow_control_error, "peer exceeded the session window");
   counters_.bytes_in += f.payload.size();
   const auto on_stream = [&](const char* what) {
@@ -524,8 +529,7 @@ bool session::on_data(const wire::data& f) {
     if (peer_finished(f.stream_id))
       return violation(errc::protocol_error, on_stream(" after FIN"));
     // A stream we reset: bytes in flight still count against the session; give them back.
-    recv_unacknowledged_ += f.payload.size();
-    deliver_credit_session_only();
+    deliver_credit_session_only(n);
     return true;
   }
   auto& st = *it->second;
@@ -533,8 +537,7 @@ bool session::on_data(const wire::data& f) {
     return violation(errc::protocol_error, on_stream(" before it was accepted"));
   if (st.fin_received) return violation(errc::protocol_error, on_stream(" after FIN"));
   if (st.datagrams) return violation(errc::protocol_error, on_stream(", which is a UDP flow"));
-  st.recv_remaining -= n;
-  if (st.recv_remaining < 0)
+  if (!st.recv.receive(n, last_receive_, idle))
     return violation(errc::flow_control_error, "peer exceeded a stream window");
   if (!f.payload.empty()) {
     // Append to the last chunk unless it is the one handed out to the reader.
@@ -564,8 +567,8 @@ bool session::on_data(const wire::data& f) {
 
 bool session::on_datagram(const wire::datagram& f) {
   const auto n = f.payload.size();
-  recv_remaining_ -= static_cast<std::int64_t>(n);
-  if (recv_remaining_ < 0)
+  const auto idle = idle_after();
+  if (!recv_window_.receive(n, last_receive_, idle))
     return violation(errc::flow_control_error, "peer exceeded the session window");
   counters_.bytes_in += n;
   const auto on_stream = [&](const char* what) {
@@ -576,16 +579,14 @@ bool session::on_datagram(const wire::datagram& f) {
     if (!ever_opened(f.stream_id))
       return violation(errc::protocol_error, on_stream(", which was never opened"));
     // A flow we ended: datagrams in flight still count against the session.
-    recv_unacknowledged_ += n;
-    deliver_credit_session_only();
+    deliver_credit_session_only(n);
     return true;
   }
   auto& st = *it->second;
   if (!st.datagrams) return violation(errc::protocol_error, on_stream(", which is a TCP stream"));
   if (st.state != stream_state::phase::open)
     return violation(errc::protocol_error, on_stream(" before it was accepted"));
-  st.recv_remaining -= static_cast<std::int64_t>(n);
-  if (st.recv_remaining < 0)
+  if (!st.recv.receive(n, last_receive_, idle))
     return violation(errc::flow_control_error, "peer exceeded a stream window");
   st.inbound_bytes += n;
   if (st.inbound.size() >= max_inbound_datagrams) {
@@ -643,6 +644,10 @@ bool session::on_ping(const wire::ping& f) {
   if (f.opaque <= last_ping_acked_ || f.opaque > last_ping_sent_)
     return violation(errc::protocol_error, "PING ACK nobody asked for");
   last_ping_acked_ = f.opaque;
+  if (f.opaque == last_ping_sent_) {
+    rtt_ = last_receive_ - last_ping_time_;
+    rtt_measured_ = last_receive_;
+  }
   return true;
 }
 
@@ -692,9 +697,9 @@ void session::schedule(const std::shared_ptr<stream_state>& st) {
 void session::forget(stream_state& st) {
   // Bytes the local side never consumed still hold session credit: give it back.
   if (st.inbound_bytes) {
-    recv_unacknowledged_ += st.inbound_bytes;
+    const auto n = st.inbound_bytes;
     st.inbound_bytes = 0;
-    deliver_credit_session_only();
+    deliver_credit_session_only(n);
   }
   // A chunk handed out by receive() may be in the middle of a socket write: it stays with
   // the stream until consumed() or the stream's end.
@@ -720,21 +725,43 @@ void session::forget(stream_state& st) {
 
 void session::deliver_credit(stream_state& st, std::size_t n) {
   st.inbound_bytes -= n;
-  st.recv_unacknowledged += n;
-  recv_unacknowledged_ += n;
-  if (!st.fin_received && credit_threshold_reached(st.recv_unacknowledged, settings_.stream_window)) {
-    queue(wire::window_update{st.id, static_cast<std::uint32_t>(st.recv_unacknowledged)});
-    st.recv_remaining += static_cast<std::int64_t>(st.recv_unacknowledged);
-    st.recv_unacknowledged = 0;
+  const auto now = std::chrono::steady_clock::now();
+  // After the peer's FIN nothing more comes on the stream: only the session gets credit.
+  if (!st.fin_received) {
+    if (const auto credit = st.recv.consume(n, now, rtt_)) {
+      queue(wire::window_update{st.id, credit});
+      if (st.recv.can_grow()) measure_rtt_if_stale(now);
+    }
   }
-  deliver_credit_session_only();
+  if (const auto credit = recv_window_.consume(n, now, rtt_)) {
+    queue(wire::window_update{0, credit});
+    if (recv_window_.can_grow()) measure_rtt_if_stale(now);
+  }
 }
 
-void session::deliver_credit_session_only() {
-  if (!credit_threshold_reached(recv_unacknowledged_, settings_.session_window)) return;
-  queue(wire::window_update{0, static_cast<std::uint32_t>(recv_unacknowledged_)});
-  recv_remaining_ += static_cast<std::int64_t>(recv_unacknowledged_);
-  recv_unacknowledged_ = 0;
+void session::deliver_credit_session_only(std::size_t n) {
+  if (const auto credit = recv_window_.consume(n, std::chrono::steady_clock::now(), rtt_))
+    queue(wire::window_update{0, credit});
+}
+
+receive_window session::new_stream_window() const {
+  return receive_window(settings_.stream_window, settings_.max_stream_window,
+                        std::chrono::steady_clock::now());
+}
+
+void session::measure_rtt_if_stale(std::chrono::steady_clock::time_point now) {
+  const bool none_out = last_ping_acked_ == last_ping_sent_;
+  const bool stale = rtt_ == rtt_.zero() || now - rtt_measured_ >= rtt_max_age;
+  if (none_out && stale) send_ping(now);
+}
+
+void session::send_ping(std::chrono::steady_clock::time_point now) {
+  last_ping_time_ = now;
+  queue(wire::ping{false, ++last_ping_sent_});
+}
+
+std::chrono::steady_clock::duration session::idle_after() const noexcept {
+  return std::max<std::chrono::steady_clock::duration>(min_idle_after, 4 * rtt_);
 }
 
 std::vector<std::byte> session::take_chunk() {
@@ -887,9 +914,8 @@ asio::awaitable<std::pair<asio::error_code, std::unique_ptr<channel>>> session::
   } else {
     next_local_id_ += 2;
   }
-  auto st = std::make_shared<stream_state>(id);
+  auto st = std::make_shared<stream_state>(id, new_stream_window());
   st->datagrams = t.proto == protocol::udp;
-  st->recv_remaining = settings_.stream_window;
   streams_.emplace(id, st);
   queue(wire::open{id, static_cast<std::uint8_t>(t.proto), t.port, settings_.stream_window,
                    t.device});

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "tether/mux/async_signal.hpp"
+#include "tether/mux/receive_window.hpp"
 #include "tether/mux/tunnel.hpp"
 
 namespace tether::mux {
@@ -16,7 +17,8 @@ namespace tether::mux {
 struct stream_state {
   enum class phase : std::uint8_t { opening, open, done };
 
-  explicit stream_state(std::uint32_t stream_id) : id(stream_id) {}
+  stream_state(std::uint32_t stream_id, receive_window window)
+      : id(stream_id), recv(window) {}
 
   std::uint32_t id;
   phase state = phase::opening;
@@ -46,8 +48,7 @@ struct stream_state {
   std::size_t inbound_bytes = 0;
   bool front_handed_out = false;
   bool fin_received = false;
-  std::int64_t recv_remaining = 0;         // what the peer may still send on this stream
-  std::uint64_t recv_unacknowledged = 0;   // consumed, not yet returned
+  receive_window recv;  // what the peer may send on this stream, and how that grows
   async_signal receive_wake;
 
   bool finished() const noexcept { return fin_sent && fin_received && inbound.empty(); }

@@ -19,6 +19,7 @@
 #include "tether/mux/byte_buffer.hpp"
 #include "tether/mux/byte_stream.hpp"
 #include "tether/mux/channel.hpp"
+#include "tether/mux/receive_window.hpp"
 #include "tether/mux/tunnel.hpp"
 #include "tether/wire/frame.hpp"
 
@@ -28,8 +29,14 @@ class session;
 struct stream_state;  // src/mux/stream_state.hpp
 
 struct session_settings {
-  std::uint32_t stream_window = 2u << 20;    // what we let the peer send per stream
+  std::uint32_t stream_window = 2u << 20;    // what we let the peer send per stream at first
   std::uint32_t session_window = 16u << 20;  // ... and across all streams
+  // How far a stream's window may grow while the path needs it (receive_window.hpp):
+  // to about twice the bandwidth-delay product, back to stream_window after a pause. The
+  // session's window grows alongside, to at most session_window_cap(): received bytes a
+  // session can be made to hold stay bounded however many streams it has. stream_window
+  // or less: windows stay fixed.
+  std::uint32_t max_stream_window = 16u << 20;
   std::uint32_t max_streams = 10000;
   std::chrono::milliseconds keepalive{15000};
   std::chrono::milliseconds handshake_timeout{10000};
@@ -40,6 +47,10 @@ struct session_settings {
   // peer whose answers pile up (one read's worth of answers may come on top).
   std::size_t max_queued_bytes = 4u << 20;
 };
+
+/// The most the session's receive window grows to: twice the per-stream cap, so that one
+/// stream at its cap leaves as much again to the others, or session_window if larger.
+std::uint32_t session_window_cap(const session_settings& s) noexcept;
 
 /// The most one channel send() may carry; also what the relay lends per send.
 inline constexpr std::size_t max_send_size = 256 * 1024;
@@ -196,7 +207,13 @@ class session final : public tunnel, public std::enable_shared_from_this<session
                                                  std::span<const std::byte> data);
   void forget(stream_state& st);                           // drop from the table, credit back
   void deliver_credit(stream_state& st, std::size_t n);    // local side consumed n bytes
-  void deliver_credit_session_only();
+  void deliver_credit_session_only(std::size_t n);         // n bytes no stream will consume
+  receive_window new_stream_window() const;
+  // Window growth needs the round trip: a PING measures it when none is out and the last
+  // measurement is old (or missing). Keepalive PINGs measure it too.
+  void measure_rtt_if_stale(std::chrono::steady_clock::time_point now);
+  void send_ping(std::chrono::steady_clock::time_point now);
+  std::chrono::steady_clock::duration idle_after() const noexcept;
   std::vector<std::byte> take_chunk();  // for received DATA, from spares when there are some
   void give_back_chunk(std::vector<std::byte> chunk);
   void refund_send_credit(stream_state& st, std::size_t n);
@@ -252,11 +269,13 @@ class session final : public tunnel, public std::enable_shared_from_this<session
   std::size_t peer_finished_next_ = 0;
   std::uint64_t last_ping_sent_ = 0;   // PING opaque values are 1, 2, ...
   std::uint64_t last_ping_acked_ = 0;
+  std::chrono::steady_clock::time_point last_ping_time_;  // when last_ping_sent_ went out
+  std::chrono::steady_clock::duration rtt_{};             // latest measurement; 0: none yet
+  std::chrono::steady_clock::time_point rtt_measured_;
 
   // Credit. send_credit_: what the peer still lets us send on the session.
   std::int64_t send_credit_ = 0;
-  std::int64_t recv_remaining_ = 0;      // what the peer may still send us
-  std::uint64_t recv_unacknowledged_ = 0;  // consumed, not yet returned with WINDOW_UPDATE
+  receive_window recv_window_;  // what the peer may still send us on the session
   std::vector<std::weak_ptr<stream_state>> credit_waiters_;
   std::uint32_t peer_stream_window_ = 0;
 
