@@ -57,7 +57,7 @@ found_token find_token(const client::server_settings& s, const std::string& inli
 }
 
 client::dialer make_dialer(asio::any_io_executor ex, const client::server_settings& s,
-                           std::string token) {
+                           std::string token, std::uint32_t max_stream_window) {
   if (s.url.kind == client::scheme::ssh) {
     transport::ssh_options o;
     o.host = s.url.host;
@@ -77,6 +77,7 @@ client::dialer make_dialer(asio::any_io_executor ex, const client::server_settin
   o.pin = s.pin;
   o.token = std::move(token);
   o.connect_timeout = s.connect_timeout;
+  o.session.max_stream_window = max_stream_window;
   return client::make_tls_dialer(ex, std::move(o));
 }
 

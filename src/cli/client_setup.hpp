@@ -30,8 +30,10 @@ found_token find_token(const client::server_settings& s, const std::string& inli
 
 /// A dialer for `s` (tls:// with `token`, or ssh://). Throws std::invalid_argument or
 /// std::runtime_error (a CA, key or passphrase file that cannot be used).
-client::dialer make_dialer(asio::any_io_executor ex, const client::server_settings& s,
-                           std::string token);
+/// `max_stream_window`: how far a tls:// session lets its stream windows grow.
+client::dialer make_dialer(
+    asio::any_io_executor ex, const client::server_settings& s, std::string token,
+    std::uint32_t max_stream_window = mux::session_settings{}.max_stream_window);
 
 /// Reports a failed dial as a fatal error (report_error: one "error: ..." line, and an
 /// error event with `json`) and returns its exit code: exit_bad_credentials,

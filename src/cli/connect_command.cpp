@@ -23,6 +23,7 @@
 #include "tether/client/proxy.hpp"
 #include "tether/client/stdio_target.hpp"
 #include "tether/client/url.hpp"
+#include "tether/server/config.hpp"
 
 namespace tether::cli {
 namespace {
@@ -41,6 +42,7 @@ struct connect_flags {
   double wait_for_session_s = 30;
   double udp_idle_s = 60;
   long long udp_max_flows = 4096;
+  std::uint64_t max_stream_window = 0;  // 0: the session's default
   std::string log_level = "info";
   std::string control;  // the control socket; empty: the default folder's <pid>.sock
   std::string stdio;    // --stdio DEVICE:PORT: relay stdin/stdout instead of listening
@@ -180,6 +182,14 @@ int run_connect(const connect_flags& f) {
                                   std::to_string(max_udp_flows));
     retries = parse_retry(f.retry);
     const bool ssh = url.kind == client::scheme::ssh;
+    // The same bounds as the server's windows (docs/CONFIG.md).
+    if (f.max_stream_window != 0 && (f.max_stream_window < server::min_window ||
+                                     f.max_stream_window > server::max_window))
+      throw std::invalid_argument("--max-stream-window " + std::to_string(f.max_stream_window) +
+                                  ": give a size from 64K to 1G");
+    if (ssh && f.max_stream_window != 0)
+      throw std::invalid_argument("--max-stream-window is for tls:// servers (SSH channels "
+                                  "have the server's windows)");
     if (ssh && (!f.ca_file.empty() || !f.pin.empty() || !f.token_file.empty() ||
                 !f.token.empty()))
       throw std::invalid_argument("--ca, --pin, --token and --token-file are for tls:// servers; "
@@ -197,7 +207,10 @@ int run_connect(const connect_flags& f) {
       token = std::move(found.token);
       token_source = std::move(found.source);
     }
-    dial = make_dialer(io.get_executor(), settings, std::move(token));
+    const auto window_cap = f.max_stream_window != 0
+                                ? static_cast<std::uint32_t>(f.max_stream_window)
+                                : mux::session_settings{}.max_stream_window;
+    dial = make_dialer(io.get_executor(), settings, std::move(token), window_cap);
     if (!stdio) control_path = control_socket_path(f.control);
   } catch (const std::exception& e) {
     // --stdio keeps stdout for the stream's bytes, even when it refuses a --json.
@@ -374,6 +387,10 @@ void add_connect_command(CLI::App& app, action& run, std::vector<std::string> co
                   "UDP flows per -U mapping; a new source past it closes the least recently "
                   "used flow")
       ->capture_default_str();
+  cmd->add_option("--max-stream-window", f->max_stream_window,
+                  "tls://: how far a stream's receive window may grow on a long, fast path "
+                  "(bytes, or with K, M, G; default 16M); the session's grows to twice it")
+      ->transform(CLI::AsSizeValue(false));
   cmd->add_option("--stdio", f->stdio,
                   "DEVICE:PORT: relay stdin and stdout to that one port and exit when the "
                   "stream ends, e.g. as ssh's ProxyCommand (tether connect URL --stdio %h:%p)");

@@ -22,12 +22,13 @@ namespace fs = std::filesystem;
 constexpr std::size_t max_config_size = 4 * 1024 * 1024;  // far above any real config
 constexpr std::int64_t max_timeout_ms = 24LL * 3600 * 1000;
 
-constexpr std::array<std::string_view, 24> top_level_keys{"listen",
+constexpr std::array<std::string_view, 25> top_level_keys{"listen",
                                                           "cert",
                                                           "key",
                                                           "connect_timeout_ms",
                                                           "stream_window",
                                                           "session_window",
+                                                          "max_stream_window",
                                                           "max_streams_per_session",
                                                           "workers",
                                                           "handshake_timeout_ms",
@@ -213,6 +214,14 @@ server_config parse_server_config(std::string_view toml_text, const fs::path& so
            "session_window",
            std::to_string(cfg.session_window) + " is smaller than stream_window (" +
                std::to_string(cfg.stream_window) + "); one stream could never use its window");
+  }
+  cfg.max_stream_window = std::max(cfg.max_stream_window, cfg.stream_window);
+  cfg.max_stream_window = static_cast<std::uint32_t>(
+      c.integer(root, "max_stream_window", cfg.max_stream_window, min_window, max_window));
+  if (cfg.max_stream_window < cfg.stream_window) {
+    c.fail(root.get("max_stream_window"), "max_stream_window",
+           std::to_string(cfg.max_stream_window) + " is smaller than stream_window (" +
+               std::to_string(cfg.stream_window) + "); make them equal to keep windows fixed");
   }
   cfg.max_streams_per_session = static_cast<std::uint32_t>(c.integer(
       root, "max_streams_per_session", cfg.max_streams_per_session, 1, max_streams_limit));

@@ -237,6 +237,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     mux::session_settings m;
     m.stream_window = s.config.stream_window;
     m.session_window = s.config.session_window;
+    m.max_stream_window = s.config.max_stream_window;
     // The server refuses past max_streams_per_session itself, naming the limit in its log;
     // the session's own bound is the backstop.
     m.max_streams = s.config.max_streams_per_session + 1;

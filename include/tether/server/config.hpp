@@ -67,6 +67,9 @@ struct server_config {
   std::chrono::milliseconds udp_idle_timeout{60000};  // a UDP flow with no datagram either way
   std::uint32_t stream_window = 2 * 1024 * 1024;
   std::uint32_t session_window = 16 * 1024 * 1024;
+  // Stream windows grow up to this while a path needs it (docs/CONFIG.md); the session's
+  // up to twice it. Without the key: 16 MiB, or stream_window if that is larger.
+  std::uint32_t max_stream_window = 16 * 1024 * 1024;
   std::uint32_t max_streams_per_session = 10000;
   // Event-loop threads the sessions are spread over; 0: one per CPU. Read at startup only.
   std::uint32_t workers = 0;
