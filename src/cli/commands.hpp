@@ -38,5 +38,6 @@ void add_server_command(CLI::App& app, action& run);
 void add_connect_command(CLI::App& app, action& run, std::vector<std::string> command);
 void add_token_command(CLI::App& app, action& run);
 void add_up_command(CLI::App& app, action& run);
+void add_apikey_command(CLI::App& app, action& run);
 
 }  // namespace tether::cli

@@ -13,6 +13,7 @@
 #include <fstream>
 #include <iostream>
 
+#include "api_setup.hpp"
 #include "commands.hpp"
 #include "output.hpp"
 #include "tether/server/server.hpp"
@@ -72,6 +73,17 @@ bool dialable(const std::string& host) {
   return !host.empty() && host != "0.0.0.0" && host != "::" && host != "*";
 }
 
+// `--dev` also serves the HTTP API, in plain HTTP on a loopback port of its own, with a
+// key (kept beside the token) allowed everything.
+void enable_dev_api(server::server_config& c, const fs::path& dir) {
+  c.api.listen = server::endpoint{"127.0.0.1", 0};
+  c.api.tls = false;
+  c.api.state_dir = dir;
+  auto rule = server::parse_acl_rule("*");
+  c.api.keys.push_back(
+      {"dev", server::sha256(dev_token(dir / "api_key")), server::acl({rule.value()})});
+}
+
 // `--dev`: a config made on the spot, with a throwaway PKI and a token allowed everything.
 server::server_config dev_config(const server_flags& f, fs::path& ca, fs::path& token_file) {
   server::server_config c;
@@ -90,6 +102,7 @@ server::server_config dev_config(const server_flags& f, fs::path& ca, fs::path& 
   c.key = pki.server_key;
   auto rule = server::parse_acl_rule("*");
   c.credentials.push_back({"dev", server::sha256(token), server::acl({rule.value()})});
+  enable_dev_api(c, dir);
   for (const auto& d : f.devices) {
     const auto eq = d.find('=');
     if (eq == std::string::npos || eq == 0 || eq + 1 == d.size())
@@ -213,8 +226,22 @@ int run_server(const server_flags& f) {
                    "use its id in place of DEVICE");
   }
 
+  std::unique_ptr<api_runtime> api;
+  try {
+    api = start_api(io, srv, config);
+  } catch (const std::exception& e) {
+    std::cerr << "error: the HTTP API: " << e.what() << std::endl;
+    return exit_failure;
+  }
+  if (api) {
+    nlohmann::ordered_json ev{{"event", "api"}, {"url", api->url()}};
+    if (f.dev) ev["api_key_file"] = (fs::absolute(f.state_dir) / "api_key").string();
+    print_event(f.json, ev, "API on " + api->url());
+  }
+
   signals.async_wait([&](const asio::error_code& ec, int sig) {
     if (ec) return;
+    if (api) api->close();
     spdlog::info("signal {}: stopping (grace {} ms)", sig, config.grace_period.count());
     hup.cancel();
     asio::co_spawn(io, srv.shutdown(), [&](std::exception_ptr) {

@@ -11,6 +11,7 @@
 #include <optional>
 #include <span>
 
+#include "api_config.hpp"
 #include "tether/toml_check.hpp"
 #include "tether/transport/host.hpp"
 
@@ -22,7 +23,7 @@ namespace fs = std::filesystem;
 constexpr std::size_t max_config_size = 4 * 1024 * 1024;  // far above any real config
 constexpr std::int64_t max_timeout_ms = 24LL * 3600 * 1000;
 
-constexpr std::array<std::string_view, 25> top_level_keys{"listen",
+constexpr std::array<std::string_view, 29> top_level_keys{"listen",
                                                           "cert",
                                                           "key",
                                                           "connect_timeout_ms",
@@ -46,7 +47,11 @@ constexpr std::array<std::string_view, 25> top_level_keys{"listen",
                                                           "max_auth_failures_per_source",
                                                           "auth_failure_window_ms",
                                                           "credential",
-                                                          "device"};
+                                                          "device",
+                                                          "api_listen",  // api_config.hpp
+                                                          "state_dir",
+                                                          "api",
+                                                          "api_key"};
 
 
 bool is_valid_credential_name(std::string_view n) {
@@ -285,6 +290,9 @@ server_config parse_server_config(std::string_view toml_text, const fs::path& so
     seen_ids.emplace(d.id, devs[i]->source().begin.line);
     cfg.devices.push_back(std::move(d));
   }
+  parse_api_settings(c, root, cfg.api, [&](const toml::table& t, const std::string& at) {
+    return parse_credential(c, t, at);
+  });
   return cfg;
 }
 

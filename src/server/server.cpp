@@ -43,6 +43,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "deliver_message.hpp"
 #include "rate_limited_log.hpp"
 #include "snapshot.hpp"
 #include "tether/mux/async_signal.hpp"
@@ -722,6 +723,13 @@ asio::awaitable<void> server::shutdown() {
 
 void server::abort() {
   impl_->abort();
+}
+
+asio::awaitable<message_outcome> server::deliver(message_request request) {
+  auto& w = *impl_->workers[impl_->workers_pool.next()];
+  // On the worker, with its router; the answer comes back to the caller's executor.
+  auto task = deliver_message(w.routes, std::move(request));
+  co_return co_await asio::co_spawn(w.executor, std::move(task), asio::use_awaitable);
 }
 
 std::vector<std::string> server::reload(server_config next) {

@@ -68,4 +68,8 @@ asio::awaitable<relay_outcome> tcp_upstream::relay(mux::channel& ch) {
   co_return out;
 }
 
+void tcp_upstream::abort() {
+  relay::abort_socket(socket_);
+}
+
 }  // namespace tether::server

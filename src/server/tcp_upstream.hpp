@@ -16,6 +16,7 @@ class tcp_upstream final : public upstream {
 
   asio::awaitable<std::optional<refusal>> connect() override;
   asio::awaitable<relay_outcome> relay(mux::channel& ch) override;
+  void abort() override;
 
  private:
   asio::awaitable<asio::error_code> dial();

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -54,6 +55,27 @@ struct server_limits {
   std::chrono::milliseconds auth_failure_window{60000};
 };
 
+/// The HTTP API (docs/API.md, docs/CONFIG.md): off unless `api_listen` is set.
+struct api_settings {
+  std::optional<endpoint> listen;  // api_listen
+  bool tls = true;                 // false only on a loopback address
+  std::filesystem::path state_dir;  // the message log lives here (required with the API)
+  std::size_t max_payload = 64 * 1024;          // decoded bytes of one message; more: 413
+  std::chrono::milliseconds max_wait{30000};    // the most wait_for_reply_ms may ask
+  std::size_t max_reply = 64 * 1024;            // bytes kept of one reply
+  std::uint32_t max_devices_per_message = 100;  // deviceids of POST /api/v1/messages
+  std::size_t max_header_bytes = 8 * 1024;      // one header field, and the URL
+  std::uint32_t max_headers = 64;
+  std::chrono::milliseconds request_timeout{40000};  // reading a request and answering it
+  std::chrono::milliseconds idle_timeout{15000};     // a kept-alive connection between requests
+  std::uint32_t max_connections = 1024;
+  std::chrono::hours retention_age{24 * 30};  // messages older than this are deleted
+  std::uint64_t retention_count = 1'000'000;  // and the oldest past this many
+  std::uint32_t webhook_rate_per_minute = 600;  // each webhook's sustained rate; more: 429
+  std::uint32_t webhook_burst = 20;             // and the burst it may send at once
+  std::vector<credential> keys;               // [[api_key]]: name, token_sha256, allow
+};
+
 struct server_config {
   endpoint listen{"127.0.0.1", 7443};
   std::filesystem::path cert;  // PEM certificate chain
@@ -74,6 +96,7 @@ struct server_config {
   // Event-loop threads the sessions are spread over; 0: one per CPU. Read at startup only.
   std::uint32_t workers = 0;
   server_limits limits;
+  api_settings api;
 };
 
 /// Bounds enforced by the parser (also listed in docs/CONFIG.md).

@@ -16,6 +16,7 @@
 
 #include "tether/relay/datagram.hpp"
 #include "tether/server/config.hpp"
+#include "tether/server/message.hpp"
 
 namespace tether::server {
 
@@ -74,6 +75,11 @@ class server {
 
   /// Thread-safe.
   server_counters counters() const noexcept;
+
+  /// Sends one API message (message.hpp) from the next worker in turn, routed like a
+  /// stream: the sender's ACL, the registry, the same upstreams. Completes on the caller's
+  /// executor once the payload went out and the reply, if asked for, is in. Thread-safe.
+  asio::awaitable<message_outcome> deliver(message_request request);
 
  private:
   // Shared with every task the server runs, which keep it alive: a task still pending when

@@ -40,6 +40,11 @@ class upstream {
 
   /// Relays between the accepted stream and the target until both are done. Never throws.
   virtual asio::awaitable<relay_outcome> relay(mux::channel& ch) = 0;
+
+  /// Ends a relay() in progress soon, as if the device had reset the connection: for an API
+  /// message whose wait for a reply is over while the device neither sends nor closes (a
+  /// relay ends by itself when its channel fails, except while it only waits on the device).
+  virtual void abort() {}
 };
 
 }  // namespace tether::server

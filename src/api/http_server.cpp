@@ -1,0 +1,202 @@
+// The one file that includes RESTinio (about 30 s and 1 GB to compile): everything else of
+// the API sees http.hpp's plain values.
+//
+// RESTinio runs on the io_context it is given (one of the server's workers, a single
+// thread: hence noop strands). Each request is handed to the handler coroutine, spawned on
+// that io_context; the request handle is kept until the answer is written. The library's
+// own limits (body, URL, header fields and their count, connections) close a connection
+// that passes them without an answer; the API checks what users need a status code for
+// (413) itself, below those limits.
+
+#include <openssl/ssl.h>
+#include <spdlog/spdlog.h>
+
+#include <asio/co_spawn.hpp>
+#include <restinio/all.hpp>
+#include <restinio/tls.hpp>
+
+#include "tether/api/http.hpp"
+#include "tether/transport/tls.hpp"
+
+namespace tether::api {
+namespace {
+
+template <class Base>
+struct counted_traits : Base {
+  static constexpr bool use_connection_count_limiter = true;
+};
+
+using plain_traits = counted_traits<restinio::default_single_thread_traits_t>;
+using tls_traits = counted_traits<
+    restinio::single_thread_tls_traits_t<restinio::asio_timer_manager_t, restinio::null_logger_t>>;
+
+const char* reason_phrase(int status) {
+  switch (status) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 413: return "Payload Too Large";
+    case 415: return "Unsupported Media Type";
+    case 429: return "Too Many Requests";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    default: return "Status";
+  }
+}
+
+http_request to_request(const restinio::request_t& req) {
+  http_request r;
+  const auto& h = req.header();
+  r.method = h.method().c_str();
+  r.path = std::string(h.path());
+  r.query = std::string(h.query());
+  r.authorization = h.get_field_or(restinio::http_field::authorization, "");
+  r.content_type = h.get_field_or(restinio::http_field::content_type, "");
+  r.last_event_id = h.get_field_or("Last-Event-ID", "");
+  r.body = req.body();
+  const auto& ep = req.remote_endpoint();
+  r.peer = ep.address().to_string() + ":" + std::to_string(ep.port());
+  return r;
+}
+
+template <class Builder>
+void add_headers(Builder& b, const http_response& r) {
+  b.append_header(restinio::http_field::content_type, r.content_type);
+  for (const auto& [name, value] : r.headers) b.append_header(name, value);
+}
+
+restinio::http_status_line_t status_line(int status) {
+  return restinio::http_status_line_t{restinio::http_status_code_t{static_cast<std::uint16_t>(status)},
+                                      reason_phrase(status)};
+}
+
+// A response written in chunks (SSE). Written on the listener's thread only.
+class chunked_stream final : public http_stream {
+ public:
+  explicit chunked_stream(restinio::response_builder_t<restinio::chunked_output_t> b)
+      : builder_(std::move(b)) {}
+
+  bool write(std::string text) override {
+    if (!open_) return false;
+    builder_.append_chunk(std::move(text));
+    flush();
+    return open_;
+  }
+  bool open() const override { return open_; }
+  void close() override {
+    if (!open_) return;
+    open_ = false;
+    builder_.done();
+  }
+  void flush() {
+    // The callback may run inline, and more than once.
+    builder_.flush([alive = alive_](const restinio::asio_ns::error_code& ec) {
+      if (ec) *alive = false;
+    });
+    if (!*alive_) open_ = false;
+  }
+
+ private:
+  restinio::response_builder_t<restinio::chunked_output_t> builder_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  bool open_ = true;
+};
+
+void respond(const restinio::request_handle_t& req, http_answer a) {
+  if (a.stream) {
+    auto b = req->create_response<restinio::chunked_output_t>(status_line(a.response.status));
+    add_headers(b, a.response);
+    auto s = std::make_shared<chunked_stream>(std::move(b));
+    s->flush();  // the head goes out now
+    a.stream(std::move(s));
+    return;
+  }
+  auto b = req->create_response(status_line(a.response.status));
+  add_headers(b, a.response);
+  b.set_body(std::move(a.response.body));
+  b.done();
+}
+
+template <class Traits>
+class listener final : public http_listener {
+ public:
+  listener(asio::io_context& io, const http_options& o, http_handler handler,
+           std::shared_ptr<asio::ssl::context> tls) {
+    restinio::server_settings_t<Traits> s;
+    s.address(o.bind.address())
+        .port(o.bind.port())
+        .acceptor_post_bind_hook(
+            [this](asio::ip::tcp::acceptor& a) { bound_ = a.local_endpoint(); })
+        .socket_options_setter([](auto& options) {
+          options.set_option(asio::ip::tcp::no_delay{true});  // else 40 ms per small answer
+        })
+        .read_next_http_message_timelimit(o.idle_timeout)
+        .handle_request_timeout(o.request_timeout)
+        .write_http_response_timelimit(o.request_timeout)
+        .max_parallel_connections(o.max_connections)
+        .incoming_http_msg_limits(restinio::incoming_http_msg_limits_t{}
+                                      .max_url_size(o.max_header_bytes)
+                                      .max_field_name_size(o.max_header_bytes)
+                                      .max_field_value_size(o.max_header_bytes)
+                                      .max_field_count(o.max_headers)
+                                      .max_body_size(o.max_body))
+        .request_handler([&io, handler = std::move(handler)](const restinio::request_handle_t& req) {
+          asio::co_spawn(io, handler(to_request(*req)), [req](std::exception_ptr e, http_answer a) {
+            if (e) {
+              spdlog::error("API request failed unexpectedly");
+              a = {};
+              a.response.status = 500;
+              a.response.body = R"({"error":"internal","message":"internal error"})";
+            }
+            respond(req, std::move(a));
+          });
+          return restinio::request_accepted();
+        });
+    if constexpr (std::is_same_v<Traits, tls_traits>) s.tls_context(std::move(tls));
+    server_ = std::make_unique<restinio::http_server_t<Traits>>(restinio::external_io_context(io),
+                                                                std::move(s));
+    try {
+      server_->open_sync();
+    } catch (const std::exception& e) {
+      throw std::runtime_error("cannot listen on " + o.bind.address().to_string() + ":" +
+                               std::to_string(o.bind.port()) + ": " + e.what());
+    }
+  }
+
+  ~listener() override { close(); }
+
+  asio::ip::tcp::endpoint local_endpoint() const override { return bound_; }
+
+  void close() override {
+    if (server_) server_->close_sync();
+  }
+
+ private:
+  asio::ip::tcp::endpoint bound_;
+  std::unique_ptr<restinio::http_server_t<Traits>> server_;
+};
+
+// The server's own TLS context (its certificate, key, versions and ciphers), shared.
+std::shared_ptr<asio::ssl::context> server_tls(const std::filesystem::path& cert,
+                                               const std::filesystem::path& key) {
+  transport::tls_server_context loaded(cert, key);
+  SSL_CTX_up_ref(loaded.native_handle());  // the asio context takes its own reference
+  return std::make_shared<asio::ssl::context>(loaded.native_handle());
+}
+
+}  // namespace
+
+std::unique_ptr<http_listener> listen_http(asio::io_context& io, const http_options& options,
+                                           http_handler handler) {
+  if (options.tls)
+    return std::make_unique<listener<tls_traits>>(
+        io, options, std::move(handler), server_tls(options.tls->first, options.tls->second));
+  return std::make_unique<listener<plain_traits>>(io, options, std::move(handler), nullptr);
+}
+
+}  // namespace tether::api
