@@ -30,6 +30,13 @@ std::uint64_t move_quarter(receive_window& w, clock::time_point& now, clock::dur
   return w.consume(n, now, rtt);
 }
 
+// A window that grew to the cap, moving a quarter per millisecond since `now`.
+receive_window grown_to_cap(clock::time_point& now) {
+  receive_window w(initial, cap, now);
+  for (int i = 0; i < 20; ++i) move_quarter(w, now, 1ms);
+  return w;
+}
+
 TEST(receive_window, credit_goes_back_after_a_quarter_of_the_window) {
   auto now = clock::now();
   receive_window w(initial, cap, now);
@@ -62,8 +69,7 @@ TEST(receive_window, doubles_while_a_quarter_comes_faster_than_half_a_round_trip
 
 TEST(receive_window, stops_at_the_cap) {
   auto now = clock::now();
-  receive_window w(initial, cap, now);
-  for (int i = 0; i < 20; ++i) move_quarter(w, now, 1ms);
+  const auto w = grown_to_cap(now);
   EXPECT_EQ(w.size(), cap);
   EXPECT_FALSE(w.can_grow());
   EXPECT_EQ(w.remaining(), cap);
@@ -104,8 +110,7 @@ TEST(receive_window, settles_near_twice_the_bandwidth_delay_product_on_a_slower_
 
 TEST(receive_window, goes_back_to_its_first_size_after_a_pause) {
   auto now = clock::now();
-  receive_window w(initial, cap, now);
-  for (int i = 0; i < 20; ++i) move_quarter(w, now, 1ms);
+  auto w = grown_to_cap(now);
   ASSERT_EQ(w.size(), cap);
 
   // The peer holds credit for the whole grown window; after a pause it may still spend it.

@@ -65,6 +65,41 @@ struct greedy_peer {
       }
     }
   }
+
+  // Starts answering the session, which has granted what its WELCOME says.
+  void start() {
+    session_credit = raw->frames().front().as<wire::welcome>()->session_window;
+    raw->read_all([this](const testing::seen_frame& f) { on_frame(f); });
+  }
+};
+
+// The local side of every stream: consumes what arrives at once, counting it, until
+// `stalled` is set; from then on it holds what it has, its streams open and unread.
+struct local_reader : std::enable_shared_from_this<local_reader> {
+  bool stalled = false;
+  std::uint64_t consumed = 0;
+  std::vector<std::shared_ptr<channel>> held_open;
+
+  session::open_handler accept_all(asio::any_io_executor ex) {
+    // Weak: the session keeps its handler, and the channels keep the session.
+    return [weak = weak_from_this(), ex](incoming_stream in) {
+      auto self = weak.lock();
+      if (!self) return in.refuse(errc::internal, "the test is over");
+      std::shared_ptr<channel> ch = in.accept();
+      self->held_open.push_back(ch);
+      asio::co_spawn(ex, read(self, ch), asio::detached);
+    };
+  }
+
+  static asio::awaitable<void> read(std::shared_ptr<local_reader> self,
+                                    std::shared_ptr<channel> ch) {
+    for (;;) {
+      auto [ec, bytes] = co_await ch->receive();
+      if (ec || bytes.empty() || self->stalled) co_return;
+      self->consumed += bytes.size();
+      ch->consumed(bytes.size());
+    }
+  }
 };
 
 TEST_F(SessionWindowGrowth, ManyGrowingStreamsStayWithinTheSessionCap) {
@@ -75,29 +110,10 @@ TEST_F(SessionWindowGrowth, ManyGrowingStreamsStayWithinTheSessionCap) {
   const auto cap = session_window_cap(settings);
   ASSERT_EQ(cap, 1024 * kib);  // twice the stream cap: 32 streams could grow to 16 MiB
 
-  // The local side consumes at once until told to stall; then it holds what it receives.
-  bool stalled = false;
-  std::uint64_t consumed = 0;
-  std::vector<std::shared_ptr<channel>> channels;
-  auto on_open = [&](incoming_stream in) {
-    std::shared_ptr<channel> ch = in.accept();
-    channels.push_back(ch);
-    asio::co_spawn(
-        ex(),
-        [&, ch]() -> asio::awaitable<void> {
-          for (;;) {
-            auto [ec, bytes] = co_await ch->receive();
-            if (ec || bytes.empty() || stalled) co_return;
-            consumed += bytes.size();
-            ch->consumed(bytes.size());
-          }
-        },
-        asio::detached);
-  };
-  auto [s, raw, to_session, to_raw] = serve(settings, on_open);
+  auto reader = std::make_shared<local_reader>();
+  auto [s, raw, to_session, to_raw] = serve(settings, reader->accept_all(ex()));
   greedy_peer peer{raw, ex()};
-  peer.session_credit = raw->frames().front().as<wire::welcome>()->session_window;
-  raw->read_all([&](const testing::seen_frame& f) { peer.on_frame(f); });
+  peer.start();
   constexpr std::uint32_t streams = 32;
   for (std::uint32_t i = 0; i < streams; ++i)
     raw->send(wire::open{2 * i + 1, 0, 22, 1u << 20, "dev-1"});
@@ -109,12 +125,12 @@ TEST_F(SessionWindowGrowth, ManyGrowingStreamsStayWithinTheSessionCap) {
   EXPECT_LE(peer.largest_stream_update, settings.max_stream_window);
 
   // Now the local side stops reading: the peer spends all the credit it holds.
-  stalled = true;
+  reader->stalled = true;
   ASSERT_TRUE(run_until([&] { return s->counters().bytes_in == peer.sent; }));
   ASSERT_TRUE(settle());
   ASSERT_EQ(s->counters().bytes_in, peer.sent);
   ASSERT_FALSE(s->closed()) << s->end_reason();
-  const auto held = s->counters().bytes_in - consumed;
+  const auto held = s->counters().bytes_in - reader->consumed;
   EXPECT_LE(held, cap);
   // The streams would have taken more: it is the session's window that held them back.
   std::int64_t unspent_stream_credit = 0;
@@ -128,23 +144,10 @@ TEST_F(SessionWindowGrowth, WindowsStayFixedWhenTheCapIsTheFirstSize) {
   settings.session_window = 128 * kib;
   settings.max_stream_window = stream_window;
   EXPECT_EQ(session_window_cap(settings), 128 * kib);
-  auto on_open = [&](incoming_stream in) {
-    std::shared_ptr<channel> ch = in.accept();
-    asio::co_spawn(
-        ex(),
-        [ch]() -> asio::awaitable<void> {
-          for (;;) {
-            auto [ec, bytes] = co_await ch->receive();
-            if (ec || bytes.empty()) co_return;
-            ch->consumed(bytes.size());
-          }
-        },
-        asio::detached);
-  };
-  auto [s, raw, to_session, to_raw] = serve(settings, on_open);
+  auto reader = std::make_shared<local_reader>();
+  auto [s, raw, to_session, to_raw] = serve(settings, reader->accept_all(ex()));
   greedy_peer peer{raw, ex()};
-  peer.session_credit = raw->frames().front().as<wire::welcome>()->session_window;
-  raw->read_all([&](const testing::seen_frame& f) { peer.on_frame(f); });
+  peer.start();
   raw->send(wire::open{1, 0, 22, 1u << 20, "dev-1"});
   ASSERT_TRUE(run_until([&] { return peer.sent >= 16u << 20; }));
   EXPECT_LE(peer.largest_stream_update, stream_window);
