@@ -70,6 +70,12 @@ client::dialer make_dialer(asio::any_io_executor ex, const client::server_settin
     o.connect_timeout = s.connect_timeout;
     return client::make_ssh_dialer(ex, std::move(o));
   }
+  auto o = tls_options_of(s, std::move(token));
+  o.session.max_stream_window = max_stream_window;
+  return client::make_tls_dialer(ex, std::move(o));
+}
+
+client::tls_dial_options tls_options_of(const client::server_settings& s, std::string token) {
   client::tls_dial_options o;
   o.host = s.url.host;
   o.port = s.url.port;
@@ -77,8 +83,7 @@ client::dialer make_dialer(asio::any_io_executor ex, const client::server_settin
   o.pin = s.pin;
   o.token = std::move(token);
   o.connect_timeout = s.connect_timeout;
-  o.session.max_stream_window = max_stream_window;
-  return client::make_tls_dialer(ex, std::move(o));
+  return o;
 }
 
 int report_dial_failure(const client::dial_outcome& o, const client::server_url& url, bool json,

@@ -35,6 +35,10 @@ client::dialer make_dialer(
     asio::any_io_executor ex, const client::server_settings& s, std::string token,
     std::uint32_t max_stream_window = mux::session_settings{}.max_stream_window);
 
+/// The options of a tls:// dialer for `s` with `token` (a client's; an agent sets its role
+/// and stream handler on them).
+client::tls_dial_options tls_options_of(const client::server_settings& s, std::string token);
+
 /// Reports a failed dial as a fatal error (report_error: one "error: ..." line, and an
 /// error event with `json`) and returns its exit code: exit_bad_credentials,
 /// exit_untrusted_server or exit_failure. `token_source` is said when the token is rejected.

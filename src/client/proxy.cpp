@@ -8,8 +8,8 @@
 #include <asio/ip/tcp.hpp>
 #include <asio/ip/udp.hpp>
 #include <asio/steady_timer.hpp>
-#include <random>
 
+#include "tether/client/reconnect.hpp"
 #include "tether/client/udp_forwarder.hpp"
 #include "tether/mux/async_signal.hpp"
 #include "tether/mux/use_tuple.hpp"
@@ -95,7 +95,7 @@ struct proxy::impl : std::enable_shared_from_this<impl> {
         options(std::move(o)),
         names(options.names ? options.names : std::make_shared<mapping_names>()),
         session_ready(ex, asio::steady_timer::time_point::max()),
-        backoff(options.backoff_initial) {}
+        retry(options.backoff_initial, options.backoff_max, options.retries) {}
 
   asio::any_io_executor executor;
   std::vector<mapping> initial;  // bound by listen()
@@ -115,39 +115,13 @@ struct proxy::impl : std::enable_shared_from_this<impl> {
   bool stopping = false;
   bool listeners_closed = false;
   dial_outcome fatal;
-  std::size_t failures_in_row = 0;  // dials that failed since the last session was made
-  bool ever_connected = false;
-  std::chrono::milliseconds backoff;
+  reconnect_policy retry;
   std::chrono::milliseconds first_retry{0};  // after a failed connect_first()
   std::shared_ptr<relay::buffer_pool> pool = std::make_shared<relay::buffer_pool>();
-  std::minstd_rand jitter{std::random_device{}()};
-
-  static bool is_fatal(const dial_outcome& o) {
-    return o.kind == dial_outcome::failure::bad_credentials ||
-           o.kind == dial_outcome::failure::untrusted_server ||
-           o.kind == dial_outcome::failure::fatal;
-  }
-
-  // Full jitter over [backoff/2, backoff], so many clients don't reconnect in lockstep.
-  std::chrono::milliseconds next_delay() {
-    const auto d = backoff;
-    backoff = std::min(backoff * 2, options.backoff_max);
-    std::uniform_int_distribution<long> dist(d.count() / 2, d.count());
-    return std::chrono::milliseconds(dist(jitter));
-  }
-
-  // Counts one more failed dial; whether the retry policy allows another attempt.
-  bool may_retry() {
-    ++failures_in_row;
-    if (!options.retries) return ever_connected;
-    return *options.retries == retry_forever || failures_in_row <= *options.retries;
-  }
 
   void became_connected(std::shared_ptr<mux::tunnel> t) {
     current = std::move(t);
-    failures_in_row = 0;
-    ever_connected = true;
-    backoff = options.backoff_initial;
+    retry.connected();
     spdlog::info("connected to {}", options.server);
     events.connected(options.server);
     session_ready.cancel();
@@ -170,12 +144,12 @@ struct proxy::impl : std::enable_shared_from_this<impl> {
           co_return;
         }
         if (!outcome.tunnel) {
-          if (is_fatal(outcome) || !may_retry()) {
+          if (reconnect_policy::is_fatal(outcome) || !retry.may_retry()) {
             fatal = std::move(outcome);
             stopping = true;
             co_return;
           }
-          const auto delay = next_delay();
+          const auto delay = retry.next_delay();
           spdlog::warn("cannot reach {}: {}; retrying in {} ms", options.server, outcome.error,
                        delay.count());
           events.disconnected(outcome.error, delay);
@@ -191,7 +165,7 @@ struct proxy::impl : std::enable_shared_from_this<impl> {
       // Streams still open on a session that said GOAWAY keep it alive through their channels.
       current.reset();
       const bool graceful = why == make_error_code(errc::going_away);
-      const auto delay = graceful ? std::chrono::milliseconds(0) : next_delay();
+      const auto delay = graceful ? std::chrono::milliseconds(0) : retry.next_delay();
       spdlog::warn("session to {} ended: {}; reconnecting in {} ms", options.server, why.message(),
                    delay.count());
       events.disconnected(why.message(), delay);
@@ -451,8 +425,8 @@ asio::awaitable<dial_outcome> proxy::connect_first() {
     impl_->became_connected(std::move(outcome.tunnel));
     co_return dial_outcome{};
   }
-  if (!impl::is_fatal(outcome) && impl_->may_retry()) {
-    const auto delay = impl_->next_delay();
+  if (!reconnect_policy::is_fatal(outcome) && impl_->retry.may_retry()) {
+    const auto delay = impl_->retry.next_delay();
     spdlog::warn("cannot reach {}: {}; retrying in {} ms", impl_->options.server, outcome.error,
                  delay.count());
     impl_->events.disconnected(outcome.error, delay);

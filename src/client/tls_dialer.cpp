@@ -21,9 +21,11 @@ dialer make_tls_dialer(asio::any_io_executor, tls_dial_options options) {
     }
     auto session = mux::session::make(std::move(stream), opts->session);
     std::string message;
-    if (auto sec = co_await session->start_client(opts->token, wire::role::client, {}, message)) {
+    if (auto sec =
+            co_await session->start_client(opts->token, opts->role, opts->on_open, message)) {
       out.error = message.empty() ? sec.message() : message;
-      if (sec == make_error_code(errc::bad_token))
+      // forbidden: a token used in the wrong role (an agent's as a client, or the reverse).
+      if (sec == make_error_code(errc::bad_token) || sec == make_error_code(errc::forbidden))
         out.kind = dial_outcome::failure::bad_credentials;
       else if (sec == make_error_code(errc::version_mismatch))
         out.kind = dial_outcome::failure::fatal;

@@ -62,8 +62,21 @@ bool is_valid_credential_name(std::string_view n) {
   });
 }
 
+// agent_for = "dev-77": the credential of that device's agent, which opens no streams.
+std::string parse_agent_for(const toml_checker& c, const toml::table& t, const std::string& at) {
+  const std::string& id = *c.string_of(*t.get("agent_for"), at + ".agent_for");
+  if (!is_valid_device_id(id))
+    c.fail(t.get("agent_for"), at + ".agent_for",
+           "'" + id + "' is not a valid device id (1-64 of A-Z a-z 0-9 . _ -)");
+  if (t.contains("allow"))
+    c.fail(t.get("allow"), at + ".allow",
+           "an agent credential (agent_for) opens no streams: give it no allow list");
+  return id;
+}
+
 credential parse_credential(const toml_checker& c, const toml::table& t, const std::string& at) {
-  static constexpr std::array<std::string_view, 3> known{"name", "token_sha256", "allow"};
+  static constexpr std::array<std::string_view, 4> known{"name", "token_sha256", "allow",
+                                                         "agent_for"};
   c.only_known_keys(t, at + ".", known, top_level_keys);
 
   credential cred;
@@ -84,6 +97,10 @@ credential parse_credential(const toml_checker& c, const toml::table& t, const s
                (hex.rfind("tt_", 0) == 0 ? " that look like a token" : ""));
   }
   cred.token_sha256 = *digest;
+  if (t.contains("agent_for")) {
+    cred.agent_for = parse_agent_for(c, t, at);
+    return cred;
+  }
 
   const std::string allow_key = at + ".allow";
   const toml::node* allow = t.get("allow");
@@ -104,10 +121,7 @@ credential parse_credential(const toml_checker& c, const toml::table& t, const s
 }
 
 device parse_device(const toml_checker& c, const toml::table& t, const std::string& at) {
-  if (t.contains("agent")) {
-    c.fail(t.get("agent"), at + ".agent", "agent devices are not supported yet; give an address");
-  }
-  static constexpr std::array<std::string_view, 2> known{"id", "address"};
+  static constexpr std::array<std::string_view, 3> known{"id", "address", "agent"};
   c.only_known_keys(t, at + ".", known, top_level_keys);
 
   device d;
@@ -115,6 +129,13 @@ device parse_device(const toml_checker& c, const toml::table& t, const std::stri
   if (!is_valid_device_id(d.id)) {
     c.fail(t.get("id"), at + ".id",
            "'" + d.id + "' is not a valid device id (1-64 of A-Z a-z 0-9 . _ -)");
+  }
+  d.agent = c.boolean(t, "agent", at + ".agent", false);
+  if (d.agent) {
+    if (t.contains("address"))
+      c.fail(t.get("address"), at + ".address",
+             "an agent device (agent = true) is reached through its agent: give no address");
+    return d;
   }
   d.address = c.require_string(t, "address", at + ".address",
                              "the host name or IP address the server dials");
@@ -128,6 +149,26 @@ device parse_device(const toml_checker& c, const toml::table& t, const std::stri
   }
   d.address = std::string(addr);
   return d;
+}
+
+// Each agent credential names an agent device: a token can only ever speak for the
+// device it is bound to, and that device must expect an agent.
+template <typename Tables>
+void check_agent_credentials(const toml_checker& c, const server_config& cfg,
+                             const Tables& tables) {
+  for (std::size_t i = 0; i < cfg.credentials.size(); ++i) {
+    const auto& id = cfg.credentials[i].agent_for;
+    if (id.empty()) continue;
+    const auto dev = std::find_if(cfg.devices.begin(), cfg.devices.end(),
+                                  [&](const device& d) { return d.id == id; });
+    const std::string at = "credential[" + std::to_string(i) + "].agent_for";
+    if (dev == cfg.devices.end())
+      c.fail(tables[i]->get("agent_for"), at, "no [[device]] with id '" + id + "'");
+    if (!dev->agent)
+      c.fail(tables[i]->get("agent_for"), at,
+             "device '" + id + "' is dialed at its address; add agent = true to it (and "
+             "remove the address) to reach it through an agent");
+  }
 }
 
 }  // namespace
@@ -290,6 +331,7 @@ server_config parse_server_config(std::string_view toml_text, const fs::path& so
     seen_ids.emplace(d.id, devs[i]->source().begin.line);
     cfg.devices.push_back(std::move(d));
   }
+  check_agent_credentials(c, cfg, creds);
   parse_api_settings(c, root, cfg.api, [&](const toml::table& t, const std::string& at) {
     return parse_credential(c, t, at);
   });

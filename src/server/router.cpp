@@ -1,5 +1,6 @@
 #include "tether/server/router.hpp"
 
+#include "agent_upstream.hpp"
 #include "tcp_upstream.hpp"
 #include "udp_upstream.hpp"
 
@@ -24,11 +25,21 @@ result<std::unique_ptr<upstream>> router::route(const mux::target& t,
   const device* dev = devices_->find(t.device);
   if (!dev)
     return error{"no device '" + t.device + "' in the server's registry", errc::unknown_device};
+  if (dev->agent) return route_to_agent(t);
   if (udp)
     return std::unique_ptr<upstream>(std::make_unique<udp_upstream>(
         executor_, *dev, t.port, settings_.connect_timeout, settings_.udp_idle, pool_));
   return std::unique_ptr<upstream>(
       std::make_unique<tcp_upstream>(executor_, *dev, t.port, settings_.connect_timeout, pool_));
+}
+
+result<std::unique_ptr<upstream>> router::route_to_agent(const mux::target& t) const {
+  auto found = agents_ ? agents_->find(t.device) : agent_directory::lookup{};
+  if (!found.online)
+    return error{offline_message(t.device, found.last_seen, std::chrono::system_clock::now()),
+                 errc::unreachable};
+  return std::unique_ptr<upstream>(
+      std::make_unique<agent_upstream>(executor_, std::move(found.online), t));
 }
 
 }  // namespace tether::server

@@ -49,6 +49,7 @@
 #include "tether/mux/async_signal.hpp"
 #include "tether/mux/session.hpp"
 #include "tether/mux/use_tuple.hpp"
+#include "tether/server/agent_directory.hpp"
 #include "tether/server/limit_books.hpp"
 #include "tether/server/open_files.hpp"
 #include "tether/server/router.hpp"
@@ -176,14 +177,17 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
         current(make_settings(std::move(c), 0)),
         acceptor(control) {
     const auto first = current.load();
-    for (std::size_t i = 0; i < pool.size(); ++i)
+    for (std::size_t i = 0; i < pool.size(); ++i) {
       workers.push_back(std::make_unique<worker>(pool.executor(i), i, *first));
+      workers.back()->routes.use_agents(agents);
+    }
   }
 
   worker_pool& workers_pool;
   asio::any_io_executor control;  // worker 0's
   std::uint64_t open_files = 0;   // the soft limit the server runs with
   snapshot<settings> current;
+  agent_directory agents;  // thread-safe; before `workers`, whose routers point to it
   std::vector<std::unique_ptr<worker>> workers;
   limit_books books;
   shared_counters counters;
@@ -393,9 +397,11 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
       session->close();
     else if (stopping)
       session->goaway(errc::going_away, "server is shutting down");
+    const auto agent = agent_online(w, session, *ctx);
     const auto up_since = clock::now();
     const auto why = co_await session->wait_ended();
     ctx->ended = true;
+    if (agent) agent_offline(agent, *session);
     log_session_end(*session, *ctx, why, clock::now() - up_since);
     if (!ctx->dial_queue.empty()) {  // each woken stream hands its turn to the next
       auto first = std::move(ctx->dial_queue.front());
@@ -411,10 +417,6 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   // Decides on a HELLO: the token, then the session limits. On errc::ok the session holds
   // a place in the counts (ctx.counted).
   errc admit(wire::role role, std::string_view token, session_context& ctx, std::string& why) {
-    if (role != wire::role::client) {
-      why = "this server does not accept agent sessions";
-      return errc::unsupported;
-    }
     const auto s = current.load();
     ctx.generation = s->generation;
     ctx.cred = authenticate(*s, token);
@@ -423,6 +425,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
       auth_refusals.warn("bad token from {}", ctx.peer);
       return errc::bad_token;
     }
+    if (const auto wrong = check_role(role, *ctx.cred, why); wrong != errc::ok) return wrong;
     if (auto limit = books.begin_session(ctx.source, ctx.cred->name, s->limits); !limit.empty()) {
       ++counters.limit_refusals;
       why = std::move(limit);
@@ -430,6 +433,57 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     }
     ctx.counted = true;
     return errc::ok;
+  }
+
+  // ---- agent sessions (on the agent's worker) -----------------------------------------------
+
+  // An agent credential speaks only as the agent of its device, and a client's never as
+  // an agent.
+  static errc check_role(wire::role role, const credential& cred, std::string& why) {
+    const bool agent_credential = !cred.agent_for.empty();
+    if (role == wire::role::agent && !agent_credential) {
+      why = "credential '" + cred.name + "' is not an agent credential (no agent_for)";
+      return errc::forbidden;
+    }
+    if (role != wire::role::agent && agent_credential) {
+      why = "credential '" + cred.name + "' is the agent credential of device " + cred.agent_for +
+            ": it cannot open streams";
+      return errc::forbidden;
+    }
+    return errc::ok;
+  }
+
+  // Lists an agent's session as its device's agent: streams to the device go to it from
+  // now on. Null for a client's session.
+  std::shared_ptr<const agent_link> agent_online(worker& w,
+                                                 const std::shared_ptr<mux::session>& session,
+                                                 const session_context& ctx) {
+    if (ctx.cred->agent_for.empty()) return nullptr;
+    auto link = std::make_shared<agent_link>();
+    link->device = ctx.cred->agent_for;
+    link->credential = ctx.cred->name;
+    link->peer = ctx.peer;
+    link->executor = w.executor;
+    link->session = session;
+    link->since = std::chrono::system_clock::now();
+    spdlog::info("agent for {} online from {}, credential '{}', worker {}", link->device,
+                 ctx.peer, ctx.cred->name, w.index);
+    if (auto old = agents.attach(link)) {
+      spdlog::warn("agent for {}: the session from {} replaces the one from {}, which is closed",
+                   old->device, ctx.peer, old->peer);
+      // The old session lives on its own worker: it is ended there.
+      asio::post(old->executor, [old, by = ctx.peer] {
+        if (auto s = old->session.lock())
+          s->terminate(errc::forbidden, "replaced by a newer session of the same agent from " + by);
+      });
+    }
+    return link;
+  }
+
+  void agent_offline(const std::shared_ptr<const agent_link>& link, const mux::session& session) {
+    agents.detach(link);
+    spdlog::info("agent for {} offline: session from {} ended ({})", link->device, link->peer,
+                 session.end_reason());
   }
 
   // The audit trail: one line per session, at its end. Never a token.
@@ -482,6 +536,10 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   // upstream and relays.
   void open_stream(worker& w, mux::incoming_stream in,
                    const std::shared_ptr<session_context>& ctx) {
+    if (!ctx->cred->agent_for.empty()) {  // the server opens the streams of an agent's session
+      refuse(in, *ctx, errc::forbidden, "an agent's session carries streams the server opens");
+      return;
+    }
     auto route = w.routes.route(in.target(), *ctx->cred);
     if (!route) {
       refuse(in, *ctx, route.code(), route.message());
@@ -630,7 +688,8 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     auto& ctx = *l.ctx;
     ctx.generation = s.generation;
     for (const auto& c : s.credentials) {
-      if (c->name == ctx.cred->name && c->token_sha256 == ctx.cred->token_sha256) {
+      if (c->name == ctx.cred->name && c->token_sha256 == ctx.cred->token_sha256 &&
+          c->agent_for == ctx.cred->agent_for) {
         ctx.cred = c;
         return;
       }

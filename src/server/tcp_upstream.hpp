@@ -19,8 +19,6 @@ class tcp_upstream final : public upstream {
   void abort() override;
 
  private:
-  asio::awaitable<asio::error_code> dial();
-
   asio::ip::tcp::socket socket_;
   device device_;  // a copy: a reload may replace the registry while this stream lives
   std::uint16_t port_;

@@ -1,10 +1,8 @@
 #include "udp_upstream.hpp"
 
-#include "resolve.hpp"
+#include "tether/relay/dial.hpp"
 
 namespace tether::server {
-
-using asio::ip::udp;
 
 udp_upstream::udp_upstream(asio::any_io_executor ex, const device& dev, std::uint16_t port,
                            std::chrono::milliseconds resolve_timeout,
@@ -17,26 +15,10 @@ udp_upstream::udp_upstream(asio::any_io_executor ex, const device& dev, std::uin
       pool_(pool) {}
 
 asio::awaitable<std::optional<refusal>> udp_upstream::connect() {
+  const auto ec = co_await relay::connect_udp(socket_, device_.address, port_, resolve_timeout_);
+  if (!ec) co_return std::nullopt;
   const auto where = "device " + device_.id + " port " + std::to_string(port_) + "/udp";
-  auto [rec, addresses] =
-      co_await resolve_device(socket_.get_executor(), device_.address, resolve_timeout_);
-  if (rec) {
-    co_return refusal{rec == asio::error::timed_out ? errc::timed_out : errc::unreachable,
-                      where + ": " + rec.message(),
-                      where + " at " + device_.address + ": " + rec.message()};
-  }
-  // Connecting a UDP socket sends nothing: it fixes the peer (replies from any other
-  // address are not delivered to it) and lets the kernel report ICMP port unreachable.
-  asio::error_code ec;
-  for (const auto& a : addresses) {
-    ec = {};
-    if (socket_.is_open()) socket_.close(ec);
-    socket_.open(a.is_v6() ? udp::v6() : udp::v4(), ec);
-    if (!ec) socket_.connect(udp::endpoint(a, port_), ec);
-    if (!ec) co_return std::nullopt;
-  }
-  const auto code = ec == asio::error::no_descriptors ? errc::internal : errc::unreachable;
-  co_return refusal{code, where + ": " + ec.message(),
+  co_return refusal{relay::dial_failure(ec), where + ": " + relay::dial_failure_text(ec),
                     where + " at " + device_.address + ": " + ec.message()};
 }
 

@@ -383,12 +383,12 @@ class StrictProtocolTest(HostileTest):
 
     # -- the handshake -------------------------------------------------------------------------
 
-    def test_hello_as_an_agent_is_refused(self):
-        """HELLO with role 1 (agent) is refused with code 16 (unsupported) naming the
-        agent role, not welcomed as a client."""
+    def test_hello_as_an_agent_with_a_client_token_is_refused(self):
+        """HELLO with role 1 (agent) and a client's token is refused with code 2
+        (forbidden) saying that it is not an agent credential, not welcomed as a client."""
         conn = self.raw()
         conn.send(wire.hello(self.token, role=wire.ROLE_AGENT))
-        self.expect_refuse(conn, wire.UNSUPPORTED, "agent")
+        self.expect_refuse(conn, wire.FORBIDDEN, "not an agent credential")
 
     def test_hello_with_an_unknown_role_is_refused(self):
         """HELLO with role 7 is refused with code 7 naming the role, not dropped

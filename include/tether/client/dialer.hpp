@@ -31,6 +31,9 @@ struct tls_dial_options {
   std::string token;
   std::chrono::milliseconds connect_timeout{10000};
   mux::session_settings session;
+  // An agent (`tether agent`) says so in its HELLO and takes the streams the server opens.
+  wire::role role = wire::role::client;
+  mux::session::open_handler on_open;
 };
 
 /// A dialer for tls:// servers: TLS with verification, then HELLO with the token.

@@ -23,6 +23,7 @@
 #include "tether/client/mapping.hpp"
 #include "tether/client/mapping_names.hpp"
 #include "tether/client/mapping_status.hpp"
+#include "tether/client/reconnect.hpp"
 #include "tether/client/tcp_forwarder.hpp"
 
 namespace tether::client {
@@ -48,8 +49,6 @@ struct proxy_options {
   std::optional<std::size_t> retries;
 };
 
-/// proxy_options::retries that never gives up.
-inline constexpr std::size_t retry_forever = static_cast<std::size_t>(-1);
 
 struct add_result {
   mapping_status added;     // when !failure

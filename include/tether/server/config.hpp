@@ -38,6 +38,9 @@ struct credential {
   std::string name;            // for logs: which credential opened a session
   sha256_digest token_sha256;  // the token itself is never stored
   acl allow;
+  // An agent credential: the device id (an agent device) whose agent it authenticates. It
+  // can speak for that device only, and opens no streams (its ACL stays empty).
+  std::string agent_for;
 };
 
 /// What one peer, one source address or one credential may make the server hold. Each

@@ -14,6 +14,9 @@ namespace tether::server {
 struct device {
   std::string id;       // [A-Za-z0-9._-]{1,64}
   std::string address;  // host name or IP literal (IPv6 without brackets) the server dials
+  // Reached through the session its agent keeps open (docs/AGENTS.md), never dialed: it
+  // has no address.
+  bool agent = false;
 };
 
 /// True for ids of 1 to 64 characters from [A-Za-z0-9._-].

@@ -10,6 +10,7 @@
 #include "tether/mux/tunnel.hpp"
 #include "tether/relay/buffer_pool.hpp"
 #include "tether/result.hpp"
+#include "tether/server/agent_directory.hpp"
 #include "tether/server/config.hpp"
 #include "tether/server/registry.hpp"
 #include "tether/server/upstream.hpp"
@@ -31,6 +32,10 @@ class router {
   /// what they were given.
   void update(std::shared_ptr<const registry> devices, route_settings settings);
 
+  /// Where agent devices (device::agent) find their agents; until it is given, streams
+  /// to them fail as offline. `agents` must outlive the router.
+  void use_agents(const agent_directory& agents) { agents_ = &agents; }
+
   /// The upstream for `t` on behalf of `cred`, or why not: errc::forbidden (the ACL) or
   /// errc::unknown_device, with words for the client.
   result<std::unique_ptr<upstream>> route(const mux::target& t, const credential& cred) const;
@@ -40,6 +45,11 @@ class router {
   std::shared_ptr<const registry> devices_;
   relay::buffer_pool& pool_;
   route_settings settings_;
+  const agent_directory* agents_ = nullptr;
+
+  // A stream to a device whose agent dials out: a stream on the agent's session, or
+  // errc::unreachable at once when the agent is offline.
+  result<std::unique_ptr<upstream>> route_to_agent(const mux::target& t) const;
 };
 
 }  // namespace tether::server

@@ -280,9 +280,6 @@ TEST(ServerConfig, BadValues) {
   EXPECT_EQ(error_of(minimal() + "[[device]]\nid = \"d\"\naddress = \"10.0.0.1:22\"\n"),
             "server.toml:10: device[0].address: '10.0.0.1:22' is not a host name or IP address "
             "(no port: the stream gives it)");
-  EXPECT_EQ(error_of(minimal() + "[[device]]\nid = \"d\"\nagent = true\n"),
-            "server.toml:10: device[0].agent: agent devices are not supported yet; give an "
-            "address");
 }
 
 TEST(ServerConfig, NumericBounds) {

@@ -1,0 +1,178 @@
+// `tether agent URL --token-file FILE --allow PORTS [--target ADDRESS]`: the side of a
+// device that the server cannot dial (docs/AGENTS.md).
+
+#include <spdlog/spdlog.h>
+
+#include <asio/co_spawn.hpp>
+#include <asio/io_context.hpp>
+#include <asio/signal_set.hpp>
+#include <iostream>
+#include <memory>
+
+#include "client_setup.hpp"
+#include "commands.hpp"
+#include "output.hpp"
+#include "tether/agent/agent.hpp"
+#include "tether/client/url.hpp"
+#include "tether/transport/host.hpp"
+
+namespace tether::cli {
+namespace {
+
+struct agent_flags {
+  std::string url;
+  std::string token_file;
+  std::string token;
+  std::string ca_file;
+  std::string pin;
+  std::string allow;
+  std::string target = "127.0.0.1";
+  double connect_timeout_s = 10;
+  double dial_timeout_s = 5;
+  double udp_idle_s = 60;
+  bool json = false;
+  std::string log_level = "info";
+};
+
+constexpr double max_seconds = 86400;
+
+std::chrono::milliseconds seconds_flag(const char* flag, double s) {
+  if (!(s >= 0.001 && s <= max_seconds))
+    throw std::invalid_argument(std::string(flag) + ": give seconds above 0, at most 86400");
+  return std::chrono::milliseconds(static_cast<long>(s * 1000));
+}
+
+int run_agent(const agent_flags& f) {
+  setup_logging(f.log_level);
+  asio::io_context io(1);
+  client::server_settings settings;
+  agent::agent_options options;
+  std::string token;
+  std::string token_source;
+  try {
+    auto parsed = client::parse_server_url(f.url);
+    if (!parsed) throw std::invalid_argument(parsed.message());
+    if (parsed->kind != client::scheme::tls)
+      throw std::invalid_argument("an agent connects to a tether server: give a tls:// URL");
+    settings.url = *parsed;
+    settings.ca_file = f.ca_file;
+    settings.pin = f.pin;
+    settings.token_file = f.token_file;
+    settings.connect_timeout = seconds_flag("--connect-timeout", f.connect_timeout_s);
+    if (!f.pin.empty() && !f.ca_file.empty())
+      throw std::invalid_argument(
+          "--pin and --ca: give one (a pinned key is trusted without a CA)");
+    if (f.token_file.empty() && !f.token.empty())
+      std::cerr << "warning: --token puts the token on the command line, where other local "
+                   "users can read it (ps, /proc); prefer --token-file FILE or TETHER_TOKEN"
+                << std::endl;
+    auto found = find_token(settings, f.token,
+                            "no token: pass --token-file FILE, --token TOKEN or set TETHER_TOKEN");
+    token = std::move(found.token);
+    token_source = std::move(found.source);
+    auto allow = agent::parse_allow_list(f.allow);
+    if (!allow) throw std::invalid_argument("--allow '" + f.allow + "': " + allow.message());
+    if (!transport::is_valid_host(f.target))
+      throw std::invalid_argument("--target '" + f.target +
+                                  "': not a host name or IP address (no port: each stream "
+                                  "gives it)");
+    options.server = server_label(settings.url);
+    options.allow = std::move(allow).value();
+    options.target = f.target;
+    options.dial_timeout = seconds_flag("--dial-timeout", f.dial_timeout_s);
+    options.udp_idle = seconds_flag("--udp-idle", f.udp_idle_s);
+  } catch (const std::exception& e) {
+    report_error(f.json, exit_usage, "usage", e.what());
+    return exit_usage;
+  }
+
+  // The CA or pin is checked now, before anything runs: a file that cannot be used is a
+  // mistake of the command line.
+  auto base = tls_options_of(settings, std::move(token));
+  base.role = wire::role::agent;
+  try {
+    client::make_tls_dialer(io.get_executor(), base);
+  } catch (const std::exception& e) {
+    report_error(f.json, exit_usage, "usage", e.what());
+    return exit_usage;
+  }
+  event_printer events(f.json, options.server);
+  agent::agent a(
+      io.get_executor(),
+      [ex = io.get_executor(), base](mux::session::open_handler on_open) {
+        auto o = base;
+        o.on_open = std::move(on_open);
+        return client::make_tls_dialer(ex, std::move(o));
+      },
+      events, options);
+
+  int exit_code = exit_ok;
+  asio::signal_set signals(io, SIGINT, SIGTERM);
+  signals.async_wait([&](const asio::error_code& ec, int sig) {
+    if (ec) return;
+    spdlog::info("signal {}: closing the session", sig);
+    a.stop();
+  });
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        events.connecting();
+        const auto end = co_await a.run();
+        if (end.kind != client::dial_outcome::failure::none)
+          exit_code = report_dial_failure(end, settings.url, f.json, token_source);
+        signals.cancel();
+      },
+      [&](std::exception_ptr e) {
+        if (!e) return;
+        try {
+          std::rethrow_exception(e);
+        } catch (const std::exception& x) {
+          report_error(f.json, exit_failure, "internal", x.what());
+        }
+        exit_code = exit_failure;
+        io.stop();
+      });
+  io.run();
+  return exit_code;
+}
+
+}  // namespace
+
+void add_agent_command(CLI::App& app, action& run) {
+  auto f = std::make_shared<agent_flags>();
+  auto* cmd = app.add_subcommand(
+      "agent",
+      "Run on a device the server cannot dial: keep a session to the server open and serve "
+      "the streams it opens toward this device's ports (only those --allow lists)");
+  cmd->add_option("url", f->url, "tls://HOST[:PORT] of the tether server")->required();
+  cmd->add_option("--token-file", f->token_file,
+                  "File holding the device's agent token (a credential with agent_for)");
+  cmd->add_option("--token", f->token,
+                  "The agent token (prefer --token-file or TETHER_TOKEN: command lines are "
+                  "visible to other users)");
+  cmd->add_option("--ca", f->ca_file,
+                  "CA certificate file to verify the server (default: the system trust store)");
+  cmd->add_option("--pin", f->pin,
+                  "Trust the server whose key has this fingerprint (sha256:HEX) instead of a CA");
+  cmd->add_option("--allow", f->allow,
+                  "Ports the server may reach, TCP and UDP, like 22,80,5000-5100; any other is "
+                  "refused as forbidden")
+      ->required();
+  cmd->add_option("--target", f->target,
+                  "Address the ports are dialed on (default 127.0.0.1: this device)")
+      ->capture_default_str();
+  cmd->add_option("--connect-timeout", f->connect_timeout_s,
+                  "Seconds to connect to the server and handshake")
+      ->capture_default_str();
+  cmd->add_option("--dial-timeout", f->dial_timeout_s, "Seconds to connect to a port")
+      ->capture_default_str();
+  cmd->add_option("--udp-idle", f->udp_idle_s,
+                  "Seconds a UDP flow may go without a datagram either way before it ends")
+      ->capture_default_str();
+  cmd->add_flag("--json", f->json, "Print events as JSON lines");
+  cmd->add_option("--log-level", f->log_level, "trace, debug, info, warn, error or off")
+      ->capture_default_str();
+  cmd->callback([f, &run] { run = [f] { return run_agent(*f); }; });
+}
+
+}  // namespace tether::cli
