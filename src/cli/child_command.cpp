@@ -9,8 +9,10 @@
 #include <asio/redirect_error.hpp>
 #include <asio/use_awaitable.hpp>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <system_error>
+#include <thread>
 
 extern char** environ;
 
@@ -51,10 +53,19 @@ child_command::child_command(asio::any_io_executor ex, std::vector<std::string> 
     : ex_(ex), argv_(std::move(argv)), exited_(ex) {}
 
 child_command::~child_command() {
-  // tether never leaves its command running behind it.
-  if (running()) {
-    ::kill(pid_, SIGTERM);
-    ::waitpid(pid_, nullptr, 0);
+  // tether never leaves its command running behind it: SIGTERM, and SIGKILL for a command
+  // that is still there after a grace period (one that ignores SIGTERM must not hang us).
+  if (!running()) return;
+  ::kill(pid_, SIGTERM);
+  constexpr auto grace = std::chrono::seconds(5);
+  constexpr auto poll = std::chrono::milliseconds(20);
+  for (auto waited = std::chrono::milliseconds(0); waited < grace; waited += poll) {
+    const pid_t r = ::waitpid(pid_, nullptr, WNOHANG);
+    if (r == pid_ || (r < 0 && errno != EINTR)) return;
+    std::this_thread::sleep_for(poll);
+  }
+  ::kill(pid_, SIGKILL);
+  while (::waitpid(pid_, nullptr, 0) < 0 && errno == EINTR) {
   }
 }
 

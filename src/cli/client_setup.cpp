@@ -104,12 +104,11 @@ int report_dial_failure(const client::dial_outcome& o, const client::server_url&
     return exit_bad_credentials;
   }
   if (o.kind == kind::untrusted_server) {
-    // A certificate for another name is not fixed by another CA: say whose name it lacks.
-    const bool wrong_name = o.error.find("mismatch") != std::string::npos;
+    // A certificate for another name is not fixed by another CA: the dialer's words already
+    // say which names the certificate is for.
+    const bool wrong_name = o.error.starts_with("the server certificate is for");
     report_error(json, exit_untrusted_server, "untrusted_server",
-                 !tls         ? o.error
-                 : wrong_name ? o.error + " (the server certificate is not for " + url.host + ")"
-                              : o.error + " (server " + server + "; check --ca)");
+                 !tls || wrong_name ? o.error : o.error + " (server " + server + "; check --ca)");
     return exit_untrusted_server;
   }
   if (o.kind == kind::transient)

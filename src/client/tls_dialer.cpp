@@ -11,10 +11,13 @@ dialer make_tls_dialer(asio::any_io_executor, tls_dial_options options) {
   auto opts = std::make_shared<tls_dial_options>(std::move(options));
   return [ctx, opts]() -> asio::awaitable<dial_outcome> {
     dial_outcome out;
-    auto [ec, stream] =
-        co_await transport::dial_tls(*ctx, opts->host, opts->port, opts->connect_timeout);
+    std::string cert_names;
+    auto [ec, stream] = co_await transport::dial_tls(*ctx, opts->host, opts->port,
+                                                     opts->connect_timeout, &cert_names);
     if (ec) {
       out.error = transport::describe_tls_error(ec);
+      if (!cert_names.empty())
+        out.error = "the server certificate is for " + cert_names + ", not " + opts->host;
       out.kind = transport::is_certificate_error(ec) ? dial_outcome::failure::untrusted_server
                                                      : dial_outcome::failure::transient;
       co_return out;

@@ -10,9 +10,12 @@
 #include <asio/steady_timer.hpp>
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
+#include <algorithm>
 #include <functional>
 
+#include "tether/printable.hpp"
 #include "tether/transport/tls.hpp"
+#include "tls_error.hpp"
 #include "tls_connection.hpp"
 #include "tunnel_socket.hpp"
 
@@ -135,8 +138,60 @@ asio::error_code prepare_socket(tcp::socket& s) {
   return ec;
 }
 
-// Handshake on a connected socket, aborted by the watchdog at its deadline.
-asio::awaitable<tls_result> secure(tcp::socket socket, ssl_ptr ssl, watchdog& wd) {
+// The names a certificate is for: its DNS and IP subject alternative names, or its subject's
+// common name when it has none. For telling users which names would have matched.
+std::string certificate_names(X509* cert) {
+  std::string names;
+  const auto add = [&names](std::string name) {
+    if (!names.empty()) names += ", ";
+    names += printable(name);
+  };
+  auto* sans = static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr,
+                                                           nullptr));
+  for (int i = 0; sans != nullptr && i < sk_GENERAL_NAME_num(sans); ++i) {
+    const GENERAL_NAME* n = sk_GENERAL_NAME_value(sans, i);
+    if (n->type == GEN_DNS) {
+      const auto* s = n->d.dNSName;
+      add(std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
+                      static_cast<std::size_t>(ASN1_STRING_length(s))));
+    } else if (n->type == GEN_IPADD) {
+      const auto* s = n->d.iPAddress;
+      const auto* bytes = ASN1_STRING_get0_data(s);
+      if (ASN1_STRING_length(s) == 4) {
+        asio::ip::address_v4::bytes_type b;
+        std::copy_n(bytes, 4, b.begin());
+        add(asio::ip::address_v4(b).to_string());
+      } else if (ASN1_STRING_length(s) == 16) {
+        asio::ip::address_v6::bytes_type b;
+        std::copy_n(bytes, 16, b.begin());
+        add(asio::ip::address_v6(b).to_string());
+      }
+    }
+  }
+  GENERAL_NAMES_free(sans);
+  if (names.empty()) {
+    char cn[256] = {};
+    if (X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof cn) > 0)
+      add(cn);
+  }
+  return names;
+}
+
+// On a host name or IP mismatch: the names the server's certificate is for (empty otherwise).
+// The chain is kept on the SSL even though verification failed.
+std::string names_on_mismatch(const asio::error_code& ec, SSL* ssl) {
+  if (ec.category() != detail::tls_verify_category() ||
+      (ec.value() != X509_V_ERR_HOSTNAME_MISMATCH && ec.value() != X509_V_ERR_IP_ADDRESS_MISMATCH))
+    return {};
+  STACK_OF(X509)* chain = SSL_get_peer_cert_chain(ssl);
+  if (chain == nullptr || sk_X509_num(chain) == 0) return {};
+  return certificate_names(sk_X509_value(chain, 0));
+}
+
+// Handshake on a connected socket, aborted by the watchdog at its deadline. On a name
+// mismatch, `mismatch_names` (if given) gets the names the peer's certificate is for.
+asio::awaitable<tls_result> secure(tcp::socket socket, ssl_ptr ssl, watchdog& wd,
+                                   std::string* mismatch_names = nullptr) {
   if (auto ec = prepare_socket(socket)) co_return tls_result{ec, nullptr};
   auto conn = std::make_shared<detail::tls_connection>(std::move(socket), ssl.release());
   wd.arm([conn] { conn->close(); });
@@ -144,6 +199,7 @@ asio::awaitable<tls_result> secure(tcp::socket socket, ssl_ptr ssl, watchdog& wd
   if (wd.fired()) ec = asio::error::timed_out;
   wd.arm(nullptr);
   if (ec) {
+    if (mismatch_names != nullptr) *mismatch_names = names_on_mismatch(ec, conn->ssl());
     conn->close();
     co_return tls_result{ec, nullptr};
   }
@@ -161,7 +217,8 @@ std::string strip_brackets(std::string host) {
 }  // namespace
 
 asio::awaitable<tls_result> dial_tls(tls_client_context& ctx, std::string host, std::uint16_t port,
-                                     std::chrono::milliseconds timeout) {
+                                     std::chrono::milliseconds timeout,
+                                     std::string* mismatch_names) {
   auto ex = co_await asio::this_coro::executor;
   const auto deadline = clock::now() + timeout;
   host = strip_brackets(std::move(host));
@@ -191,7 +248,7 @@ asio::awaitable<tls_result> dial_tls(tls_client_context& ctx, std::string host, 
     if (!cec) break;
   }
   if (last) co_return tls_result{last, nullptr};
-  co_return co_await secure(std::move(socket), std::move(ssl), wd);
+  co_return co_await secure(std::move(socket), std::move(ssl), wd, mismatch_names);
 }
 
 asio::awaitable<tls_result> accept_tls(tls_server_context& ctx, tcp::socket socket,

@@ -45,6 +45,26 @@ class DevCommandTest(harness.TetherTest):
             p.json_event("connected", timeout=harness.scaled(15))
             p.stop()
 
+    def test_a_certificate_for_other_names_says_which_names_it_is_for(self):
+        # A certificate for "tunnel.test" only, from a CA the client trusts: another --ca
+        # would not help, so the words name the certificate's names and the one dialled.
+        ca_dir = self.path("ca")
+        ca = harness.make_ca(ca_dir)
+        cert, key = harness.make_server_cert(self.path("cert"), ca_dir, names=("tunnel.test",))
+        token, sha = harness.new_token()
+        config = self.path("tether.toml")
+        with open(config, "w") as f:
+            f.write("listen = \"127.0.0.1:0\"\ncert = %s\nkey = %s\n\n%s" % (
+                harness.toml_str(cert), harness.toml_str(key),
+                harness.credential_toml("c", sha, ["*:*"])))
+        server = self.tether("server", "--config", config, "--json", name="tether-server")
+        port = harness.split_hostport(server.json_event("listening", proto="tls")["local"])[1]
+        r = self.run_tether("connect", "tls://127.0.0.1:%d" % port, "--ca", ca, "--token",
+                            token, "-L", "0:d1:22", timeout=harness.scaled(20))
+        self.assertEqual(r.returncode, 4, r.stderr)
+        self.assertIn("the server certificate is for tunnel.test, not 127.0.0.1", r.stderr)
+        self.assertNotIn("--ca", r.stderr)
+
     def test_a_bad_dev_host_is_a_usage_error(self):
         r = self.run_tether("server", "--dev", "--listen", "127.0.0.1:0", "--state-dir",
                             self.path("state"), "--dev-host", "not a host!")

@@ -3,6 +3,8 @@ named, a server that cannot be reached ends the first attempt unless --retry say
 Ctrl-C cancels a connect in progress, --json scripts get connecting / ready / error events,
 tokens are trimmed and their source named, and `-- CMD` runs a command through the tunnel."""
 
+import os
+import signal
 import socket
 import subprocess
 import threading
@@ -189,6 +191,26 @@ class FirstRunTest(harness.TetherTest):
         r = self.run_tether(*base, "--", "no-such-command-here", timeout=60)
         self.assertEqual(r.returncode, 127, r.stderr)
         self.assertIn("cannot run 'no-such-command-here': No such file or directory", r.stderr)
+
+
+    def test_a_command_that_ignores_sigterm_is_killed_when_tether_is_stopped(self):
+        server = self.dev_server(devices={"d": "127.0.0.1"})
+        pid_file = self.path("command.pid")
+        # Ignored signals stay ignored across exec: sleep itself shrugs off TERM and INT.
+        p = self.tether("connect", server.url, "--ca", server.ca, "--token-file",
+                        server.token_file, "-L", "0:d:22", "--json", "--", "sh", "-c",
+                        'trap "" TERM INT; echo $$ > %s; exec sleep 60' % pid_file)
+        harness.wait_until(lambda: os.path.exists(pid_file) and open(pid_file).read().strip(),
+                           harness.scaled(20), "the command's pid file")
+        pid = int(open(pid_file).read())
+        start = time.monotonic()
+        p.popen.send_signal(signal.SIGINT)  # the command decides: it ignores it
+        time.sleep(0.3)
+        p.popen.send_signal(signal.SIGINT)  # the second one stops tether
+        self.assertEqual(p.wait(timeout=harness.scaled(20)), 130, p.output())
+        self.assertLess(time.monotonic() - start, harness.scaled(15))
+        with self.assertRaises(ProcessLookupError):
+            os.kill(pid, 0)
 
 
 if __name__ == "__main__":

@@ -71,9 +71,12 @@ using tls_result = std::pair<asio::error_code, std::unique_ptr<mux::byte_stream>
 /// for names. The whole call is bounded by `timeout`: it then fails with
 /// asio::error::timed_out. Other failures: the connect error of the last address (e.g.
 /// connection_refused), a resolver error, or a TLS error (see is_certificate_error,
-/// describe_tls_error). Never throws for network reasons.
+/// describe_tls_error). Never throws for network reasons. When the certificate is not for
+/// `host` and `mismatch_names` is given, it receives the names the certificate is for
+/// ("localhost, 127.0.0.1, ::1"), so the user can be told which name would work.
 asio::awaitable<tls_result> dial_tls(tls_client_context& ctx, std::string host, std::uint16_t port,
-                                     std::chrono::milliseconds timeout);
+                                     std::chrono::milliseconds timeout,
+                                     std::string* mismatch_names = nullptr);
 
 /// Runs the server side of the handshake on an accepted socket, bounded by `timeout`
 /// (then asio::error::timed_out). A peer that speaks anything but TLS fails fast with a TLS

@@ -517,6 +517,27 @@ TEST_F(TlsTest, IpAddressIsCheckedAgainstIpSans) {
   });
 }
 
+TEST_F(TlsTest, AMismatchNamesWhatTheCertificateIsFor) {
+  auto sctx = server_ctx();
+  auto cctx = client_ctx("127.0.0.2");  // verified as 127.0.0.2, not in the certificate
+  run([&]() -> asio::awaitable<void> {
+    auto acceptor = listen_loopback(co_await asio::this_coro::executor);
+    const auto port = acceptor.local_endpoint().port();
+    std::string names = "untouched";
+    auto [s, c] = co_await (accept_one(acceptor, sctx) &&
+                            dial_tls(cctx, "127.0.0.1", port, handshake_timeout, &names));
+    EXPECT_TRUE(is_certificate_error(c.first));
+    EXPECT_EQ(names, "localhost, 127.0.0.1, ::1");
+
+    // Any other failure (here: nobody listening) leaves no names.
+    acceptor.close();
+    std::string none;
+    auto [ec, stream] = co_await dial_tls(cctx, "127.0.0.1", port, handshake_timeout, &none);
+    EXPECT_TRUE(ec);
+    EXPECT_EQ(none, "");
+  });
+}
+
 TEST_F(TlsTest, APinnedKeyIsTrustedWithoutACaAndWhateverTheName) {
   auto sctx = server_ctx();
   const auto pin = public_key_pin(pki_.server_cert);
