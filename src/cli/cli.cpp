@@ -68,6 +68,7 @@ int run(int argc, char** argv) {
   add_server_command(app, chosen);
   add_connect_command(app, chosen, command);
   add_up_command(app, chosen);
+  add_devices_command(app, chosen);
   add_agent_command(app, chosen);
   add_token_command(app, chosen);
   add_apikey_command(app, chosen);

@@ -38,6 +38,8 @@ void add_server_command(CLI::App& app, action& run);
 void add_connect_command(CLI::App& app, action& run, std::vector<std::string> command);
 void add_token_command(CLI::App& app, action& run);
 void add_up_command(CLI::App& app, action& run);
+/// `tether devices`: what the token may reach (the server's device catalog).
+void add_devices_command(CLI::App& app, action& run);
 /// `tether agent`: a device's side of an agent device (docs/AGENTS.md).
 void add_agent_command(CLI::App& app, action& run);
 void add_apikey_command(CLI::App& app, action& run);

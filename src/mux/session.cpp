@@ -904,7 +904,9 @@ asio::awaitable<std::pair<asio::error_code, std::unique_ptr<channel>>> session::
   // treat it like the peer's GOAWAY and open on a new session.
   if (peer_goaway_ || local_ids_exhausted_)
     co_return result_type{make_error_code(errc::going_away), nullptr};
-  if (!wire::valid_device_id(t.device))
+  // A catalog stream names no device (docs/PROTOCOL.md); every other stream names a valid one.
+  if (t.proto == protocol::catalog ? !t.device.empty() || t.port != 0
+                                   : !wire::valid_device_id(t.device))
     co_return result_type{make_error_code(errc::unknown_device), nullptr};
 
   const auto id = next_local_id_;

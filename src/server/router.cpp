@@ -1,5 +1,7 @@
 #include "tether/server/router.hpp"
 
+#include "tether/server/catalog.hpp"
+
 #include "agent_upstream.hpp"
 #include "tcp_upstream.hpp"
 #include "udp_upstream.hpp"
@@ -17,6 +19,9 @@ void router::update(std::shared_ptr<const registry> devices, route_settings sett
 
 result<std::unique_ptr<upstream>> router::route(const mux::target& t,
                                                 const credential& cred) const {
+  // Every credential may ask what it may reach; the answer is filtered by its own ACL.
+  if (t.proto == mux::protocol::catalog)
+    return make_catalog_upstream(catalog_json(*devices_, cred.allow));
   const bool udp = t.proto == mux::protocol::udp;
   if (!cred.allow.allows(t.device, t.port, t.proto))
     return error{"credential '" + cred.name + "' may not reach " + t.device + ":" +

@@ -141,9 +141,15 @@ decode_result parse(frame_type type, std::uint8_t flags, std::uint32_t id,
       const auto n = r.u8();
       o.device = r.text(n);
       if (r.short_read()) break;
-      if (o.proto > 1) return fail(errc::protocol_error, "unknown stream protocol");
+      if (o.proto > max_stream_protocol)
+        return fail(errc::protocol_error, "unknown stream protocol");
       if (!window_ok(o.window)) return fail(errc::protocol_error, "window out of range");
-      if (!valid_device_id(o.device)) return fail(errc::protocol_error, "invalid device id");
+      if (o.proto == stream_protocol_catalog) {
+        if (!o.device.empty() || o.port != 0)
+          return fail(errc::protocol_error, "a catalog stream names no device or port");
+      } else if (!valid_device_id(o.device)) {
+        return fail(errc::protocol_error, "invalid device id");
+      }
       out.value = o;
       break;
     }

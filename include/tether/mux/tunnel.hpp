@@ -13,7 +13,9 @@
 
 namespace tether::mux {
 
-enum class protocol : std::uint8_t { tcp = 0, udp = 1 };
+// catalog: a byte stream on which the server sends the devices and ports the session's
+// credential may reach (docs/PROTOCOL.md), then ends it; its target has no device or port.
+enum class protocol : std::uint8_t { tcp = 0, udp = 1, catalog = 2 };
 
 struct target {
   std::string device;  // device id (tether) or host name (SSH direct-tcpip)

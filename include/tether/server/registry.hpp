@@ -35,6 +35,12 @@ class registry {
 
   std::size_t size() const noexcept { return devices_.size(); }
 
+  /// Calls `f` with each device, in id order.
+  template <class F>
+  void for_each(F&& f) const {
+    for (const auto& [id, d] : devices_) f(d);
+  }
+
  private:
   std::map<std::string, device, std::less<>> devices_;
 };

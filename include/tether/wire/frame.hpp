@@ -62,9 +62,13 @@ struct refuse {
   std::string_view message;
 };
 
+// OPEN's protocol byte: 0 tcp, 1 udp, 2 catalog (the devices the credential may reach).
+inline constexpr std::uint8_t stream_protocol_catalog = 2;
+inline constexpr std::uint8_t max_stream_protocol = 2;
+
 struct open {
   std::uint32_t stream_id = 0;
-  std::uint8_t proto = 0;  // 0 tcp, 1 udp
+  std::uint8_t proto = 0;  // 0 tcp, 1 udp, 2 catalog (empty device, port 0)
   std::uint16_t port = 0;
   std::uint32_t window = 0;
   std::string_view device;

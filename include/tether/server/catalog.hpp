@@ -1,0 +1,24 @@
+#pragma once
+// The device catalog (docs/PROTOCOL.md, "The device catalog"): what a credential may reach,
+// as the JSON document a catalog stream carries. Built from the registry and the ACL alone,
+// so it names ids and ports, never a device's address.
+
+#include <memory>
+#include <string>
+
+#include "tether/relay/buffer_pool.hpp"
+#include "tether/server/acl.hpp"
+#include "tether/server/registry.hpp"
+#include "tether/server/upstream.hpp"
+
+namespace tether::server {
+
+/// `{"devices": [{"id", "kind", "ports": [{"min", "max", "proto"}]}]}` for each device that
+/// at least one rule of `allowed` covers, in id order; a device's ports are the port ranges
+/// of those rules, in rule order, without repeats.
+std::string catalog_json(const registry& devices, const acl& allowed);
+
+/// An upstream that answers a catalog stream with `document`, then ends it.
+std::unique_ptr<upstream> make_catalog_upstream(std::string document);
+
+}  // namespace tether::server

@@ -1,0 +1,87 @@
+#include "tether/server/catalog.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <span>
+
+namespace tether::server {
+namespace {
+
+const char* proto_name(const std::optional<mux::protocol>& p) {
+  if (!p) return "any";
+  return *p == mux::protocol::udp ? "udp" : "tcp";
+}
+
+// Sends the document, half-closes, and waits for the client's FIN (or the end of the
+// stream), so that the stream ends as a completed exchange rather than a reset.
+class catalog_upstream final : public upstream {
+ public:
+  explicit catalog_upstream(std::string document) : document_(std::move(document)) {}
+
+  asio::awaitable<std::optional<refusal>> connect() override { co_return std::nullopt; }
+
+  asio::awaitable<relay_outcome> relay(mux::channel& ch) override {
+    relay_outcome out;
+    const auto bytes = std::as_bytes(std::span(document_));
+    std::size_t sent = 0;
+    while (sent < bytes.size()) {
+      auto [ec, credit] = co_await ch.wait_send_credit();
+      if (ec) {
+        out.error = ec;
+        co_return out;
+      }
+      const auto n = std::min(credit, bytes.size() - sent);
+      if (auto sec = co_await ch.send(bytes.subspan(sent, n))) {
+        out.error = sec;
+        co_return out;
+      }
+      sent += n;
+      out.bytes_from_device += n;
+    }
+    if (auto ec = co_await ch.send_eof()) {
+      out.error = ec;
+      co_return out;
+    }
+    // The client has nothing to say; whatever it sends anyway is read and dropped.
+    for (;;) {
+      auto [ec, data] = co_await ch.receive();
+      if (ec) {
+        out.error = ec;
+        break;
+      }
+      if (data.empty()) break;
+      out.bytes_to_device += data.size();
+      ch.consumed(data.size());
+    }
+    co_return out;
+  }
+
+ private:
+  std::string document_;
+};
+
+}  // namespace
+
+std::string catalog_json(const registry& devices, const acl& allowed) {
+  auto list = nlohmann::ordered_json::array();
+  devices.for_each([&](const device& d) {
+    auto ports = nlohmann::ordered_json::array();
+    for (const auto& rule : allowed.rules()) {
+      if (!glob_match(rule.device_glob, d.id)) continue;
+      nlohmann::ordered_json range = {
+          {"min", rule.port_min}, {"max", rule.port_max}, {"proto", proto_name(rule.proto)}};
+      if (std::find(ports.begin(), ports.end(), range) == ports.end())
+        ports.push_back(std::move(range));
+    }
+    if (!ports.empty())
+      list.push_back({{"id", d.id}, {"kind", "direct"}, {"ports", std::move(ports)}});
+  });
+  return nlohmann::ordered_json{{"devices", std::move(list)}}.dump();
+}
+
+std::unique_ptr<upstream> make_catalog_upstream(std::string document) {
+  return std::make_unique<catalog_upstream>(std::move(document));
+}
+
+}  // namespace tether::server
