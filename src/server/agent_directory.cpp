@@ -6,16 +6,15 @@
 namespace tether::server {
 
 std::shared_ptr<const agent_link> agent_directory::attach(std::shared_ptr<const agent_link> link) {
-  std::shared_ptr<const agent_link> replaced;
   agent_event e{agent_event::kind::online, link->device, link->peer};
   {
     std::lock_guard lock(mutex_);
     auto& slot = devices_[link->device];
-    replaced = std::exchange(slot.online, std::move(link));
+    if (slot.online) return slot.online;
+    slot.online = std::move(link);
   }
-  if (replaced) notify({agent_event::kind::replaced, replaced->device, replaced->peer});
   notify(e);
-  return replaced;
+  return nullptr;
 }
 
 void agent_directory::detach(const std::shared_ptr<const agent_link>& link) {

@@ -426,6 +426,10 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
       return errc::bad_token;
     }
     if (const auto wrong = check_role(role, *ctx.cred, why); wrong != errc::ok) return wrong;
+    if (const auto first = agent_of(*ctx.cred)) {
+      why = why_agent_refused(*first);  // serve() logs the refusal
+      return errc::limit_reached;
+    }
     if (auto limit = books.begin_session(ctx.source, ctx.cred->name, s->limits); !limit.empty()) {
       ++counters.limit_refusals;
       why = std::move(limit);
@@ -453,6 +457,19 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     return errc::ok;
   }
 
+  // The agent online for the device `cred` is the agent credential of, if any.
+  std::shared_ptr<const agent_link> agent_of(const credential& cred) const {
+    if (cred.agent_for.empty()) return nullptr;
+    return agents.find(cred.agent_for).online;
+  }
+
+  // One agent per device: the first stays until its session ends (a vanished peer is
+  // noticed by the keepalive), and a second one retries until then.
+  static std::string why_agent_refused(const agent_link& first) {
+    return "device " + first.device + " already has an agent online (connected from " +
+           first.peer + "); one agent per device";
+  }
+
   // Lists an agent's session as its device's agent: streams to the device go to it from
   // now on. Null for a client's session.
   std::shared_ptr<const agent_link> agent_online(worker& w,
@@ -466,17 +483,13 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     link->executor = w.executor;
     link->session = session;
     link->since = std::chrono::system_clock::now();
+    if (auto first = agents.attach(link)) {
+      // Two arrived together, both past admit(): the second goes.
+      session->terminate(errc::limit_reached, why_agent_refused(*first));
+      return nullptr;
+    }
     spdlog::info("agent for {} online from {}, credential '{}', worker {}", link->device,
                  ctx.peer, ctx.cred->name, w.index);
-    if (auto old = agents.attach(link)) {
-      spdlog::warn("agent for {}: the session from {} replaces the one from {}, which is closed",
-                   old->device, ctx.peer, old->peer);
-      // The old session lives on its own worker: it is ended there.
-      asio::post(old->executor, [old, by = ctx.peer] {
-        if (auto s = old->session.lock())
-          s->terminate(errc::forbidden, "replaced by a newer session of the same agent from " + by);
-      });
-    }
     return link;
   }
 

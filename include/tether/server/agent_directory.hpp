@@ -37,7 +37,7 @@ struct agent_link {
 
 /// An agent came online or went offline, for the server's events (`--json`).
 struct agent_event {
-  enum class kind { online, offline, replaced } what;
+  enum class kind { online, offline } what;
   std::string device;
   std::string peer;
 };
@@ -53,9 +53,9 @@ class agent_directory {
   /// Sets the listener; only before the first attach() (the server's startup).
   void set_listener(listener on_change) { on_change_ = std::move(on_change); }
 
-  /// Makes `link` its device's agent. A second agent for the same device replaces the
-  /// first (the newer session is the one a rebooted device or a changed NAT left alive);
-  /// the one replaced is returned, for the caller to end on its own executor.
+  /// Makes `link` its device's agent, unless the device has one online already: then
+  /// nothing changes and that one is returned (one agent per device; the first stays, see
+  /// docs/AGENTS.md).
   std::shared_ptr<const agent_link> attach(std::shared_ptr<const agent_link> link);
 
   /// `link` went away: its device is offline from now, unless a newer agent replaced it.

@@ -17,7 +17,7 @@ std::shared_ptr<const agent_link> link_for(const std::string& device, const std:
 TEST(AgentDirectory, OnlineUntilDetached) {
   std::vector<std::string> events;
   agent_directory d([&](const agent_event& e) {
-    const char* what[] = {"online", "offline", "replaced"};
+    const char* what[] = {"online", "offline"};
     events.push_back(std::string(what[static_cast<int>(e.what)]) + " " + e.device + " " + e.peer);
   });
   EXPECT_FALSE(d.find("dev-77").online);
@@ -33,16 +33,18 @@ TEST(AgentDirectory, OnlineUntilDetached) {
                                               "offline dev-77 10.0.0.1:1000"}));
 }
 
-TEST(AgentDirectory, ANewerAgentReplacesTheOlderOne) {
+TEST(AgentDirectory, TheFirstAgentStaysUntilItLeaves) {
   agent_directory d;
   const auto a = link_for("dev-77", "10.0.0.1:1000");
   const auto b = link_for("dev-77", "10.0.0.2:2000");
-  d.attach(a);
-  EXPECT_EQ(d.attach(b), a);
-  d.detach(a);  // the old session ending does not take the new one offline
+  EXPECT_FALSE(d.attach(a));
+  EXPECT_EQ(d.attach(b), a);  // refused: the one online is returned
+  EXPECT_EQ(d.find("dev-77").online, a);
+  d.detach(b);  // one that never got in changes nothing
+  EXPECT_EQ(d.find("dev-77").online, a);
+  d.detach(a);
+  EXPECT_FALSE(d.attach(b));
   EXPECT_EQ(d.find("dev-77").online, b);
-  d.detach(b);
-  EXPECT_FALSE(d.find("dev-77").online);
 }
 
 TEST(AgentDirectory, OfflineMessageSaysWhenItWasLastSeen) {
