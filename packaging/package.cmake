@@ -20,7 +20,7 @@ install(FILES ${TETHER_DOCS_DIR}/tether.bash-completion
         DESTINATION ${CMAKE_INSTALL_DATADIR}/bash-completion/completions RENAME tether)
 install(FILES README.md SECURITY.md DESTINATION ${CMAKE_INSTALL_DOCDIR})
 install(DIRECTORY docs DESTINATION ${CMAKE_INSTALL_DOCDIR})  # README's links stay valid
-# systemd units go in packaging/systemd/ (none yet); each one there is installed.
+# systemd units go in packaging/systemd/ (tether-agent.service); each one there is installed.
 file(GLOB TETHER_SYSTEMD_UNITS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/packaging/systemd/*.service
      ${CMAKE_SOURCE_DIR}/packaging/systemd/*.socket ${CMAKE_SOURCE_DIR}/packaging/systemd/*.timer)
 if(TETHER_SYSTEMD_UNITS)
@@ -39,8 +39,9 @@ set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "secure tunnels to TCP and UDP ports on re
 string(CONCAT CPACK_PACKAGE_DESCRIPTION
   "tether opens secure tunnels from a machine to TCP and UDP ports on remote devices, such "
   "as cellular or IoT devices on a private network a server can reach. One binary is the "
-  "server (tether server) and the client (tether connect, tether up), which listens on "
-  "local ports and carries every connection as a stream of one TLS or SSH session.")
+  "server (tether server), the client (tether connect, tether up), which listens on "
+  "local ports and carries every connection as a stream of one TLS or SSH session, and "
+  "the agent (tether agent) for devices that dial out to their server.")
 set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
 set(CPACK_STRIP_FILES ON)
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <mutex>
 
 #include "api_setup.hpp"
 #include "commands.hpp"
@@ -205,6 +206,19 @@ int run_server(const server_flags& f) {
   asio::signal_set hup(io, SIGHUP);
   asio::steady_timer last_resort(io);
   server::server srv(workers, config);
+  // Agents come and go on any worker: one event line at a time.
+  srv.on_agent_change([json = f.json, lock = std::make_shared<std::mutex>()](
+                          const server::agent_event& e) {
+    const bool online = e.what == server::agent_event::kind::online;
+    std::lock_guard hold(*lock);
+    print_event(json,
+                {{"event", "agent"},
+                 {"state", online ? "online" : "offline"},
+                 {"device", e.device},
+                 {"peer", e.peer}},
+                "agent for " + e.device + (online ? " online from " : " offline, was at ") +
+                    e.peer);
+  });
   spdlog::info("{} workers{}", workers.size(), config.workers == 0 ? " (one per CPU)" : "");
   const auto bound = srv.listen();
   const std::string local = connect_host(bound) + ":" + std::to_string(bound.port());

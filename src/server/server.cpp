@@ -768,6 +768,10 @@ server_counters server::counters() const noexcept {
   return impl_->counters.load();
 }
 
+void server::on_agent_change(std::function<void(const agent_event&)> f) {
+  impl_->agents.set_listener(std::move(f));
+}
+
 tcp::endpoint server::listen() {
   const auto s = impl_->current.load();
   const auto& where = s->config.listen;

@@ -146,8 +146,11 @@ class AgentOfflineTest(AgentFixture):
 
         # Once its agent has come and gone, the message says when it was last seen.
         agent = self.start_agent("22", "127.0.0.1")
+        online = self.server.proc.json_event("agent", state="online", device="dev-77")
         agent.stop()
         self.server.proc.wait_for(r"agent for dev-77 offline", stream="stderr")
+        offline = self.server.proc.json_event("agent", state="offline", device="dev-77")
+        self.assertEqual(online["peer"], offline["peer"])
         after = client.proc.mark()
         refused_connection(client.port)
         ev = client.proc.json_event("stream_error", after=after)

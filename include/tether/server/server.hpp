@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "tether/relay/datagram.hpp"
+#include "tether/server/agent_directory.hpp"
 #include "tether/server/config.hpp"
 #include "tether/server/message.hpp"
 
@@ -75,6 +76,10 @@ class server {
 
   /// Thread-safe.
   server_counters counters() const noexcept;
+
+  /// `f` is told of every agent that comes online or goes offline (docs/AGENTS.md). Set it
+  /// before run(); it is called from the agent's worker, so it must be thread-safe.
+  void on_agent_change(std::function<void(const agent_event&)> f);
 
   /// Sends one API message (message.hpp) from the next worker in turn, routed like a
   /// stream: the sender's ACL, the registry, the same upstreams. Completes on the caller's
