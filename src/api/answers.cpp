@@ -91,7 +91,9 @@ std::variant<message_body, http_answer> parse_message_body(std::string_view text
   const std::string* data = nullptr;
   const std::string* base64data = nullptr;
   for (const auto& [key, value] : j.items()) {
-    if (key == "protocol") {
+    if (limits.webhook && (key == "protocol" || key == "port")) {
+      return error_answer(400, "bad_request", "a webhook sends to its own port: no \"" + key + "\"");
+    } else if (key == "protocol") {
       if (value == "tcp")
         b.protocol = mux::protocol::tcp;
       else if (value == "udp")
@@ -140,7 +142,8 @@ std::variant<message_body, http_answer> parse_message_body(std::string_view text
       return error_answer(400, "bad_request", "unknown field \"" + printable(key) + "\"");
     }
   }
-  if (b.port == 0) return error_answer(400, "bad_request", "\"port\" is missing");
+  if (b.port == 0 && !limits.webhook)
+    return error_answer(400, "bad_request", "\"port\" is missing");
   if (limits.max_devices > 0 && b.device_ids.empty())
     return error_answer(400, "bad_request", "\"deviceids\" is missing");
   auto payload = payload_of(data, base64data, limits.max_payload);

@@ -39,6 +39,7 @@ struct body_limits {
   std::size_t max_payload;
   std::chrono::milliseconds max_wait;
   std::size_t max_devices;  // 0: deviceids is not allowed (the device is in the path)
+  bool webhook = false;     // the port and protocol are the webhook's: not in the body
 };
 
 /// Parses a JSON message body, or returns the answer that refuses it (400, 413).

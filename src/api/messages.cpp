@@ -62,15 +62,22 @@ asio::awaitable<http_answer> service::post_device_message(
     co_return error_answer(403, "forbidden",
                            "this API key may not reach " + device + ":" +
                                std::to_string(body.port) + "/" + proto_name(body.protocol));
-  std::vector<server::message_request> one(1);
-  auto& r = one.front();
+  server::message_request r;
   r.target = {device, body.port, body.protocol};
   r.sender = key;
-  r.payload = body.payload;
+  r.payload = std::move(body.payload);
   r.wait = body.wait;
   r.deliver_timeout = deliver_timeout_;
   r.max_reply = settings_.max_reply;
-  const auto request = r;  // the payload is kept for the log
+  co_return co_await deliver_and_keep(std::move(r), std::move(body.topics), key->name);
+}
+
+asio::awaitable<http_answer> service::deliver_and_keep(server::message_request request,
+                                                       std::vector<std::string> topics,
+                                                       std::string sender) {
+  const auto device = request.target.device;
+  std::vector<server::message_request> one;
+  one.push_back(request);  // `request` keeps the payload for the log
   auto outcomes = co_await deliver_all(std::move(one));
   const auto& o = outcomes.front();
   ++counters_.messages_by_status[server::to_string(o.status)];
@@ -78,12 +85,12 @@ asio::awaitable<http_answer> service::post_device_message(
     co_return error_answer(404, "unknown_device", "no device '" + device + "'");
   if (o.status == server::message_status::forbidden)
     co_return error_answer(403, "forbidden", o.detail);
-  auto rows = keep(request, o, body.topics, key->name);
+  auto rows = keep(request, o, topics, sender);
   if (!rows) {
     spdlog::error("{}", rows.message());
     co_return error_answer(503, "not_stored", "the message log could not store the message");
   }
-  log_outcome(request, o, rows->front().id, key->name);
+  log_outcome(request, o, rows->front().id, sender);
   co_return json_answer(200, outcome_json(device, o, &*rows));
 }
 

@@ -5,6 +5,7 @@
 #include <asio/co_spawn.hpp>
 
 #include "answers.hpp"
+#include "tether/api/metrics.hpp"
 #include "tether/mux/async_signal.hpp"
 #include "tether/printable.hpp"
 #include "tether/transport/ssh_util.hpp"
@@ -78,6 +79,13 @@ asio::awaitable<http_answer> service::route(http_request& req) {
   if (parts.size() == 1 && parts[0] == "healthz" && m == "GET")
     co_return json_answer(200, {{"status", "ok"}});
 
+  if (parts.size() == 1 && parts[0] == "metrics" && m == "GET") co_return metrics();
+  // /webhooks/{token}: the token is the authentication.
+  if (parts.size() == 2 && parts[0] == "webhooks") {
+    if (m != "POST") co_return error_answer(405, "method_not_allowed", "use POST");
+    co_return co_await post_webhook(req, std::string(parts[1]));
+  }
+
   const bool api = parts.size() >= 2 && parts[0] == "api" && parts[1] == "v1";
   if (!api) co_return error_answer(404, "not_found", "no such endpoint");
 
@@ -94,13 +102,28 @@ asio::awaitable<http_answer> service::route(http_request& req) {
     if (m == "GET") co_return get_messages(req, *key);
     co_return error_answer(405, "method_not_allowed", "use GET or POST");
   }
-  // /api/v1/devices/{id}/messages
-  if (parts.size() == 5 && parts[2] == "devices" && parts[4] == "messages") {
+  if (parts.size() == 4 && parts[2] == "messages" && parts[3] == "stream") {
+    if (m == "GET") co_return stream_messages(req, key);
+    co_return error_answer(405, "method_not_allowed", "use GET");
+  }
+  // /api/v1/devices/{id}/...
+  if (parts.size() >= 5 && parts[2] == "devices") {
     const std::string device(parts[3]);
     if (!server::is_valid_device_id(device))
       co_return error_answer(400, "bad_request", "a device id is 1-64 of A-Z a-z 0-9 . _ -");
-    if (m == "POST") co_return co_await post_device_message(req, key, device);
-    co_return error_answer(405, "method_not_allowed", "use POST");
+    if (parts.size() == 5 && parts[4] == "messages") {
+      if (m == "POST") co_return co_await post_device_message(req, key, device);
+      co_return error_answer(405, "method_not_allowed", "use POST");
+    }
+    if (parts.size() == 5 && parts[4] == "webhooks") {
+      if (m == "POST") co_return create_webhook(req, *key, device);
+      if (m == "GET") co_return list_webhooks(*key, device);
+      co_return error_answer(405, "method_not_allowed", "use GET or POST");
+    }
+    if (parts.size() == 6 && parts[4] == "webhooks") {
+      if (m == "DELETE") co_return revoke_webhook(*key, device, std::string(parts[5]));
+      co_return error_answer(405, "method_not_allowed", "use DELETE");
+    }
   }
   co_return error_answer(404, "not_found", "no such endpoint");
 }
@@ -159,10 +182,12 @@ result<std::vector<stored_message>> service::keep(const server::message_request&
   return rows;
 }
 
-void service::close() {
-  closed_ = true;
+http_answer service::metrics() const {
+  http_answer a;
+  a.response.content_type = "text/plain; version=0.0.4; charset=utf-8";
+  a.response.body = api_metrics_text(counters_, subscribers_.size());
+  if (server_metrics_) a.response.body += server_metrics_();
+  return a;
 }
-
-void service::publish(const std::vector<stored_message>&) {}
 
 }  // namespace tether::api

@@ -75,6 +75,19 @@ std::string percent_encode(std::string_view text) {
   return out;
 }
 
+result<std::chrono::milliseconds> parse_duration(std::string_view text) {
+  std::size_t digits = 0;
+  while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') ++digits;
+  const auto unit = text.substr(digits);
+  if (digits == 0 || digits > 9)
+    return error{"'" + std::string(text) + "' is not a duration (like 5s, 500ms, 2m)"};
+  const std::int64_t n = std::stoll(std::string(text.substr(0, digits)));
+  if (unit == "ms") return std::chrono::milliseconds(n);
+  if (unit.empty() || unit == "s") return std::chrono::milliseconds(n * 1000);
+  if (unit == "m") return std::chrono::milliseconds(n * 60 * 1000);
+  return error{"'" + std::string(text) + "' is not a duration (like 5s, 500ms, 2m)"};
+}
+
 bool is_utf8(std::string_view bytes) {
   std::size_t i = 0;
   while (i < bytes.size()) {

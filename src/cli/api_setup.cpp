@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "tether/api/http.hpp"
+#include "tether/api/metrics.hpp"
 #include "tether/api/service.hpp"
 #include "tether/transport/private_dir.hpp"
 
@@ -59,6 +60,7 @@ std::unique_ptr<api_runtime> start_api(asio::io_context& io, server::server& srv
       io.get_executor(), a,
       [&srv](server::message_request r) { return srv.deliver(std::move(r)); },
       config.connect_timeout);
+  svc->set_metrics_source([&srv] { return api::server_metrics_text(srv.counters()); });
   api::http_options o;
   o.bind = resolve_bind(io, *a.listen);
   if (a.tls) o.tls = std::pair{config.cert, config.key};

@@ -72,6 +72,9 @@ int run(int argc, char** argv) {
   add_agent_command(app, chosen);
   add_token_command(app, chosen);
   add_apikey_command(app, chosen);
+  add_send_command(app, chosen);
+  add_webhook_command(app, chosen);
+  add_messages_command(app, chosen);
   add_map_command(app, chosen);
   add_completion_command(app, chosen);
   add_man_command(app, chosen);

@@ -43,5 +43,9 @@ void add_devices_command(CLI::App& app, action& run);
 /// `tether agent`: a device's side of an agent device (docs/AGENTS.md).
 void add_agent_command(CLI::App& app, action& run);
 void add_apikey_command(CLI::App& app, action& run);
+/// `tether send`: one message through the server's HTTP API (docs/API.md).
+void add_send_command(CLI::App& app, action& run);
+void add_webhook_command(CLI::App& app, action& run);
+void add_messages_command(CLI::App& app, action& run);
 
 }  // namespace tether::cli

@@ -62,7 +62,9 @@ asio::awaitable<message_outcome> deliver_message(const router& routes, message_r
   const bool udp = request.target.proto == mux::protocol::udp;
   auto route = routes.route(request.target, *request.sender);
   if (!route) {
-    out.status = message_status_of(route.code());
+    const bool offline =
+        route.code() == errc::unreachable && routes.is_agent_device(request.target.device);
+    out.status = offline ? message_status::offline : message_status_of(route.code());
     out.detail = route.message();
     co_return out;
   }

@@ -38,6 +38,11 @@ result<std::unique_ptr<upstream>> router::route(const mux::target& t,
       std::make_unique<tcp_upstream>(executor_, *dev, t.port, settings_.connect_timeout, pool_));
 }
 
+bool router::is_agent_device(std::string_view id) const {
+  const device* dev = devices_->find(id);
+  return dev && dev->agent;
+}
+
 result<std::unique_ptr<upstream>> router::route_to_agent(const mux::target& t) const {
   auto found = agents_ ? agents_->find(t.device) : agent_directory::lookup{};
   if (!found.online)

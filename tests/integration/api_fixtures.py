@@ -112,7 +112,7 @@ class ApiTest(TetherTest):
     """A TetherTest with helpers for servers that serve the API."""
 
     def api_server(self, devices, keys, tls=False, directory=None, api_table="",
-                   extra_args=()):
+                   extra_args=(), extra_config=""):
         """Starts `tether server --config` with the API on a loopback port. `keys`:
         {name: allow list}. Returns (server, {name: Api})."""
         token, digest = new_token()
@@ -129,6 +129,7 @@ class ApiTest(TetherTest):
             clear[name] = key
             text += credential_toml(name, hashlib.sha256(key.encode()).hexdigest(),
                                     allow).replace("[[credential]]", "[[api_key]]")
+        text += extra_config
         for dev_id, address in devices.items():
             text += device_toml(dev_id, address)
         server = self.config_server(text, token=token, directory=directory, extra_args=extra_args)

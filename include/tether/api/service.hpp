@@ -80,6 +80,11 @@ class service : public std::enable_shared_from_this<service> {
   asio::awaitable<http_answer> post_webhook(const http_request& req, const std::string& token);
   http_answer metrics() const;
 
+  // Sends one message, stores it with its replies and answers (404/403 when it reached no
+  // device, which are not stored).
+  asio::awaitable<http_answer> deliver_and_keep(server::message_request request,
+                                                std::vector<std::string> topics,
+                                                std::string sender);
   // Sends to each target at once; results in order.
   asio::awaitable<std::vector<server::message_outcome>> deliver_all(
       std::vector<server::message_request> requests);
@@ -89,6 +94,8 @@ class service : public std::enable_shared_from_this<service> {
                                            const std::vector<std::string>& topics,
                                            const std::string& sender);
   void publish(const std::vector<stored_message>& rows);
+  void beat(const std::shared_ptr<subscriber>& sub);  // the next heartbeat of a live feed
+  void drop(const std::shared_ptr<subscriber>& sub);
   bool rate_limited(std::int64_t webhook, std::chrono::milliseconds& retry_after);
 
   asio::any_io_executor executor_;

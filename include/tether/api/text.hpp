@@ -2,6 +2,7 @@
 // Pure helpers for the API's text: URL-encoded forms and query strings, and UTF-8 checks.
 // No I/O; every input is bounded by its caller (the body and URL limits).
 
+#include <chrono>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -25,6 +26,9 @@ result<std::string> percent_decode(std::string_view text, bool plus_is_space = f
 
 /// %-encodes everything but unreserved characters (RFC 3986), for URLs the CLI builds.
 std::string percent_encode(std::string_view text);
+
+/// "5s", "500ms", "2m" or a bare number of seconds; fails on anything else or a negative.
+result<std::chrono::milliseconds> parse_duration(std::string_view text);
 
 /// True if `bytes` is well-formed UTF-8 (no overlongs, surrogates or code points past
 /// U+10FFFF).

@@ -40,6 +40,10 @@ class router {
   /// errc::unknown_device, with words for the client.
   result<std::unique_ptr<upstream>> route(const mux::target& t, const credential& cred) const;
 
+  /// True if `id` is an agent device: reached through its agent's session, so a route to it
+  /// that fails as unreachable means its agent is offline (an API message's `offline`).
+  bool is_agent_device(std::string_view id) const;
+
  private:
   asio::any_io_executor executor_;
   std::shared_ptr<const registry> devices_;
