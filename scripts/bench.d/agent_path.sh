@@ -8,6 +8,7 @@
 # device) to see what the agent's session and the bridge cost.
 
 ALL_PATHS+=" tether-agent"
+MEM_PATHS+=" tether-agent"  # what idle connections cost when each is also an agent stream
 AGENT_DIR=""
 
 path_tether-agent() {

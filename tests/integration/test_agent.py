@@ -17,6 +17,7 @@ import time
 import unittest
 
 import harness
+import wire
 from harness import MiB
 
 AGENT_ONLINE = re.compile(r"agent for (\S+) online from (\S+)")
@@ -96,7 +97,7 @@ class AgentEndToEndTest(AgentFixture):
         self.assertEqual(out.stdout.strip(), "through-the-agent")
 
         # scp (the sftp subsystem) both ways, compared by SHA-256.
-        size = int(os.environ.get("TETHER_TEST_AGENT_SCP_MIB", "16")) * MiB
+        size = int(os.environ.get("TETHER_TEST_AGENT_SCP_MIB", "64")) * MiB
         src = self.path("up.bin")
         with open(src, "wb") as f:
             for chunk in harness.det_chunks(77, size):
@@ -184,6 +185,19 @@ class AgentCredentialTest(AgentFixture):
         r = self.run_tether("agent", self.server.url, "--ca", other_ca,
                             "--token-file", self.agent_token_file, "--allow", "22", timeout=30)
         self.assertEqual(r.returncode, 4, r.stderr)
+
+    def test_an_agent_session_opens_no_streams_itself(self):
+        # The token decides which device an agent serves; its session only takes the
+        # streams the server opens. One that opens a stream (say, to another device) is
+        # refused, and the session goes on.
+        conn = wire.Conn.to_server(self.server)
+        self.addCleanup(conn.close)
+        conn.handshake(self.agent_token, role=wire.ROLE_AGENT)
+        conn.send(wire.open_stream(1, "dev-78", 22))
+        f, _ = conn.read_until(lambda f: f.type == wire.OPEN_RESULT, timeout=10)
+        self.assertEqual((f.stream_id, f.code), (1, wire.FORBIDDEN), f)
+        self.assertIn("carries streams the server opens", f.message)
+        self.server.proc.wait_for(r"agent for dev-77 online", stream="stderr")
 
 
 if __name__ == "__main__":
