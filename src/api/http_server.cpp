@@ -83,8 +83,14 @@ class chunked_stream final : public http_stream {
 
   bool write(std::string text) override {
     if (!open_) return false;
+    if (*queued_ > max_queued) {  // a client that does not read is let go, not buffered for
+      close();
+      return false;
+    }
+    const auto n = text.size();
+    *queued_ += n;
     builder_.append_chunk(std::move(text));
-    flush();
+    flush(n);
     return open_;
   }
   bool open() const override { return open_; }
@@ -93,15 +99,19 @@ class chunked_stream final : public http_stream {
     open_ = false;
     builder_.done();
   }
-  void flush() {
-    // The callback may run inline, and more than once.
-    builder_.flush([alive = alive_](const restinio::asio_ns::error_code& ec) {
+  void flush(std::size_t bytes = 0) {
+    // The callback may run inline, and more than once: it counts the bytes out once.
+    builder_.flush([alive = alive_, queued = queued_, bytes, counted = std::make_shared<bool>(false)](
+                       const restinio::asio_ns::error_code& ec) {
+      if (!std::exchange(*counted, true)) *queued -= bytes;
       if (ec) *alive = false;
     });
     if (!*alive_) open_ = false;
   }
 
  private:
+  static constexpr std::size_t max_queued = 1024 * 1024;  // written but not yet sent
+  std::shared_ptr<std::size_t> queued_ = std::make_shared<std::size_t>(0);
   restinio::response_builder_t<restinio::chunked_output_t> builder_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   bool open_ = true;
