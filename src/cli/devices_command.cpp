@@ -96,24 +96,33 @@ std::string ports_text(const nlohmann::json& range) {
   return printable(text);
 }
 
+// "direct", "agent", or "agent (offline)" when the device's agent is not connected now.
+std::string kind_text(const nlohmann::json& device) {
+  const auto kind = printable(device.value("kind", std::string("direct")));
+  return kind == "agent" && !device.value("online", true) ? kind + " (offline)" : kind;
+}
+
 void print_table(const nlohmann::json& doc, const std::string& server) {
   const auto& devices = doc.at("devices");
   if (devices.empty()) {
     std::cout << "this token may reach no device on " << server << std::endl;
     return;
   }
-  std::size_t id_width = 6;  // "DEVICE"
-  for (const auto& d : devices)
+  std::size_t id_width = 6;    // "DEVICE"
+  std::size_t kind_width = 6;  // "direct"
+  for (const auto& d : devices) {
     id_width = std::max(id_width, printable(d.at("id").get<std::string>()).size());
+    kind_width = std::max(kind_width, kind_text(d).size());
+  }
   std::cout << std::left << std::setw(static_cast<int>(id_width) + 2) << "DEVICE"
-            << std::setw(8) << "KIND"
+            << std::setw(static_cast<int>(kind_width) + 2) << "KIND"
             << "PORTS" << '\n';
   for (const auto& d : devices) {
     std::string ports;
     for (const auto& range : d.at("ports")) ports += (ports.empty() ? "" : ", ") + ports_text(range);
     std::cout << std::setw(static_cast<int>(id_width) + 2)
-              << printable(d.at("id").get<std::string>()) << std::setw(8)
-              << printable(d.value("kind", std::string("direct"))) << ports << '\n';
+              << printable(d.at("id").get<std::string>()) << std::setw(static_cast<int>(kind_width) + 2)
+              << kind_text(d) << ports << '\n';
   }
   std::cout << std::flush;
 }

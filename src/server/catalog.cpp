@@ -63,7 +63,8 @@ class catalog_upstream final : public upstream {
 
 }  // namespace
 
-std::string catalog_json(const registry& devices, const acl& allowed) {
+std::string catalog_json(const registry& devices, const acl& allowed,
+                         const agent_directory* agents) {
   auto list = nlohmann::ordered_json::array();
   devices.for_each([&](const device& d) {
     auto ports = nlohmann::ordered_json::array();
@@ -74,8 +75,11 @@ std::string catalog_json(const registry& devices, const acl& allowed) {
       if (std::find(ports.begin(), ports.end(), range) == ports.end())
         ports.push_back(std::move(range));
     }
-    if (!ports.empty())
-      list.push_back({{"id", d.id}, {"kind", "direct"}, {"ports", std::move(ports)}});
+    if (ports.empty()) return;
+    nlohmann::ordered_json entry = {{"id", d.id}, {"kind", d.agent ? "agent" : "direct"}};
+    if (d.agent) entry["online"] = agents != nullptr && agents->find(d.id).online != nullptr;
+    entry["ports"] = std::move(ports);
+    list.push_back(std::move(entry));
   });
   return nlohmann::ordered_json{{"devices", std::move(list)}}.dump();
 }

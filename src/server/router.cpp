@@ -21,7 +21,7 @@ result<std::unique_ptr<upstream>> router::route(const mux::target& t,
                                                 const credential& cred) const {
   // Every credential may ask what it may reach; the answer is filtered by its own ACL.
   if (t.proto == mux::protocol::catalog)
-    return make_catalog_upstream(catalog_json(*devices_, cred.allow));
+    return make_catalog_upstream(catalog_json(*devices_, cred.allow, agents_));
   const bool udp = t.proto == mux::protocol::udp;
   if (!cred.allow.allows(t.device, t.port, t.proto))
     return error{"credential '" + cred.name + "' may not reach " + t.device + ":" +

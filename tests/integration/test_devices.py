@@ -6,6 +6,7 @@ import json
 import unittest
 
 import harness
+from test_agent import AgentFixture
 
 
 class DevicesTest(harness.TetherTest):
@@ -58,6 +59,25 @@ class DevicesTest(harness.TetherTest):
         r = self.run_tether("devices", "ssh://127.0.0.1:22")
         self.assertEqual(r.returncode, 2, r.stderr)
         self.assertIn("tls://", r.stderr)
+
+
+class AgentDevicesTest(AgentFixture):
+    def test_an_agent_device_is_listed_offline_then_online(self):
+        self.start_server()
+
+        def listed():
+            r = self.run_tether("devices", self.server.url, "--ca", self.server.ca,
+                                "--token-file", self.server.token_file, "--json")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            return json.loads(r.stdout)["devices"]
+
+        self.assertEqual(listed(), [{"id": self.DEVICE, "kind": "agent", "online": False,
+                                     "ports": [{"min": 1, "max": 65535, "proto": "any"}]}])
+        self.start_agent("22", "127.0.0.1")
+        self.assertTrue(listed()[0]["online"])
+        r = self.run_tether("devices", self.server.url, "--ca", self.server.ca,
+                            "--token-file", self.server.token_file)
+        self.assertEqual(r.stdout.splitlines()[1].split(), [self.DEVICE, "agent", "*"])
 
 
 if __name__ == "__main__":

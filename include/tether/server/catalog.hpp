@@ -8,6 +8,7 @@
 
 #include "tether/relay/buffer_pool.hpp"
 #include "tether/server/acl.hpp"
+#include "tether/server/agent_directory.hpp"
 #include "tether/server/registry.hpp"
 #include "tether/server/upstream.hpp"
 
@@ -15,8 +16,10 @@ namespace tether::server {
 
 /// `{"devices": [{"id", "kind", "ports": [{"min", "max", "proto"}]}]}` for each device that
 /// at least one rule of `allowed` covers, in id order; a device's ports are the port ranges
-/// of those rules, in rule order, without repeats.
-std::string catalog_json(const registry& devices, const acl& allowed);
+/// of those rules, in rule order, without repeats. `kind` is "direct" or "agent"; an agent
+/// device also has `online` (whether its agent is connected, per `agents`; false without).
+std::string catalog_json(const registry& devices, const acl& allowed,
+                         const agent_directory* agents = nullptr);
 
 /// An upstream that answers a catalog stream with `document`, then ends it.
 std::unique_ptr<upstream> make_catalog_upstream(std::string document);

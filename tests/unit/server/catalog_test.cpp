@@ -40,5 +40,21 @@ TEST(Catalog, AllowEverythingAndNothing) {
   EXPECT_EQ(catalog_json(devices, acl{}), R"({"devices":[]})");
 }
 
+TEST(Catalog, AgentDevicesSayWhetherTheirAgentIsOnline) {
+  const registry both(std::vector<device>{{"dev-1", "10.0.0.1"}, {"dev-7", "", true},
+                                          {"dev-8", "", true}});
+  agent_directory agents;
+  auto link = std::make_shared<agent_link>();
+  link->device = "dev-7";
+  agents.attach(link);
+  const auto doc = nlohmann::json::parse(catalog_json(both, rules_of({"*:22"}), &agents));
+  ASSERT_EQ(doc["devices"].size(), 3u);
+  EXPECT_EQ(doc["devices"][0]["kind"], "direct");
+  EXPECT_FALSE(doc["devices"][0].contains("online"));
+  EXPECT_EQ(doc["devices"][1]["kind"], "agent");
+  EXPECT_EQ(doc["devices"][1]["online"], true);
+  EXPECT_EQ(doc["devices"][2]["online"], false);
+}
+
 }  // namespace
 }  // namespace tether::server
