@@ -20,19 +20,24 @@ void add_api_flags(CLI::App& cmd, api_flags& f) {
   cmd.add_option("--ca", f.ca_file, "CA certificate (PEM) the API's certificate is checked with");
 }
 
-api::client_options api_client_options(const api_flags& f) {
+std::optional<api::client_options> api_client_options(const api_flags& f, bool json) {
   api::client_options o;
-  if (f.url.empty()) throw std::runtime_error("give the API's URL with --api or TETHER_API");
   o.url = f.url;
   while (!o.url.empty() && o.url.back() == '/') o.url.pop_back();
-  if (!f.key_file.empty()) {
-    o.key = server::read_token_file(f.key_file);
-  } else if (const char* k = std::getenv("TETHER_API_KEY"); k && *k) {
-    o.key = k;
-  } else {
-    throw std::runtime_error("give the API key with --api-key-file or TETHER_API_KEY");
-  }
   o.ca_file = f.ca_file;
+  try {
+    if (o.url.empty()) throw std::runtime_error("give the API's URL with --api or TETHER_API");
+    if (!f.key_file.empty()) {
+      o.key = server::read_token_file(f.key_file);
+    } else if (const char* k = std::getenv("TETHER_API_KEY"); k && *k) {
+      o.key = k;
+    } else {
+      throw std::runtime_error("give the API key with --api-key-file or TETHER_API_KEY");
+    }
+  } catch (const std::exception& e) {
+    report_error(json, exit_usage, "usage", e.what());
+    return std::nullopt;
+  }
   return o;
 }
 

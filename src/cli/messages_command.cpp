@@ -50,13 +50,9 @@ std::string query(const messages_flags& f, bool paging) {
 }
 
 int run_messages(const messages_flags& f) {
-  api::client_options o;
-  try {
-    o = api_client_options(f.api);
-  } catch (const std::exception& e) {
-    report_error(f.json, exit_usage, "usage", e.what());
-    return exit_usage;
-  }
+  auto client = api_client_options(f.api, f.json);
+  if (!client) return exit_usage;
+  auto& o = *client;
   if (!f.follow) {
     const auto r = api::call(o, "GET", "/api/v1/messages" + query(f, true));
     if (r.status != 200) return report_api_failure(r, f.json);

@@ -51,13 +51,9 @@ int run_send(const send_flags& f) {
     report_error(f.json, exit_usage, "bad_wait", "--wait: " + wait.message());
     return exit_usage;
   }
-  api::client_options o;
-  try {
-    o = api_client_options(f.api);
-  } catch (const std::exception& e) {
-    report_error(f.json, exit_usage, "usage", e.what());
-    return exit_usage;
-  }
+  auto client = api_client_options(f.api, f.json);
+  if (!client) return exit_usage;
+  auto& o = *client;
   o.timeout = *wait + std::chrono::seconds(30);
   nlohmann::json body{{"protocol", f.udp ? "udp" : "tcp"},
                       {"port", f.port},

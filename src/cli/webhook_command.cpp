@@ -24,13 +24,9 @@ struct webhook_flags {
 // Runs one call; prints the JSON answer with --json, else hands it to `show`.
 int run_call(const webhook_flags& f, const std::string& method, const std::string& path,
              const std::string& body, const std::function<void(const nlohmann::json&)>& show) {
-  api::client_options o;
-  try {
-    o = api_client_options(f.api);
-  } catch (const std::exception& e) {
-    report_error(f.json, exit_usage, "usage", e.what());
-    return exit_usage;
-  }
+  auto client = api_client_options(f.api, f.json);
+  if (!client) return exit_usage;
+  auto& o = *client;
   const auto r = api::call(o, method, path, body);
   if (r.status < 200 || r.status > 299) return report_api_failure(r, f.json);
   const auto answer = nlohmann::json::parse(r.body, nullptr, false);

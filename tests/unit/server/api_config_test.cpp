@@ -1,0 +1,75 @@
+#include <gtest/gtest.h>
+
+#include "tether/server/config.hpp"
+
+namespace tether::server {
+namespace {
+
+const std::string head = R"(cert = "s.crt"
+key = "s.key"
+)";
+const std::string cred = R"(
+[[credential]]
+name = "laptop"
+token_sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
+allow = ["*"]
+)";
+const std::string key = R"(
+[[api_key]]
+name = "backend"
+token_sha256 = "1111111111111111111111111111111111111111111111111111111111111111"
+allow = ["dev-*:9876"]
+)";
+
+server_config parse(const std::string& text) {
+  return parse_server_config(text, "/etc/tether/tether.toml");
+}
+
+std::string error_of(const std::string& text) {
+  try {
+    parse(text);
+  } catch (const config_error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(ApiConfig, OffByDefault) {
+  const auto c = parse(head + cred);
+  EXPECT_FALSE(c.api.listen);
+  EXPECT_TRUE(c.api.keys.empty());
+}
+
+TEST(ApiConfig, ListenStateDirBoundsAndKeys) {
+  const auto c = parse(head + "api_listen = \"127.0.0.1:8080\"\nstate_dir = \"state\"\n" +
+                       "[api]\ntls = false\nmax_payload = 1024\nwebhook_burst = 5\n" + cred + key);
+  ASSERT_TRUE(c.api.listen);
+  EXPECT_EQ(c.api.listen->port, 8080);
+  EXPECT_FALSE(c.api.tls);
+  EXPECT_EQ(c.api.state_dir, "/etc/tether/state");
+  EXPECT_EQ(c.api.max_payload, 1024u);
+  EXPECT_EQ(c.api.webhook_burst, 5u);
+  ASSERT_EQ(c.api.keys.size(), 1u);
+  EXPECT_EQ(c.api.keys[0].name, "backend");
+  EXPECT_TRUE(c.api.keys[0].allow.allows("dev-1", 9876, mux::protocol::tcp));
+  EXPECT_FALSE(c.api.keys[0].allow.allows("dev-1", 22, mux::protocol::tcp));
+}
+
+TEST(ApiConfig, RefusesWhatWouldBeUnsafeOrUseless) {
+  EXPECT_NE(error_of(head + "api_listen = \"0.0.0.0:8080\"\nstate_dir = \"s\"\n[api]\ntls = false\n" +
+                     cred)
+                .find("loopback"),
+            std::string::npos);
+  EXPECT_NE(error_of(head + "api_listen = \"127.0.0.1:8080\"\n" + cred).find("state_dir"),
+            std::string::npos);
+  EXPECT_NE(error_of(head + "api_listen = \"127.0.0.1:8080\"\nstate_dir = \"s\"\n[api]\n" +
+                     "max_wait_ms = 5000\nrequest_timeout_ms = 5000\n" + cred)
+                .find("request_timeout_ms"),
+            std::string::npos);
+  EXPECT_NE(error_of(head + "[api]\nmax_paylod = 5\n" + cred).find("did you mean 'max_payload'"),
+            std::string::npos);
+  EXPECT_NE(error_of(head + cred + key + key).find("duplicate API key name"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace tether::server
