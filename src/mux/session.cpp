@@ -55,6 +55,8 @@ constexpr std::chrono::seconds min_idle_after{1};
 // While a window can still grow, the round trip is measured again when its last measurement
 // is this old: paths change, and a measurement taken under load runs high.
 constexpr std::chrono::seconds rtt_max_age{2};
+// The round trip used is the least measured within this long (see rtt_ in session.hpp).
+constexpr std::chrono::seconds rtt_min_window{10};
 
 }  // namespace
 
@@ -645,7 +647,11 @@ bool session::on_ping(const wire::ping& f) {
     return violation(errc::protocol_error, "PING ACK nobody asked for");
   last_ping_acked_ = f.opaque;
   if (f.opaque == last_ping_sent_) {
-    rtt_ = last_receive_ - last_ping_time_;
+    const auto sample = last_receive_ - last_ping_time_;
+    if (rtt_ == rtt_.zero() || sample <= rtt_ || last_receive_ - rtt_since_ >= rtt_min_window) {
+      rtt_ = sample;
+      rtt_since_ = last_receive_;
+    }
     rtt_measured_ = last_receive_;
   }
   return true;

@@ -270,8 +270,12 @@ class session final : public tunnel, public std::enable_shared_from_this<session
   std::uint64_t last_ping_sent_ = 0;   // PING opaque values are 1, 2, ...
   std::uint64_t last_ping_acked_ = 0;
   std::chrono::steady_clock::time_point last_ping_time_;  // when last_ping_sent_ went out
-  std::chrono::steady_clock::duration rtt_{};             // latest measurement; 0: none yet
-  std::chrono::steady_clock::time_point rtt_measured_;
+  // The round trip without queues: the least measurement of the last 10 s, as BBR takes
+  // the bandwidth-delay product from the minimum. The latest alone would count the time a
+  // PING waited behind bulk, and grow windows on a path that is not long.
+  std::chrono::steady_clock::duration rtt_{};             // 0: none yet
+  std::chrono::steady_clock::time_point rtt_since_;       // when rtt_ was measured
+  std::chrono::steady_clock::time_point rtt_measured_;    // the latest measurement
 
   // Credit. send_credit_: what the peer still lets us send on the session.
   std::int64_t send_credit_ = 0;
