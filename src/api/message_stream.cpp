@@ -122,6 +122,16 @@ void service::publish(const std::vector<stored_message>& rows) {
   }
 }
 
+void service::drop_feeds_of_old_keys() {
+  const auto subs = subscribers_;
+  for (const auto& sub : subs) {
+    const bool kept = std::any_of(keys_.begin(), keys_.end(), [&](const auto& k) {
+      return k->name == sub->key->name && k->token_sha256 == sub->key->token_sha256;
+    });
+    if (!kept) drop(sub);
+  }
+}
+
 void service::close() {
   closed_ = true;
   const auto subs = subscribers_;

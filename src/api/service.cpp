@@ -52,7 +52,15 @@ service::service(asio::any_io_executor ex, server::api_settings settings,
       deliver_timeout_(deliver_timeout),
       log_(settings_.state_dir / "messages.db",
            retention{settings_.retention_age, settings_.retention_count}) {
-  for (const auto& k : settings_.keys) keys_.push_back(std::make_shared<const server::credential>(k));
+  set_keys(settings_.keys);
+}
+
+// A request in flight keeps the key it was checked with; a live feed of a key that is gone
+// (or whose hash changed) ends.
+void service::set_keys(const std::vector<server::credential>& keys) {
+  keys_.clear();
+  for (const auto& k : keys) keys_.push_back(std::make_shared<const server::credential>(k));
+  drop_feeds_of_old_keys();
 }
 
 service::~service() = default;

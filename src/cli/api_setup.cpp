@@ -19,15 +19,31 @@ asio::awaitable<api::http_answer> serve(std::shared_ptr<api::service> svc, api::
 
 class running_api final : public api_runtime {
  public:
-  running_api(std::shared_ptr<api::service> svc, std::unique_ptr<api::http_listener> l, bool tls)
-      : service_(std::move(svc)), listener_(std::move(l)), tls_(tls) {}
+  running_api(std::shared_ptr<api::service> svc, std::unique_ptr<api::http_listener> l,
+              server::api_settings running)
+      : service_(std::move(svc)), listener_(std::move(l)), running_(std::move(running)) {}
 
   std::string url() const override {
     const auto ep = listener_->local_endpoint();
     auto a = ep.address();
     std::string host = a.is_unspecified() ? (a.is_v6() ? "::1" : "127.0.0.1") : a.to_string();
     if (host.find(':') != std::string::npos) host = "[" + host + "]";
-    return std::string(tls_ ? "https://" : "http://") + host + ":" + std::to_string(ep.port());
+    return std::string(running_.tls ? "https://" : "http://") + host + ":" + std::to_string(ep.port());
+  }
+
+  void reload(const server::api_settings& next, std::vector<std::string>& notes) override {
+    service_->set_keys(next.keys);
+    const auto& now = running_;
+    const bool same = next.listen && now.listen && next.listen->text() == now.listen->text() &&
+                      next.tls == now.tls && next.state_dir == now.state_dir &&
+                      next.max_payload == now.max_payload && next.max_wait == now.max_wait &&
+                      next.max_reply == now.max_reply &&
+                      next.webhook_rate_per_minute == now.webhook_rate_per_minute &&
+                      next.webhook_burst == now.webhook_burst;
+    const auto at = notes.empty() ? notes.end() : notes.end() - 1;
+    if (!same)
+      notes.insert(at, "the HTTP API's address, state_dir and [api] bounds take effect when the "
+                       "server is restarted; its keys changed now");
   }
 
   void close() override {
@@ -38,7 +54,7 @@ class running_api final : public api_runtime {
  private:
   std::shared_ptr<api::service> service_;
   std::unique_ptr<api::http_listener> listener_;
-  bool tls_;
+  server::api_settings running_;  // as at startup
 };
 
 asio::ip::tcp::endpoint resolve_bind(asio::io_context& io, const server::endpoint& where) {
@@ -73,7 +89,7 @@ std::unique_ptr<api_runtime> start_api(asio::io_context& io, server::server& srv
   o.idle_timeout = a.idle_timeout;
   auto listener =
       api::listen_http(io, o, [svc](api::http_request r) { return serve(svc, std::move(r)); });
-  return std::make_unique<running_api>(std::move(svc), std::move(listener), a.tls);
+  return std::make_unique<running_api>(std::move(svc), std::move(listener), a);
 }
 
 }  // namespace tether::cli

@@ -5,6 +5,7 @@
 #include <asio/io_context.hpp>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "tether/server/config.hpp"
 #include "tether/server/server.hpp"
@@ -18,6 +19,10 @@ class api_runtime {
   virtual std::string url() const = 0;
   /// Stops accepting and ends the live feeds; on the API's event loop.
   virtual void close() = 0;
+  /// SIGHUP: the API keys of `next` apply from now on; what needs a restart (the address,
+  /// the state directory, the bounds) is kept and said so in a line added to `notes`,
+  /// before its last line (the summary).
+  virtual void reload(const server::api_settings& next, std::vector<std::string>& notes) = 0;
 };
 
 /// Null when the config has no api_listen. Throws std::runtime_error (the message log, the

@@ -147,14 +147,17 @@ server::server_config load_config(const server_flags& f) {
 }
 
 // SIGHUP: the config file is read again and applied; one with errors changes nothing.
-void watch_for_reload(asio::signal_set& hup, server::server& srv, const server_flags& f) {
-  hup.async_wait([&hup, &srv, &f](const asio::error_code& ec, int) {
+void watch_for_reload(asio::signal_set& hup, server::server& srv, const server_flags& f,
+                      api_runtime* api) {
+  hup.async_wait([&hup, &srv, &f, api](const asio::error_code& ec, int) {
     if (ec) return;
     if (f.dev) {
       spdlog::warn("SIGHUP: --dev has no config file to reload");
     } else {
       try {
-        const auto notes = srv.reload(load_config(f));
+        const auto next = load_config(f);
+        auto notes = srv.reload(next);
+        if (api) api->reload(next.api, notes);
         for (std::size_t i = 0; i + 1 < notes.size(); ++i) spdlog::warn("reload: {}", notes[i]);
         spdlog::info("config reloaded from {}: {}", f.config_file, notes.back());
         print_event(f.json, {{"event", "reloaded"}, {"config", f.config_file}},
@@ -166,7 +169,7 @@ void watch_for_reload(asio::signal_set& hup, server::server& srv, const server_f
                     std::string("reload failed: ") + e.what());
       }
     }
-    watch_for_reload(hup, srv, f);
+    watch_for_reload(hup, srv, f, api);
   });
 }
 
@@ -274,7 +277,7 @@ int run_server(const server_flags& f) {
       });
     });
   });
-  watch_for_reload(hup, srv, f);
+  watch_for_reload(hup, srv, f, api.get());
   asio::co_spawn(io, srv.run(), [](std::exception_ptr e) {
     if (e) std::rethrow_exception(e);
   });

@@ -2,14 +2,15 @@
 (401, 403, 413), the message log and its paging, TLS with curl, and a SIGKILLed server whose
 stored message survives."""
 
+import hashlib
 import os
 import signal
 import subprocess
 import time
 import unittest
 
-from api_fixtures import ApiTest, reply_text
-from harness import device_addr, free_port, scaled, shared_pki, wait_until
+from api_fixtures import Api, ApiTest, reply_text
+from harness import device_addr, free_port, new_token, scaled, shared_pki, wait_until
 
 
 class ApiMessagesTest(ApiTest):
@@ -175,6 +176,28 @@ class ApiTlsAndDurabilityTest(ApiTest):
         stored = keys2["ops"].messages()["messages"]
         self.assertEqual([(m["id"], m["data"]) for m in stored],
                          [(answer["id"], "kept"), (answer["replies"][0]["id"], "reply:kept")])
+
+
+class ApiReloadTest(ApiTest):
+    def test_sighup_applies_new_api_keys(self):
+        replier = self.reply_server(device_addr(44))
+        server, keys = self.api_server({"dev-44": device_addr(44)}, {"ops": ["*"]})
+        old = keys["ops"]
+        status, _, _ = old.send("dev-44", replier.port, "before")
+        self.assertEqual(status, 200)
+        new_key, new_sha = new_token()
+        with open(server.config) as f:
+            text = f.read()
+        old_sha = hashlib.sha256(old.key.encode()).hexdigest()
+        with open(server.config, "w") as f:
+            f.write(text.replace(old_sha, new_sha))
+        mark = server.proc.mark()
+        server.proc.popen.send_signal(signal.SIGHUP)
+        server.proc.json_event("reloaded", after=mark)
+        status, answer, _ = old.send("dev-44", replier.port, "old key")
+        self.assertEqual((status, answer["error"]), (401, "unauthorized"))
+        status, answer, _ = Api(old.url, new_key).send("dev-44", replier.port, "new key")
+        self.assertEqual((status, answer["status"]), (200, "delivered"), answer)
 
 
 if __name__ == "__main__":

@@ -50,6 +50,9 @@ class service : public std::enable_shared_from_this<service> {
   /// Adds the server's own counters to /metrics.
   void set_metrics_source(metrics_source source) { server_metrics_ = std::move(source); }
 
+  /// From now on requests are checked against these keys (a reload).
+  void set_keys(const std::vector<server::credential>& keys);
+
   /// Ends the live feeds (a stopping server).
   void close();
 
@@ -96,6 +99,7 @@ class service : public std::enable_shared_from_this<service> {
   void publish(const std::vector<stored_message>& rows);
   void beat(const std::shared_ptr<subscriber>& sub);  // the next heartbeat of a live feed
   void drop(const std::shared_ptr<subscriber>& sub);
+  void drop_feeds_of_old_keys();
   bool rate_limited(std::int64_t webhook, std::chrono::milliseconds& retry_after);
 
   asio::any_io_executor executor_;
