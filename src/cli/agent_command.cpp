@@ -6,7 +6,6 @@
 #include <asio/co_spawn.hpp>
 #include <asio/io_context.hpp>
 #include <asio/signal_set.hpp>
-#include <iostream>
 #include <memory>
 
 #include "client_setup.hpp"
@@ -15,19 +14,16 @@
 #include "tether/agent/agent.hpp"
 #include "tether/client/url.hpp"
 #include "tether/transport/host.hpp"
+#include "tls_flags.hpp"
 
 namespace tether::cli {
 namespace {
 
 struct agent_flags {
   std::string url;
-  std::string token_file;
-  std::string token;
-  std::string ca_file;
-  std::string pin;
+  tls_flags tls;  // --ca, --pin, --token-file, --token, --connect-timeout
   std::string allow;
   std::string target = "127.0.0.1";
-  double connect_timeout_s = 10;
   double dial_timeout_s = 5;
   double udp_idle_s = 60;
   bool json = false;
@@ -54,20 +50,8 @@ int run_agent(const agent_flags& f) {
     if (!parsed) throw std::invalid_argument(parsed.message());
     if (parsed->kind != client::scheme::tls)
       throw std::invalid_argument("an agent connects to a tether server: give a tls:// URL");
-    settings.url = *parsed;
-    settings.ca_file = f.ca_file;
-    settings.pin = f.pin;
-    settings.token_file = f.token_file;
-    settings.connect_timeout = seconds_flag("--connect-timeout", f.connect_timeout_s);
-    if (!f.pin.empty() && !f.ca_file.empty())
-      throw std::invalid_argument(
-          "--pin and --ca: give one (a pinned key is trusted without a CA)");
-    if (f.token_file.empty() && !f.token.empty())
-      std::cerr << "warning: --token puts the token on the command line, where other local "
-                   "users can read it (ps, /proc); prefer --token-file FILE or TETHER_TOKEN"
-                << std::endl;
-    auto found = find_token(settings, f.token,
-                            "no token: pass --token-file FILE, --token TOKEN or set TETHER_TOKEN");
+    settings = tls_settings_of(f.tls, *parsed);
+    auto found = tls_token_of(f.tls, settings);
     token = std::move(found.token);
     token_source = std::move(found.source);
     auto allow = agent::parse_allow_list(f.allow);
@@ -145,24 +129,13 @@ void add_agent_command(CLI::App& app, action& run) {
       "Run on a device the server cannot dial: keep a session to the server open and serve "
       "the streams it opens toward this device's ports (only those --allow lists)");
   cmd->add_option("url", f->url, "tls://HOST[:PORT] of the tether server")->required();
-  cmd->add_option("--token-file", f->token_file,
-                  "File holding the device's agent token (a credential with agent_for)");
-  cmd->add_option("--token", f->token,
-                  "The agent token (prefer --token-file or TETHER_TOKEN: command lines are "
-                  "visible to other users)");
-  cmd->add_option("--ca", f->ca_file,
-                  "CA certificate file to verify the server (default: the system trust store)");
-  cmd->add_option("--pin", f->pin,
-                  "Trust the server whose key has this fingerprint (sha256:HEX) instead of a CA");
+  add_tls_options(*cmd, f->tls, "device's agent token (of a credential with agent_for)");
   cmd->add_option("--allow", f->allow,
                   "Ports the server may reach, TCP and UDP, like 22,80,5000-5100; any other is "
                   "refused as forbidden")
       ->required();
   cmd->add_option("--target", f->target,
                   "Address the ports are dialed on (default 127.0.0.1: this device)")
-      ->capture_default_str();
-  cmd->add_option("--connect-timeout", f->connect_timeout_s,
-                  "Seconds to connect to the server and handshake")
       ->capture_default_str();
   cmd->add_option("--dial-timeout", f->dial_timeout_s, "Seconds to connect to a port")
       ->capture_default_str();
