@@ -9,7 +9,8 @@ import unittest
 
 import harness
 
-COMMANDS = ("server", "connect", "up", "token", "map")
+COMMANDS = ("server", "connect", "up", "devices", "agent", "token", "apikey", "send", "webhook",
+            "messages", "map")
 
 
 class FrontDoorTest(harness.TetherTest):
