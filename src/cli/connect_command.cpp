@@ -18,6 +18,7 @@
 #include "commands.hpp"
 #include "output.hpp"
 #include "stdio_mode.hpp"
+#include "tls_flags.hpp"
 #include "tether/client/control_server.hpp"
 #include "tether/client/dialer.hpp"
 #include "tether/client/proxy.hpp"
@@ -33,12 +34,8 @@ struct connect_flags {
   std::vector<std::string> tcp_specs;
   std::vector<std::string> udp_specs;
   std::vector<std::string> socks_specs;
-  std::string ca_file;
-  std::string pin;  // sha256:HEX of the server's key, instead of a CA
-  std::string token_file;
-  std::string token;
+  tls_flags tls;  // --ca, --pin, --token-file, --token, --connect-timeout (ssh:// too)
   bool json = false;
-  double connect_timeout_s = 10;
   double wait_for_session_s = 30;
   double udp_idle_s = 60;
   long long udp_max_flows = 4096;
@@ -75,30 +72,17 @@ std::chrono::milliseconds seconds(double s) {
 
 // The server settings the flags give (checked by run_connect).
 client::server_settings settings_of(const connect_flags& f, const client::server_url& url) {
-  client::server_settings s;
-  s.url = url;
-  s.ca_file = f.ca_file;
-  s.pin = f.pin;
-  s.token_file = f.token_file;
+  auto s = tls_settings_of(f.tls, url);
   for (const auto& i : f.identity_files) s.identity_files.emplace_back(i);
   s.known_hosts = f.known_hosts;
   s.accept_new_host_key = f.accept_new_host_key;
   s.passphrase_file = f.passphrase_file;
-  s.connect_timeout = seconds(f.connect_timeout_s);
   s.wait_for_session = seconds(f.wait_for_session_s);
   s.udp_idle = seconds(f.udp_idle_s);
   s.udp_max_flows = static_cast<std::size_t>(f.udp_max_flows);
   return s;
 }
 
-// Token precedence: --token-file, then --token, then TETHER_TOKEN.
-found_token token_of(const connect_flags& f, const client::server_settings& s) {
-  if (f.token_file.empty() && !f.token.empty())
-    std::cerr << "warning: --token puts the token on the command line, where other local "
-                 "users can read it (ps, /proc); prefer --token-file FILE or TETHER_TOKEN"
-              << std::endl;
-  return find_token(s, f.token, "no token: pass --token-file FILE, --token TOKEN or set TETHER_TOKEN");
-}
 
 // --retry: "forever" or a count of failed dials in a row.
 std::optional<std::size_t> parse_retry(const std::string& text) {
@@ -173,7 +157,7 @@ int run_connect(const connect_flags& f) {
       throw std::invalid_argument(
           "nothing to forward: give at least one -L, -U or -D, or --stdio");
     // Checked as numbers, not only parsed: a zero idle time would close every flow at once.
-    check_seconds("--connect-timeout", f.connect_timeout_s, 0.001, "above 0 (at least 0.001)");
+    check_seconds("--connect-timeout", f.tls.connect_timeout_s, 0.001, "above 0 (at least 0.001)");
     check_seconds("--wait-for-session", f.wait_for_session_s, 0, "from 0");
     check_seconds("--udp-idle", f.udp_idle_s, 0.001, "above 0 (at least 0.001)");
     if (f.udp_max_flows < 1 || f.udp_max_flows > max_udp_flows)
@@ -190,12 +174,10 @@ int run_connect(const connect_flags& f) {
     if (ssh && f.max_stream_window != 0)
       throw std::invalid_argument("--max-stream-window is for tls:// servers (SSH channels "
                                   "have the server's windows)");
-    if (ssh && (!f.ca_file.empty() || !f.pin.empty() || !f.token_file.empty() ||
-                !f.token.empty()))
+    if (ssh && (!f.tls.ca_file.empty() || !f.tls.pin.empty() || !f.tls.token_file.empty() ||
+                !f.tls.token.empty()))
       throw std::invalid_argument("--ca, --pin, --token and --token-file are for tls:// servers; "
                                   "ssh:// uses -i KEY or ssh-agent");
-    if (!f.pin.empty() && !f.ca_file.empty())
-      throw std::invalid_argument("--pin and --ca: give one (a pinned key is trusted without a CA)");
     if (!ssh && (!f.identity_files.empty() || !f.known_hosts.empty() || f.accept_new_host_key ||
                  !f.passphrase_file.empty()))
       throw std::invalid_argument("-i, --known-hosts, --accept-new-host-key and --passphrase-file "
@@ -203,7 +185,7 @@ int run_connect(const connect_flags& f) {
     settings = settings_of(f, url);
     std::string token;
     if (!ssh) {
-      auto found = token_of(f, settings);
+      auto found = tls_token_of(f.tls, settings);
       token = std::move(found.token);
       token_source = std::move(found.source);
     }
@@ -355,15 +337,7 @@ void add_connect_command(CLI::App& app, action& run, std::vector<std::string> co
   cmd->add_option("-D", f->socks_specs,
                   "[BIND:]LPORT: a SOCKS5 proxy where the host name is the device, e.g. curl "
                   "--socks5-hostname 127.0.0.1:1080 http://dev-42/ (repeatable)");
-  cmd->add_option("--pin", f->pin,
-                  "Trust the server whose key has this fingerprint (sha256:HEX, from `tether "
-                  "server --print-fingerprint`) instead of a CA");
-  cmd->add_option("--ca", f->ca_file, "CA certificate file to verify the server (default: the "
-                                      "system trust store)");
-  cmd->add_option("--token-file", f->token_file, "File holding the access token");
-  cmd->add_option("--token", f->token,
-                  "The access token (prefer --token-file or TETHER_TOKEN: command lines are "
-                  "visible to other users)");
+  add_tls_options(*cmd, f->tls);
   cmd->add_option("-i,--identity", f->identity_files,
                   "ssh://: private key file (repeatable; default: keys of ssh-agent)");
   cmd->add_option("--known-hosts", f->known_hosts,
@@ -374,8 +348,6 @@ void add_connect_command(CLI::App& app, action& run, std::vector<std::string> co
   cmd->add_option("--passphrase-file", f->passphrase_file,
                   "ssh://: file holding the key's passphrase (or set TETHER_SSH_PASSPHRASE)");
   cmd->add_flag("--json", f->json, "Print events as JSON lines");
-  cmd->add_option("--connect-timeout", f->connect_timeout_s, "Seconds to connect and handshake")
-      ->capture_default_str();
   cmd->add_option("--wait-for-session", f->wait_for_session_s,
                   "Seconds a new local connection waits for the tunnel while it is down")
       ->capture_default_str();
