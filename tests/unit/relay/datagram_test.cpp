@@ -318,7 +318,10 @@ TEST_F(RelayDatagram, ADeviceThatNeverReadsNeverStallsTheFlow) {
       ++sent;
       continue;
     }
-    ASSERT_EQ(status, datagram_status::no_credit);
+    // Out of credit, or (once the peer has grown the window) too much queued to write:
+    // either way the sender waits for the relay to catch up.
+    ASSERT_TRUE(status == datagram_status::no_credit || status == datagram_status::backlogged)
+        << static_cast<int>(status);
     ++stalls;
     ASSERT_TRUE(quiet()) << "the relay never settles";
   }
@@ -394,7 +397,10 @@ TEST_F(DatagramDownlink, AFullSocketDropsAndCountsWithoutWaitingAndReturnsTheCre
       ++sent;
       continue;
     }
-    ASSERT_EQ(status, datagram_status::no_credit);
+    // Out of credit, or (once the peer has grown the window) too much queued to write:
+    // either way the sender waits for the relay to catch up.
+    ASSERT_TRUE(status == datagram_status::no_credit || status == datagram_status::backlogged)
+        << static_cast<int>(status);
     ++stalls;
     ASSERT_TRUE(quiet()) << "the downlink never settles";
   }
