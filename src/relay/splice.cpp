@@ -47,7 +47,9 @@ class downlink : public std::enable_shared_from_this<downlink> {
         if (bytes.empty()) {  // the far end half-closed
           asio::error_code ignored;
           sock_.shutdown(tcp::socket::shutdown_send, ignored);
-          return finish();
+          finish();
+          watch_for_reset();
+          return;
         }
         unwritten_ = bytes;
         lent_ = bytes.size();
@@ -90,6 +92,23 @@ class downlink : public std::enable_shared_from_this<downlink> {
       return;
     }
     watch_channel([](downlink& self) { self.check_channel(); });  // a spurious wake
+  }
+
+  // After the far end's FIN the uplink only waits for the local socket, which may stay
+  // silent for good; a reset of the stream must still end it (and free the stream), so the
+  // channel is watched until it fails or splice() returns: its failure aborts the socket,
+  // which ends the uplink's wait.
+  void watch_for_reset() {
+    const auto generation = ++watch_generation_;
+    ch_.when_receivable([self = shared_from_this(), generation] {
+      if (self->detached_ || generation != self->watch_generation_) return;
+      if (const auto ec = self->ch_.error()) {
+        note(self->r_, ec);
+        abort_socket(self->sock_);
+        return;
+      }
+      self->watch_for_reset();  // a spurious wake
+    });
   }
 
   // Calls `then(*this)` when the channel has news. One registration is live at a time: a
