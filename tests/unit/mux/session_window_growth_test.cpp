@@ -111,7 +111,9 @@ TEST_F(SessionWindowGrowth, ManyGrowingStreamsStayWithinTheSessionCap) {
   ASSERT_EQ(cap, 1024 * kib);  // twice the stream cap: 32 streams could grow to 16 MiB
 
   auto reader = std::make_shared<local_reader>();
-  auto [s, raw, to_session, to_raw] = serve(settings, reader->accept_all(ex()));
+  auto served = serve(settings, reader->accept_all(ex()));
+  auto& [session, raw, to_session, to_raw] = served;
+  auto& s = session;  // a plain reference: clang 14 cannot capture structured bindings
   greedy_peer peer{raw, ex()};
   peer.start();
   constexpr std::uint32_t streams = 32;
