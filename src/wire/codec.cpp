@@ -308,7 +308,9 @@ struct encoder {
     });
   }
   void operator()(const open& f) {
-    assert(valid_device_id(f.device));
+    // A catalog stream names no device (docs/PROTOCOL.md); every other stream a valid one.
+    assert(f.proto == stream_protocol_catalog ? f.device.empty() && f.port == 0
+                                              : valid_device_id(f.device));
     frame(frame_type::open, 0, f.stream_id, [&](writer& w) {
       w.u8(f.proto);
       w.u16(f.port);
