@@ -56,7 +56,11 @@ void check_config(const server::server_config& c) {
   for (const auto& d : c.devices) {
     check(server::is_valid_device_id(d.id), "invalid device id accepted");
     check(ids.insert(d.id).second, "duplicate device id");
-    check(transport::is_valid_host(d.address), "device address is not a host");
+    // An agent device is reached through its agent's session and has no address.
+    if (d.agent)
+      check(d.address.empty(), "agent device with an address");
+    else
+      check(transport::is_valid_host(d.address), "device address is not a host");
   }
 }
 
