@@ -61,10 +61,43 @@ class catalog_upstream final : public upstream {
   std::string document_;
 };
 
+std::int64_t epoch_ms(std::chrono::system_clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+}
+
+// Reachability, traffic and the last dial of one device, for the HTTP API.
+void add_activity(nlohmann::ordered_json& entry, const device& d, const device_activity& activity,
+                  const agent_directory* agents) {
+  const auto a = activity.find(d.id);
+  if (d.agent) {
+    const auto found = agents ? agents->find(d.id) : agent_directory::lookup{};
+    entry["reachable"] = found.online != nullptr;
+    if (found.online) {
+      entry["agent_since_ms"] = epoch_ms(found.online->since);
+    } else if (found.last_seen) {
+      entry["agent_last_seen_ms"] = epoch_ms(*found.last_seen);
+    }
+  } else if (a.last_dial) {
+    entry["reachable"] = a.last_dial->ok;
+    nlohmann::ordered_json dial{{"ok", a.last_dial->ok}};
+    if (!a.last_dial->ok) dial["error"] = describe(a.last_dial->code);
+    dial["message"] = a.last_dial->message;
+    dial["at_ms"] = epoch_ms(a.last_dial->at);
+    entry["last_dial"] = std::move(dial);
+  } else {
+    entry["reachable"] = nullptr;  // not dialed since the server started
+  }
+  const auto t = a.total();
+  entry["streams_open"] = t.streams_open;
+  entry["streams_opened"] = t.streams_opened;
+  entry["bytes_to_device"] = t.bytes_to_device;
+  entry["bytes_from_device"] = t.bytes_from_device;
+}
+
 }  // namespace
 
 std::string catalog_json(const registry& devices, const acl& allowed,
-                         const agent_directory* agents) {
+                         const agent_directory* agents, const device_activity* activity) {
   auto list = nlohmann::ordered_json::array();
   devices.for_each([&](const device& d) {
     auto ports = nlohmann::ordered_json::array();
@@ -79,6 +112,7 @@ std::string catalog_json(const registry& devices, const acl& allowed,
     nlohmann::ordered_json entry = {{"id", d.id}, {"kind", d.agent ? "agent" : "direct"}};
     if (d.agent) entry["online"] = agents != nullptr && agents->find(d.id).online != nullptr;
     entry["ports"] = std::move(ports);
+    if (activity) add_activity(entry, d, *activity, agents);
     list.push_back(std::move(entry));
   });
   return nlohmann::ordered_json{{"devices", std::move(list)}}.dump();

@@ -74,12 +74,20 @@ std::string parse_agent_for(const toml_checker& c, const toml::table& t, const s
   return id;
 }
 
-credential parse_credential(const toml_checker& c, const toml::table& t, const std::string& at) {
-  static constexpr std::array<std::string_view, 4> known{"name", "token_sha256", "allow",
-                                                         "agent_for"};
+// `api_key`: an [[api_key]] table, which may also have see_sessions.
+credential parse_credential(const toml_checker& c, const toml::table& t, const std::string& at,
+                            bool api_key = false) {
+  static constexpr std::array<std::string_view, 5> known{"name", "token_sha256", "allow",
+                                                         "agent_for", "see_sessions"};
   c.only_known_keys(t, at + ".", known, top_level_keys);
 
   credential cred;
+  if (const toml::node* n = t.get("see_sessions")) {
+    if (!api_key)
+      c.fail(n, at + ".see_sessions",
+             "only an [[api_key]] has see_sessions (it lets the HTTP API list live sessions)");
+    cred.see_sessions = c.boolean(t, "see_sessions", at + ".see_sessions", false);
+  }
   cred.name = c.require_string(t, "name", at + ".name", "a name for logs, like \"laptop\"");
   if (!is_valid_credential_name(cred.name)) {
     c.fail(t.get("name"), at + ".name",
@@ -333,7 +341,7 @@ server_config parse_server_config(std::string_view toml_text, const fs::path& so
   }
   check_agent_credentials(c, cfg, creds);
   parse_api_settings(c, root, cfg.api, [&](const toml::table& t, const std::string& at) {
-    return parse_credential(c, t, at);
+    return parse_credential(c, t, at, /*api_key=*/true);
   });
   return cfg;
 }

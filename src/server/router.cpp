@@ -35,7 +35,8 @@ result<std::unique_ptr<upstream>> router::route(const mux::target& t,
     return std::unique_ptr<upstream>(std::make_unique<udp_upstream>(
         executor_, *dev, t.port, settings_.connect_timeout, settings_.udp_idle, pool_));
   return std::unique_ptr<upstream>(
-      std::make_unique<tcp_upstream>(executor_, *dev, t.port, settings_.connect_timeout, pool_));
+      std::make_unique<tcp_upstream>(executor_, *dev, t.port, settings_.connect_timeout, pool_,
+                                     activity_));
 }
 
 bool router::is_agent_device(std::string_view id) const {

@@ -50,9 +50,11 @@
 #include "tether/mux/session.hpp"
 #include "tether/mux/use_tuple.hpp"
 #include "tether/server/agent_directory.hpp"
+#include "tether/server/catalog.hpp"
 #include "tether/server/limit_books.hpp"
 #include "tether/server/open_files.hpp"
 #include "tether/server/router.hpp"
+#include "tether/server/session_directory.hpp"
 #include "tether/server/worker_pool.hpp"
 #include "tether/transport/tls.hpp"
 
@@ -149,6 +151,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     std::uint32_t dialing = 0;
     std::deque<std::shared_ptr<mux::async_signal>> dial_queue;
     bool ended = false;  // the session is over: queued streams give up their turn
+    std::shared_ptr<session_entry> listed;  // in `sessions_dir` while the session is up
   };
 
   struct live_session {
@@ -180,6 +183,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     for (std::size_t i = 0; i < pool.size(); ++i) {
       workers.push_back(std::make_unique<worker>(pool.executor(i), i, *first));
       workers.back()->routes.use_agents(agents);
+      workers.back()->routes.use_activity(activity);
     }
   }
 
@@ -188,6 +192,9 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   std::uint64_t open_files = 0;   // the soft limit the server runs with
   snapshot<settings> current;
   agent_directory agents;  // thread-safe; before `workers`, whose routers point to it
+  // What the HTTP API shows of live sessions and devices; thread-safe, before `workers`.
+  session_directory sessions_dir;
+  device_activity activity;
   std::vector<std::unique_ptr<worker>> workers;
   limit_books books;
   shared_counters counters;
@@ -388,6 +395,8 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     }
     ++counters.sessions_accepted;
     spdlog::info("session from {} up, credential '{}', worker {}", peer, ctx->cred->name, w.index);
+    ctx->listed = sessions_dir.add(ctx->cred->name, peer, ctx->cred->agent_for);
+    count_guard unlisted([this, ctx] { sessions_dir.remove(ctx->listed); });
     const auto it = w.sessions.insert(w.sessions.end(), live_session{session, ctx});
     count_guard listed([&w, it] { w.sessions.erase(it); });
     // A reload, a stop or an abort that came between the hello and here has already been
@@ -610,7 +619,8 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     const bool udp = t.proto == mux::protocol::udp;
     spdlog::debug("stream {}:{}/{} open for '{}'", t.device, t.port, udp ? "udp" : "tcp",
                   ctx->cred->name);
-    auto ch = in.accept();
+    auto ch = metered_channel(in.accept(), t.proto, ctx->listed,
+                              t.proto == mux::protocol::catalog ? nullptr : activity.meter(t.device));
     if (udp) w.udp_flows.insert(ch.get());
     const auto r = co_await up->relay(*ch);
     if (udp) w.udp_flows.erase(ch.get());
@@ -766,6 +776,16 @@ server::~server() = default;
 
 server_counters server::counters() const noexcept {
   return impl_->counters.load();
+}
+
+std::string server::devices_json(const acl& allowed) const {
+  return catalog_json(*impl_->current.load()->devices, allowed, &impl_->agents, &impl_->activity);
+}
+
+std::string server::live_sessions_json(std::size_t max) const {
+  std::size_t total = 0;
+  const auto list = impl_->sessions_dir.snapshot(max, &total);
+  return sessions_json(list, total);
 }
 
 void server::on_agent_change(std::function<void(const agent_event&)> f) {

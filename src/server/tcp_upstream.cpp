@@ -6,11 +6,24 @@
 namespace tether::server {
 
 tcp_upstream::tcp_upstream(asio::any_io_executor ex, const device& dev, std::uint16_t port,
-                           std::chrono::milliseconds connect_timeout, relay::buffer_pool& pool)
-    : socket_(ex), device_(dev), port_(port), connect_timeout_(connect_timeout), pool_(pool) {}
+                           std::chrono::milliseconds connect_timeout, relay::buffer_pool& pool,
+                           device_activity* activity)
+    : socket_(ex),
+      device_(dev),
+      port_(port),
+      connect_timeout_(connect_timeout),
+      pool_(pool),
+      activity_(activity) {}
 
 asio::awaitable<std::optional<refusal>> tcp_upstream::connect() {
   const auto ec = co_await relay::dial_tcp(socket_, device_.address, port_, connect_timeout_);
+  if (activity_) {
+    dial_result r{!ec, ec ? relay::dial_failure(ec) : errc::ok,
+                  ec ? "port " + std::to_string(port_) + ": " + relay::dial_failure_text(ec)
+                     : "port " + std::to_string(port_) + " answered",
+                  std::chrono::system_clock::now()};
+    activity_->dialed(device_.id, std::move(r));
+  }
   if (!ec) co_return std::nullopt;
   const auto where = "device " + device_.id + " port " + std::to_string(port_);
   // The client is told what failed, not where the device lives; the log says both.

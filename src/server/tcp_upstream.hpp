@@ -5,6 +5,7 @@
 
 #include "tether/relay/buffer_pool.hpp"
 #include "tether/server/registry.hpp"
+#include "tether/server/session_directory.hpp"
 #include "tether/server/upstream.hpp"
 
 namespace tether::server {
@@ -12,7 +13,8 @@ namespace tether::server {
 class tcp_upstream final : public upstream {
  public:
   tcp_upstream(asio::any_io_executor ex, const device& dev, std::uint16_t port,
-               std::chrono::milliseconds connect_timeout, relay::buffer_pool& pool);
+               std::chrono::milliseconds connect_timeout, relay::buffer_pool& pool,
+               device_activity* activity = nullptr);
 
   asio::awaitable<std::optional<refusal>> connect() override;
   asio::awaitable<relay_outcome> relay(mux::channel& ch) override;
@@ -24,6 +26,7 @@ class tcp_upstream final : public upstream {
   std::uint16_t port_;
   std::chrono::milliseconds connect_timeout_;
   relay::buffer_pool& pool_;
+  device_activity* activity_;  // told how each dial went; may be null
 };
 
 }  // namespace tether::server

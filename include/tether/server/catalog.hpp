@@ -10,6 +10,7 @@
 #include "tether/server/acl.hpp"
 #include "tether/server/agent_directory.hpp"
 #include "tether/server/registry.hpp"
+#include "tether/server/session_directory.hpp"
 #include "tether/server/upstream.hpp"
 
 namespace tether::server {
@@ -18,8 +19,14 @@ namespace tether::server {
 /// at least one rule of `allowed` covers, in id order; a device's ports are the port ranges
 /// of those rules, in rule order, without repeats. `kind` is "direct" or "agent"; an agent
 /// device also has `online` (whether its agent is connected, per `agents`; false without).
+///
+/// With `activity` (the HTTP API's GET /api/v1/devices, docs/API.md), each device also has
+/// `reachable` (an agent device: its agent is online; a direct one: its last dial worked,
+/// null before the first), `last_dial` ({ok, error, message, at_ms}, direct devices once
+/// dialed), `streams_open`, `streams_opened`, `bytes_to_device` and `bytes_from_device`.
 std::string catalog_json(const registry& devices, const acl& allowed,
-                         const agent_directory* agents = nullptr);
+                         const agent_directory* agents = nullptr,
+                         const device_activity* activity = nullptr);
 
 /// An upstream that answers a catalog stream with `document`, then ends it.
 std::unique_ptr<upstream> make_catalog_upstream(std::string document);

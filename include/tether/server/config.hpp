@@ -41,6 +41,9 @@ struct credential {
   // An agent credential: the device id (an agent device) whose agent it authenticates. It
   // can speak for that device only, and opens no streams (its ACL stays empty).
   std::string agent_for;
+  // An API key (docs/CONFIG.md, [[api_key]]): may list every live session, with its
+  // credential's name and peer address (GET /api/v1/sessions).
+  bool see_sessions = false;
 };
 
 /// What one peer, one source address or one credential may make the server hold. Each

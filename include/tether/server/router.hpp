@@ -13,6 +13,7 @@
 #include "tether/server/agent_directory.hpp"
 #include "tether/server/config.hpp"
 #include "tether/server/registry.hpp"
+#include "tether/server/session_directory.hpp"
 #include "tether/server/upstream.hpp"
 
 namespace tether::server {
@@ -36,6 +37,10 @@ class router {
   /// to them fail as offline. `agents` must outlive the router.
   void use_agents(const agent_directory& agents) { agents_ = &agents; }
 
+  /// Where the outcome of each dial to a direct device's TCP port is recorded (a device's
+  /// reachability, docs/API.md). `activity` must outlive the router and its upstreams.
+  void use_activity(device_activity& activity) { activity_ = &activity; }
+
   /// The upstream for `t` on behalf of `cred`, or why not: errc::forbidden (the ACL) or
   /// errc::unknown_device, with words for the client.
   result<std::unique_ptr<upstream>> route(const mux::target& t, const credential& cred) const;
@@ -50,6 +55,7 @@ class router {
   relay::buffer_pool& pool_;
   route_settings settings_;
   const agent_directory* agents_ = nullptr;
+  device_activity* activity_ = nullptr;
 
   // A stream to a device whose agent dials out: a stream on the agent's session, or
   // errc::unreachable at once when the agent is offline.

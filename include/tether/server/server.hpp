@@ -81,6 +81,14 @@ class server {
   /// before run(); it is called from the agent's worker, so it must be thread-safe.
   void on_agent_change(std::function<void(const agent_event&)> f);
 
+  /// The device catalog for `allowed`, with each device's reachability, open streams and
+  /// bytes (catalog.hpp): the HTTP API's GET /api/v1/devices. Thread-safe.
+  std::string devices_json(const acl& allowed) const;
+
+  /// The live sessions, at most `max` (session_directory.hpp): GET /api/v1/sessions.
+  /// Thread-safe.
+  std::string live_sessions_json(std::size_t max) const;
+
   /// Sends one API message (message.hpp) from the next worker in turn, routed like a
   /// stream: the sender's ACL, the registry, the same upstreams. Completes on the caller's
   /// executor once the payload went out and the reply, if asked for, is in. Thread-safe.

@@ -55,6 +55,20 @@ TEST(ApiConfig, ListenStateDirBoundsAndKeys) {
   EXPECT_FALSE(c.api.keys[0].allow.allows("dev-1", 22, mux::protocol::tcp));
 }
 
+// Listing sessions is a key's own right, off unless given; a tunnel credential has no use
+// for it and is refused with it.
+TEST(ApiConfig, SeeSessionsOnlyForApiKeysAndOffByDefault) {
+  const auto plain = parse(head + cred + key);
+  EXPECT_FALSE(plain.api.keys[0].see_sessions);
+  EXPECT_FALSE(plain.credentials[0].see_sessions);
+  const auto ops = parse(head + cred + key + "see_sessions = true\n");
+  EXPECT_TRUE(ops.api.keys[0].see_sessions);
+  const auto error = error_of(head + cred + "see_sessions = true\n" + key);
+  EXPECT_NE(error.find("credential[0].see_sessions"), std::string::npos) << error;
+  EXPECT_NE(error.find("only an [[api_key]]"), std::string::npos) << error;
+  EXPECT_NE(error_of(head + cred + key + "see_sessions = \"yes\"\n"), "");
+}
+
 TEST(ApiConfig, RefusesWhatWouldBeUnsafeOrUseless) {
   EXPECT_NE(error_of(head + "api_listen = \"0.0.0.0:8080\"\nstate_dir = \"s\"\n[api]\ntls = false\n" +
                      cred)
