@@ -224,11 +224,13 @@ result<std::vector<stored_message>> message_log::store(stored_message message,
 
 result<std::vector<stored_message>> message_log::find(const message_query& q) const {
   return guarded([&]() -> result<std::vector<stored_message>> {
-    statement s(db_,
-                "SELECT id, created_ms, device, port, protocol, direction, reply_to, status, "
-                "sender, data FROM messages m WHERE id > ?1 AND (?2 = '' OR device = ?2) AND "
-                "(?3 = '' OR EXISTS(SELECT 1 FROM topics t WHERE t.topic = ?3 AND "
-                "t.message_id = m.id)) ORDER BY id LIMIT ?4");
+    const std::string sql =
+        std::string("SELECT id, created_ms, device, port, protocol, direction, reply_to, status, "
+                    "sender, data FROM messages m WHERE id > ?1 AND (?2 = '' OR device = ?2) AND "
+                    "(?3 = '' OR EXISTS(SELECT 1 FROM topics t WHERE t.topic = ?3 AND "
+                    "t.message_id = m.id)) ORDER BY id ") +
+        (q.newest_first ? "DESC" : "") + " LIMIT ?4";
+    statement s(db_, sql.c_str());
     s.bind(1, q.since).bind(2, q.device).bind(3, q.topic).bind(4, static_cast<std::int64_t>(q.limit));
     statement topics(db_, "SELECT topic FROM topics WHERE message_id = ?");
     std::vector<stored_message> out;

@@ -130,12 +130,14 @@ void service::drop_feeds_of_old_keys() {
     });
     if (!kept) drop(sub);
   }
+  drop_session_feeds(false);
 }
 
 void service::close() {
   closed_ = true;
   const auto subs = subscribers_;
   for (const auto& sub : subs) drop(sub);
+  drop_session_feeds(true);
 }
 
 }  // namespace tether::api

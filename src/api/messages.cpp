@@ -142,6 +142,10 @@ http_answer service::get_messages(const http_request& req, const server::credent
       q.device = value;
     } else if (name == "topic") {
       q.topic = value;
+    } else if (name == "order") {
+      if (value != "oldest" && value != "newest")
+        return error_answer(400, "bad_request", "order is oldest or newest");
+      q.newest_first = value == "newest";
     } else if (name == "since" || name == "limit") {
       std::int64_t n = -1;
       try {
@@ -159,7 +163,8 @@ http_answer service::get_messages(const http_request& req, const server::credent
       else
         q.limit = static_cast<std::size_t>(n);
     } else {
-      return error_answer(400, "bad_request", "unknown parameter (device, topic, since, limit)");
+      return error_answer(400, "bad_request",
+                          "unknown parameter (device, topic, since, limit, order)");
     }
   }
   auto rows = log_.find(q);
@@ -173,7 +178,9 @@ http_answer service::get_messages(const http_request& req, const server::credent
     const auto proto = m.protocol == "udp" ? mux::protocol::udp : mux::protocol::tcp;
     if (key.allow.allows(m.device, m.port, proto)) list.push_back(message_json(m));
   }
-  const auto next = rows->empty() ? q.since : rows->back().id;
+  // The cursor is the highest id of the page, in either order.
+  auto next = q.since;
+  for (const auto& m : *rows) next = std::max(next, m.id);
   return json_answer(200, json{{"messages", std::move(list)}, {"next", next}});
 }
 

@@ -5,6 +5,7 @@
 #include <asio/co_spawn.hpp>
 
 #include "answers.hpp"
+#include "web.hpp"
 #include "tether/api/metrics.hpp"
 #include "tether/mux/async_signal.hpp"
 #include "tether/printable.hpp"
@@ -88,6 +89,10 @@ asio::awaitable<http_answer> service::route(http_request& req) {
     co_return json_answer(200, {{"status", "ok"}});
 
   if (parts.size() == 1 && parts[0] == "metrics" && m == "GET") co_return metrics();
+  // The dashboard's files: public, like any page that asks for a key before it shows data.
+  if (m == "GET") {
+    if (auto page = web_answer(req.path)) co_return std::move(*page);
+  }
   // /webhooks/{token}: the token is the authentication.
   if (parts.size() == 2 && parts[0] == "webhooks") {
     if (m != "POST") co_return error_answer(405, "method_not_allowed", "use POST");
@@ -112,6 +117,18 @@ asio::awaitable<http_answer> service::route(http_request& req) {
   }
   if (parts.size() == 4 && parts[2] == "messages" && parts[3] == "stream") {
     if (m == "GET") co_return stream_messages(req, key);
+    co_return error_answer(405, "method_not_allowed", "use GET");
+  }
+  if (parts.size() == 3 && parts[2] == "devices") {
+    if (m == "GET") co_return get_devices(*key);
+    co_return error_answer(405, "method_not_allowed", "use GET");
+  }
+  if (parts.size() == 3 && parts[2] == "sessions") {
+    if (m == "GET") co_return get_sessions(*key);
+    co_return error_answer(405, "method_not_allowed", "use GET");
+  }
+  if (parts.size() == 4 && parts[2] == "sessions" && parts[3] == "stream") {
+    if (m == "GET") co_return stream_sessions(key);
     co_return error_answer(405, "method_not_allowed", "use GET");
   }
   // /api/v1/devices/{id}/...

@@ -77,6 +77,8 @@ std::unique_ptr<api_runtime> start_api(asio::io_context& io, server::server& srv
       [&srv](server::message_request r) { return srv.deliver(std::move(r)); },
       config.connect_timeout);
   svc->set_metrics_source([&srv] { return api::server_metrics_text(srv.counters()); });
+  svc->set_status_source({[&srv](const server::acl& allowed) { return srv.devices_json(allowed); },
+                          [&srv](std::size_t max) { return srv.live_sessions_json(max); }});
   api::http_options o;
   o.bind = resolve_bind(io, *a.listen);
   if (a.tls) o.tls = std::pair{config.cert, config.key};

@@ -74,15 +74,19 @@ bool dialable(const std::string& host) {
   return !host.empty() && host != "0.0.0.0" && host != "::" && host != "*";
 }
 
-// `--dev` also serves the HTTP API, in plain HTTP on a loopback port of its own, with a
-// key (kept beside the token) allowed everything.
+// `--dev` also serves the HTTP API and its dashboard, in plain HTTP on a loopback port of
+// its own, with a key (kept beside the token) allowed everything, live sessions included.
 void enable_dev_api(server::server_config& c, const fs::path& dir) {
   c.api.listen = server::endpoint{"127.0.0.1", 0};
   c.api.tls = false;
   c.api.state_dir = dir;
   auto rule = server::parse_acl_rule("*");
-  c.api.keys.push_back(
-      {"dev", server::sha256(dev_token(dir / "api_key")), server::acl({rule.value()})});
+  server::credential key;
+  key.name = "dev";
+  key.token_sha256 = server::sha256(dev_token(dir / "api_key"));
+  key.allow = server::acl({rule.value()});
+  key.see_sessions = true;
+  c.api.keys.push_back(std::move(key));
 }
 
 // `--dev`: a config made on the spot, with a throwaway PKI and a token allowed everything.
@@ -251,9 +255,14 @@ int run_server(const server_flags& f) {
     return exit_failure;
   }
   if (api) {
-    nlohmann::ordered_json ev{{"event", "api"}, {"url", api->url()}};
+    const auto dashboard = api->url() + "/";
+    nlohmann::ordered_json ev{{"event", "api"}, {"url", api->url()}, {"dashboard", dashboard}};
     if (f.dev) ev["api_key_file"] = (fs::absolute(f.state_dir) / "api_key").string();
-    print_event(f.json, ev, "API on " + api->url());
+    print_event(f.json, ev,
+                "API on " + api->url() + "; dashboard at " + dashboard +
+                    (f.dev ? " (log in with the key in " +
+                                 (fs::absolute(f.state_dir) / "api_key").string() + ")"
+                           : ""));
   }
 
   signals.async_wait([&](const asio::error_code& ec, int sig) {

@@ -41,6 +41,7 @@ struct message_query {
   std::string topic;       // empty: every topic
   std::int64_t since = 0;  // ids above this one (the cursor)
   std::size_t limit = 100;
+  bool newest_first = false;  // the newest `limit` rows after `since`, newest first
 };
 
 struct stored_webhook {

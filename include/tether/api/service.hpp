@@ -36,6 +36,13 @@ struct api_counters {
 /// What /metrics reports of the rest of the server; called on the API's thread.
 using metrics_source = std::function<std::string()>;
 
+/// What the server says of its devices and sessions (server::server::devices_json and
+/// live_sessions_json); called on the API's thread, so they must be thread-safe.
+struct status_source {
+  std::function<std::string(const server::acl&)> devices;  // the catalog with activity
+  std::function<std::string(std::size_t max)> sessions;    // the live sessions, at most max
+};
+
 class service : public std::enable_shared_from_this<service> {
  public:
   /// Opens the message log in settings.state_dir (throws std::runtime_error when it
@@ -50,6 +57,9 @@ class service : public std::enable_shared_from_this<service> {
   /// Adds the server's own counters to /metrics.
   void set_metrics_source(metrics_source source) { server_metrics_ = std::move(source); }
 
+  /// Serves GET /api/v1/devices and /api/v1/sessions from these (404 without).
+  void set_status_source(status_source source) { status_ = std::move(source); }
+
   /// From now on requests are checked against these keys (a reload).
   void set_keys(const std::vector<server::credential>& keys);
 
@@ -60,6 +70,7 @@ class service : public std::enable_shared_from_this<service> {
 
  private:
   struct subscriber;
+  struct session_feed;
   struct webhook_bucket {
     double tokens = 0;
     std::chrono::steady_clock::time_point at;
@@ -82,6 +93,13 @@ class service : public std::enable_shared_from_this<service> {
                              const std::string& id);
   asio::awaitable<http_answer> post_webhook(const http_request& req, const std::string& token);
   http_answer metrics() const;
+  http_answer get_devices(const server::credential& key) const;
+  http_answer get_sessions(const server::credential& key) const;
+  http_answer stream_sessions(std::shared_ptr<const server::credential> key);
+  void tick(const std::shared_ptr<session_feed>& feed);  // the next update of a sessions feed
+  void drop(const std::shared_ptr<session_feed>& feed);
+  // Ends the sessions feeds, all of them or those of keys no longer accepted.
+  void drop_session_feeds(bool all);
 
   // Sends one message, stores it with its replies and answers (404/403 when it reached no
   // device, which are not stored).
@@ -110,6 +128,8 @@ class service : public std::enable_shared_from_this<service> {
   message_log log_;
   api_counters counters_;
   metrics_source server_metrics_;
+  status_source status_;
+  std::vector<std::shared_ptr<session_feed>> session_feeds_;
   std::vector<std::shared_ptr<subscriber>> subscribers_;
   std::map<std::int64_t, webhook_bucket> buckets_;
   bool closed_ = false;

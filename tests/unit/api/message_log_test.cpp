@@ -82,6 +82,21 @@ TEST_F(MessageLogTest, PagesWithTheCursorAndSurvivesReopening) {
   EXPECT_EQ(log.last_id(), since);
 }
 
+TEST_F(MessageLogTest, NewestFirstGivesTheLastPageInReverse) {
+  message_log log(dir_ / "m.db", {});
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(log.store(message(i == 2 ? "dev-2" : "dev-1", std::to_string(i)), {}));
+  auto page = log.find({.limit = 3, .newest_first = true});
+  ASSERT_TRUE(page);
+  std::vector<std::string> seen;
+  for (const auto& m : *page) seen.push_back(m.data);
+  EXPECT_EQ(seen, (std::vector<std::string>{"4", "3", "2"}));
+  auto dev1 = log.find({.device = "dev-1", .since = 1, .limit = 10, .newest_first = true});
+  ASSERT_TRUE(dev1);
+  seen.clear();
+  for (const auto& m : *dev1) seen.push_back(m.data);
+  EXPECT_EQ(seen, (std::vector<std::string>{"4", "3", "1"}));  // ids above 1, dev-1 only
+}
+
 TEST_F(MessageLogTest, RetentionKeepsTheNewestByCount) {
   {
     message_log log(dir_ / "m.db", {.max_count = 3});
