@@ -36,6 +36,15 @@ function cell(field, text, className) {
   return td;
 }
 
+// Each cell names its column (data-label), which a phone's layout shows beside the value.
+function labelled(table, tr) {
+  const heads = table.querySelectorAll('thead th');
+  [...tr.cells].forEach((td, i) => {
+    if (heads[i]) td.dataset.label = heads[i].textContent;
+  });
+  return tr;
+}
+
 function bytesCell(field, n) {
   const td = cell(field, formatBytes(n), 'num');
   td.dataset.bytes = String(n);
@@ -320,7 +329,7 @@ function renderDevices() {
       bytesCell('bytes_to_device', d.bytes_to_device),
       bytesCell('bytes_from_device', d.bytes_from_device),
       cell('ports', portsText(d.ports)), cell('detail', deviceDetail(d)));
-    body.append(tr);
+    body.append(labelled($('devices-table'), tr));
   }
   $('devices-status').textContent = state.devices.length
     ? state.devices.length + ' devices; updated ' + new Date().toLocaleTimeString()
@@ -385,7 +394,7 @@ function renderSessions(doc) {
       cell('streams_opened', s.streams_opened, 'num'),
       bytesCell('bytes_to_devices', s.bytes_to_devices),
       bytesCell('bytes_from_devices', s.bytes_from_devices));
-    body.append(tr);
+    body.append(labelled($('sessions-table'), tr));
   }
   const more = doc.total > list.length ? ' (the first ' + list.length + ' of ' + doc.total + ')' : '';
   $('sessions-status').textContent = list.length
@@ -492,7 +501,7 @@ async function listWebhooks() {
     tr.append(cell('id', w.id, 'num'), cell('device', w.device),
       cell('port', w.port + '/' + w.protocol), cell('created_by', w.created_by),
       cell('created', formatTime(w.created_ms)), actions);
-    tbody.append(tr);
+    tbody.append(labelled($('webhooks-table'), tr));
   }
   if (rows.length === 0) {
     const tr = el('tr');
@@ -570,7 +579,7 @@ function messageRow(m) {
     cell('direction', direction + (m.reply_to ? ' (reply to #' + m.reply_to + ')' : '')),
     cell('status', m.status || ''), cell('sender', m.sender),
     cell('data', dataText(m), 'data'), cell('topics', (m.topics || []).join(', ')));
-  return tr;
+  return labelled($('messages-table'), tr);
 }
 
 function addMessages(rows, atTop) {
