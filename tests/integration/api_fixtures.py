@@ -112,9 +112,10 @@ class ApiTest(TetherTest):
     """A TetherTest with helpers for servers that serve the API."""
 
     def api_server(self, devices, keys, tls=False, directory=None, api_table="",
-                   extra_args=(), extra_config=""):
+                   extra_args=(), extra_config="", see_sessions=()):
         """Starts `tether server --config` with the API on a loopback port. `keys`:
-        {name: allow list}. Returns (server, {name: Api})."""
+        {name: allow list}; the keys named in `see_sessions` may list sessions. Returns
+        (server, {name: Api})."""
         token, digest = new_token()
         clear = {}
         text = "api_listen = \"127.0.0.1:0\"\nstate_dir = \"state\"\n\n"
@@ -129,6 +130,8 @@ class ApiTest(TetherTest):
             clear[name] = key
             text += credential_toml(name, hashlib.sha256(key.encode()).hexdigest(),
                                     allow).replace("[[credential]]", "[[api_key]]")
+            if name in see_sessions:
+                text += "see_sessions = true\n"
         text += extra_config
         for dev_id, address in devices.items():
             text += device_toml(dev_id, address)
