@@ -171,6 +171,16 @@ try {
   check(/413/.test(await error.textContent()), 'an API error is shown', await error.textContent());
   await page.getByLabel('Text', { exact: true }).fill('');
 
+  // A file is sent as it is, bytes and all.
+  await page.getByLabel('Or a file').setInputFiles({
+    name: 'request.bin', mimeType: 'application/octet-stream', buffer: Buffer.from('file\u0000body'),
+  });
+  await page.locator('#send-form button[type=submit]').click();
+  await page.locator('#send-result pre.reply', { hasText: 'reply:file' }).waitFor();
+  check((await page.locator('#send-result pre.reply').textContent()) === 'reply:file\u0000body',
+    'a file is sent as its bytes and the reply appears');
+  await page.getByLabel('Or a file').setInputFiles([]);
+
   // ---- webhooks: made in the page, called with curl, seen live in the log, revoked
   await view(page, 'webhooks');
   await page.locator(`#webhook-device option[value="${cfg.devices.direct_ok}"]`).waitFor({ state: 'attached' });
