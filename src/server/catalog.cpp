@@ -65,6 +65,17 @@ std::int64_t epoch_ms(std::chrono::system_clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
 }
 
+// A failed dial's reason as a stable word for scripts (the words for people are in
+// `message`): what relay::dial_failure gives.
+const char* dial_error_name(errc e) {
+  switch (e) {
+    case errc::refused: return "refused";
+    case errc::unreachable: return "unreachable";
+    case errc::timed_out: return "timed_out";
+    default: return "failed";
+  }
+}
+
 // Reachability, traffic and the last dial of one device, for the HTTP API.
 void add_activity(nlohmann::ordered_json& entry, const device& d, const device_activity& activity,
                   const agent_directory* agents) {
@@ -80,7 +91,7 @@ void add_activity(nlohmann::ordered_json& entry, const device& d, const device_a
   } else if (a.last_dial) {
     entry["reachable"] = a.last_dial->ok;
     nlohmann::ordered_json dial{{"ok", a.last_dial->ok}};
-    if (!a.last_dial->ok) dial["error"] = describe(a.last_dial->code);
+    if (!a.last_dial->ok) dial["error"] = dial_error_name(a.last_dial->code);
     dial["message"] = a.last_dial->message;
     dial["at_ms"] = epoch_ms(a.last_dial->at);
     entry["last_dial"] = std::move(dial);
