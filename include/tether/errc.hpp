@@ -3,6 +3,7 @@
 // these; the wire carries the same numbers in OPEN_RESULT, RESET, REFUSE and GOAWAY frames.
 
 #include <asio/error_code.hpp>
+#include <cstddef>
 #include <cstdint>
 #include <system_error>
 
@@ -39,6 +40,12 @@ inline asio::error_code make_error_code(errc e) noexcept {
 
 // A short, plain-words description ("unknown device", "connection refused", ...).
 const char* describe(errc e) noexcept;
+
+// The code's name for scripts and metric labels: "unknown_device", "forbidden", ...
+const char* errc_name(errc e) noexcept;
+
+// How many codes there are (0 to errc_count - 1), e.g. to count outcomes by code.
+inline constexpr std::size_t errc_count = 20;
 
 // Converts a code received on the wire; unknown numbers become errc::internal.
 errc errc_from_wire(std::uint8_t v) noexcept;

@@ -41,8 +41,35 @@ std::string server_metrics_text(const server::server_counters& c) {
           c.sessions_refused);
   counter("tether_limit_refusals_total", "Sessions and streams refused by a limit.",
           c.limit_refusals);
-  counter("tether_streams_opened_total", "Tunnel streams opened to devices.", c.streams_opened);
-  counter("tether_streams_refused_total", "Tunnel streams refused.", c.streams_refused);
+  auto gauge = [&](const char* name, const char* help, std::uint64_t v) {
+    family(out, name, "gauge", help);
+    sample(out, name, v);
+  };
+  gauge("tether_sessions_open", "Tunnel sessions open now (clients and agents).", c.sessions_open);
+  gauge("tether_agents_online", "Agent devices whose agent is connected now.", c.agents_online);
+  // Labelled by protocol and by reason: both sets are fixed, whatever peers send.
+  static constexpr const char* protos[server::stream_protocols] = {"tcp", "udp", "catalog"};
+  family(out, "tether_streams_opened_total", "counter", "Tunnel streams opened, by protocol.");
+  for (std::size_t p = 0; p < server::stream_protocols; ++p)
+    sample(out, "tether_streams_opened_total", c.streams_opened_by_proto[p],
+           std::string("proto=\"") + protos[p] + "\"");
+  family(out, "tether_streams_open", "gauge", "Tunnel streams open now, by protocol.");
+  for (std::size_t p = 0; p < server::stream_protocols; ++p)
+    sample(out, "tether_streams_open", c.streams_open_by_proto[p],
+           std::string("proto=\"") + protos[p] + "\"");
+  const auto by_reason = [&](const char* name, const char* help,
+                             const std::array<std::uint64_t, errc_count>& counts) {
+    family(out, name, "counter", help);
+    for (std::size_t r = 1; r < errc_count; ++r)  // 0 is ok
+      if (counts[r] != 0)
+        sample(out, name, counts[r],
+               std::string("reason=\"") + errc_name(static_cast<errc>(r)) + "\"");
+  };
+  by_reason("tether_streams_refused_total", "Tunnel streams refused, by reason.",
+            c.streams_refused_by_reason);
+  by_reason("tether_stream_errors_total",
+            "Tunnel streams that ended with an error, by reason (internal: the device socket's).",
+            c.stream_errors_by_reason);
   family(out, "tether_device_bytes_total", "counter", "Bytes relayed to and from devices.");
   sample(out, "tether_device_bytes_total", c.bytes_to_devices, "direction=\"to_device\"");
   sample(out, "tether_device_bytes_total", c.bytes_from_devices, "direction=\"from_device\"");

@@ -52,7 +52,7 @@ asio::awaitable<catalog_result> fetch_catalog(client::dialer dial, client::serve
   auto [ec, ch] = co_await tunnel->open(std::move(catalog));
   if (ec) {
     const auto words = tunnel->last_open_error();
-    report_error(json, exit_failure, reason_name(static_cast<errc>(ec.value())),
+    report_error(json, exit_failure, errc_name(static_cast<errc>(ec.value())),
                  "the server did not answer the device catalog request: " +
                      (words.empty() ? ec.message() : words));
     tunnel->close();

@@ -66,32 +66,6 @@ void print_event(bool json, const nlohmann::ordered_json& event, const std::stri
   *event_stream << stamped.dump() << std::endl;
 }
 
-const char* reason_name(errc e) noexcept {
-  switch (e) {
-    case errc::ok: return "ok";
-    case errc::unknown_device: return "unknown_device";
-    case errc::forbidden: return "forbidden";
-    case errc::refused: return "refused";
-    case errc::unreachable: return "unreachable";
-    case errc::timed_out: return "timed_out";
-    case errc::bad_token: return "bad_token";
-    case errc::protocol_error: return "protocol_error";
-    case errc::flow_control_error: return "flow_control_error";
-    case errc::frame_too_large: return "frame_too_large";
-    case errc::version_mismatch: return "version_mismatch";
-    case errc::too_many_streams: return "too_many_streams";
-    case errc::going_away: return "going_away";
-    case errc::stream_reset: return "stream_reset";
-    case errc::session_lost: return "session_lost";
-    case errc::internal: return "internal";
-    case errc::unsupported: return "unsupported";
-    case errc::ssh_forwarding_denied: return "forwarding_denied";
-    case errc::untrusted_host: return "untrusted_host";
-    case errc::limit_reached: return "limit_reached";
-  }
-  return "internal";
-}
-
 void event_printer::listening(const client::mapping& m, const std::string& name,
                               const std::string& local) {
   // A default name only repeats the target: the text line shows names people chose.
@@ -157,16 +131,16 @@ void event_printer::disconnected(const std::string& reason, std::chrono::millise
 
 void event_printer::stream_error(const client::mapping& m, const std::string& local, errc reason,
                                  const std::string& message) {
-  print_event(json_,
-              {{"event", "stream_error"},
-               {"server", server_},
-               {"local", local},
-               {"device", m.device},
-               {"port", m.device_port},
-               {"reason", reason_name(reason)},
-               {"message", message}},
-              "stream to " + m.device + ":" + std::to_string(m.device_port) + " failed: " +
-                  message);
+  print_event(
+      json_,
+      {{"event", "stream_error"},
+       {"server", server_},
+       {"local", local},
+       {"device", m.device},
+       {"port", m.device_port},
+       {"reason", errc_name(reason)},
+       {"message", message}},
+      "stream to " + m.device + ":" + std::to_string(m.device_port) + " failed: " + message);
 }
 
 }  // namespace tether::cli

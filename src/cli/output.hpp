@@ -60,7 +60,4 @@ class event_printer final : public client::event_sink {
   std::function<void()> on_ready_;
 };
 
-/// The machine name of a reason in JSON events: "unknown_device", "forbidden", ...
-const char* reason_name(errc e) noexcept;
-
 }  // namespace tether::cli

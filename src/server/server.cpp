@@ -94,6 +94,24 @@ struct shared_counters {
   std::atomic<std::uint64_t> streams_refused{0};
   std::atomic<std::uint64_t> bytes_to_devices{0};
   std::atomic<std::uint64_t> bytes_from_devices{0};
+  std::atomic<std::uint64_t> sessions_ended{0};
+  std::array<std::atomic<std::uint64_t>, stream_protocols> streams_opened_by_proto{};
+  std::array<std::atomic<std::uint64_t>, stream_protocols> streams_ended_by_proto{};
+  std::array<std::atomic<std::uint64_t>, errc_count> streams_refused_by_reason{};
+  std::array<std::atomic<std::uint64_t>, errc_count> stream_errors_by_reason{};
+
+  static std::size_t index_of(errc e) {
+    const auto i = static_cast<std::size_t>(e);
+    return i < errc_count ? i : static_cast<std::size_t>(errc::internal);
+  }
+  void stream_refused(errc why) { ++streams_refused_by_reason[index_of(why)]; }
+  void stream_ended(mux::protocol p, const asio::error_code& error) {
+    ++streams_ended_by_proto[static_cast<std::size_t>(p)];
+    if (!error) return;
+    const bool ours = error.category() == tether_category();
+    ++stream_errors_by_reason[ours ? index_of(static_cast<errc>(error.value()))
+                                   : static_cast<std::size_t>(errc::internal)];
+  }
 
   void add_datagrams(const relay::datagram_counters& d) {
     std::lock_guard lock(datagrams_mutex_);
@@ -110,6 +128,18 @@ struct shared_counters {
     c.streams_refused = streams_refused;
     c.bytes_to_devices = bytes_to_devices;
     c.bytes_from_devices = bytes_from_devices;
+    c.sessions_open =
+        c.sessions_accepted - std::min<std::uint64_t>(sessions_ended, c.sessions_accepted);
+    for (std::size_t p = 0; p < stream_protocols; ++p) {
+      c.streams_opened_by_proto[p] = streams_opened_by_proto[p];
+      const std::uint64_t ended = streams_ended_by_proto[p];
+      c.streams_open_by_proto[p] =
+          c.streams_opened_by_proto[p] - std::min(ended, c.streams_opened_by_proto[p]);
+    }
+    for (std::size_t r = 0; r < errc_count; ++r) {
+      c.streams_refused_by_reason[r] = streams_refused_by_reason[r];
+      c.stream_errors_by_reason[r] = stream_errors_by_reason[r];
+    }
     std::lock_guard lock(datagrams_mutex_);
     c.datagrams = datagrams_;
     return c;
@@ -412,6 +442,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     ctx->ended = true;
     if (agent) agent_offline(agent, *session);
     log_session_end(*session, *ctx, why, clock::now() - up_since);
+    ++counters.sessions_ended;
     if (!ctx->dial_queue.empty()) {  // each woken stream hands its turn to the next
       auto first = std::move(ctx->dial_queue.front());
       ctx->dial_queue.pop_front();
@@ -547,6 +578,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   void refuse(mux::incoming_stream& in, const session_context& ctx, errc why,
               const std::string& message, const std::string& detail_for_log = {}) {
     ++counters.streams_refused;
+    counters.stream_refused(why);
     const auto& t = in.target();
     spdlog::info("stream {}:{} from '{}' ({}) refused: {}: {}", t.device, t.port, ctx.cred->name,
                  ctx.peer, describe(why), detail_for_log.empty() ? message : detail_for_log);
@@ -616,6 +648,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     }
     ++counters.streams_opened;
     const auto t = in.target();
+    ++counters.streams_opened_by_proto[static_cast<std::size_t>(t.proto)];
     const bool udp = t.proto == mux::protocol::udp;
     spdlog::debug("stream {}:{}/{} open for '{}'", t.device, t.port, udp ? "udp" : "tcp",
                   ctx->cred->name);
@@ -626,6 +659,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     if (udp) w.udp_flows.erase(ch.get());
     counters.bytes_to_devices += r.bytes_to_device;
     counters.bytes_from_devices += r.bytes_from_device;
+    counters.stream_ended(t.proto, r.error);
     if (!udp) {
       spdlog::debug("stream {}:{} closed: {} bytes to device, {} from it{}{}", t.device, t.port,
                     r.bytes_to_device, r.bytes_from_device, r.error ? ", " : "",
@@ -775,7 +809,9 @@ server::server(worker_pool& workers, server_config config)
 server::~server() = default;
 
 server_counters server::counters() const noexcept {
-  return impl_->counters.load();
+  auto c = impl_->counters.load();
+  c.agents_online = impl_->agents.online().size();
+  return c;
 }
 
 std::string server::devices_json(const acl& allowed) const {

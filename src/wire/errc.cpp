@@ -51,4 +51,50 @@ errc errc_from_wire(std::uint8_t v) noexcept {
   return errc::internal;
 }
 
+const char* errc_name(errc e) noexcept {
+  switch (e) {
+    case errc::ok:
+      return "ok";
+    case errc::unknown_device:
+      return "unknown_device";
+    case errc::forbidden:
+      return "forbidden";
+    case errc::refused:
+      return "refused";
+    case errc::unreachable:
+      return "unreachable";
+    case errc::timed_out:
+      return "timed_out";
+    case errc::bad_token:
+      return "bad_token";
+    case errc::protocol_error:
+      return "protocol_error";
+    case errc::flow_control_error:
+      return "flow_control_error";
+    case errc::frame_too_large:
+      return "frame_too_large";
+    case errc::version_mismatch:
+      return "version_mismatch";
+    case errc::too_many_streams:
+      return "too_many_streams";
+    case errc::going_away:
+      return "going_away";
+    case errc::stream_reset:
+      return "stream_reset";
+    case errc::session_lost:
+      return "session_lost";
+    case errc::internal:
+      return "internal";
+    case errc::unsupported:
+      return "unsupported";
+    case errc::ssh_forwarding_denied:
+      return "forwarding_denied";
+    case errc::untrusted_host:
+      return "untrusted_host";
+    case errc::limit_reached:
+      return "limit_reached";
+  }
+  return "internal";
+}
+
 }  // namespace tether

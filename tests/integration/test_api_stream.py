@@ -4,6 +4,7 @@ the test caused; `tether send` prints the reply."""
 
 import http.client
 import json
+import socket
 import sys
 import time
 import unittest
@@ -116,6 +117,37 @@ class ApiStreamTest(ApiTest):
         self.assertEqual(samples[("tether_api_responses_total", (("code", "401"),))], 1)
         self.assertEqual(samples[("tether_api_reply_bytes_total", ())], 3 * len("reply:m"))
         self.assertIn(("tether_sessions_accepted_total", ()), samples)
+
+    def metric_samples(self):
+        status, text, _ = self.api.call("GET", "/metrics", key="")
+        self.assertEqual(status, 200)
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(text) for s in family.samples}
+
+    def test_metrics_count_tunnel_sessions_and_streams_by_protocol_and_reason(self):
+        client = self.connect(self.server, [("dev-71", self.replier.port), ("no-such-dev", 1)])
+        for port in client.ports:  # one stream each: answered, and refused (unknown device)
+            with socket.create_connection(("127.0.0.1", port), timeout=scaled(10)) as s:
+                s.shutdown(socket.SHUT_WR)
+                try:
+                    while s.recv(4096):
+                        pass
+                except ConnectionResetError:
+                    pass
+        want = {("tether_streams_opened_total", (("proto", "tcp"),)): 1,
+                ("tether_streams_open", (("proto", "tcp"),)): 0,
+                ("tether_streams_refused_total", (("reason", "unknown_device"),)): 1,
+                ("tether_sessions_open", ()): 1,
+                ("tether_agents_online", ()): 0}
+        deadline = time.monotonic() + scaled(10)
+        while True:
+            samples = self.metric_samples()
+            got = {k: samples.get(k) for k in want}
+            if got == want or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        self.assertEqual(got, want)
+        self.assertEqual(samples[("tether_streams_opened_total", (("proto", "udp"),))], 0)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@
 // made on worker 0, the thread that also runs the acceptor; counters() from any thread.
 // src/server/server.cpp says who owns which piece of state.
 
+#include <array>
 #include <asio/any_io_executor.hpp>
 #include <asio/awaitable.hpp>
 #include <asio/ip/tcp.hpp>
@@ -14,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "tether/errc.hpp"
 #include "tether/relay/datagram.hpp"
 #include "tether/server/agent_directory.hpp"
 #include "tether/server/config.hpp"
@@ -22,6 +24,9 @@
 namespace tether::server {
 
 class worker_pool;
+
+// tcp, udp and catalog streams (mux::protocol's values).
+inline constexpr std::size_t stream_protocols = 3;
 
 /// A snapshot of the server's counters (they are kept as atomics and may move on while
 /// this is read).
@@ -35,6 +40,16 @@ struct server_counters {
   std::uint64_t bytes_to_devices = 0;
   std::uint64_t bytes_from_devices = 0;
   relay::datagram_counters datagrams;  // of UDP flows that ended
+
+  // For /metrics: what is open now, and how streams went, by protocol and by reason.
+  std::uint64_t sessions_open = 0;
+  std::uint64_t agents_online = 0;
+  std::array<std::uint64_t, stream_protocols> streams_opened_by_proto{};  // mux::protocol
+  std::array<std::uint64_t, stream_protocols> streams_open_by_proto{};
+  std::array<std::uint64_t, errc_count> streams_refused_by_reason{};
+  // Streams that ended with an error: tether's code, or errc::internal for an I/O error
+  // of the device's socket (the log says which).
+  std::array<std::uint64_t, errc_count> stream_errors_by_reason{};
 };
 
 class server {
