@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
 #include <asio/steady_timer.hpp>
 
 #include "message_channel.hpp"
@@ -26,6 +27,24 @@ struct exchange {
 
 asio::awaitable<void> run_relay(std::shared_ptr<exchange> x) {
   x->relayed = co_await x->up->relay(x->ch);
+}
+
+// Ends the exchange now: the relay sees the channel fail, and a TCP upstream whose device
+// stays silent after our half-close has its socket closed.
+asio::awaitable<void> end_exchange(std::shared_ptr<exchange> x) {
+  x->deadline.cancel();
+  if (x->relay_ended) co_return;
+  x->ch.finish(errc::timed_out);
+  x->up->abort();
+  while (!x->relay_ended) co_await x->ch.changed().wait();
+}
+
+// A TCP message nobody waits a reply for: the caller has its answer, and the connection
+// still closes the way the device expects, after its own end-of-stream (what it sends is
+// dropped). Only a device that keeps it open past the delivery deadline gets it closed.
+asio::awaitable<void> linger(std::shared_ptr<exchange> x) {
+  while (!x->relay_ended && !x->deadline_passed) co_await x->ch.changed().wait();
+  co_await end_exchange(x);
 }
 
 }  // namespace
@@ -99,14 +118,12 @@ asio::awaitable<message_outcome> deliver_message(const router& routes, message_r
   };
   while (!settled()) co_await x->ch.changed().wait();
 
-  // Whatever still runs ends now: the relay sees the channel fail, and a TCP upstream whose
-  // device stays silent after our half-close has its socket closed.
-  x->deadline.cancel();
-  if (!x->relay_ended) {
-    x->ch.finish(errc::timed_out);
-    x->up->abort();
-    while (!x->relay_ended) co_await x->ch.changed().wait();
+  if (!waiting && !udp && x->ch.delivered() && !x->relay_ended && !x->deadline_passed) {
+    asio::co_spawn(ex, linger(x), asio::detached);
+    out.status = message_status::delivered;
+    co_return out;
   }
+  co_await end_exchange(x);
 
   const auto& why = x->relayed.error;
   if (!x->ch.delivered()) {

@@ -5,12 +5,25 @@ stored message survives."""
 import hashlib
 import os
 import signal
+import socket
 import subprocess
 import time
 import unittest
 
-from api_fixtures import Api, ApiTest, reply_text
+from api_fixtures import Api, ApiTest, ReplyServer, reply_text
 from harness import device_addr, free_port, new_token, scaled, shared_pki, wait_until
+
+
+class ClosingReplier(ReplyServer):
+    """Replies, closes its side, then records how the other side ended the connection."""
+
+    def handle(self, conn, stats):
+        super().handle(conn, stats)
+        conn.shutdown(socket.SHUT_WR)
+        try:
+            stats["end"] = "closed" if conn.recv(1) == b"" else "data"
+        except ConnectionResetError:
+            stats["end"] = "reset"
 
 
 class ApiMessagesTest(ApiTest):
@@ -69,6 +82,15 @@ class ApiMessagesTest(ApiTest):
         # The device got the bytes and end-of-stream.
         wait_until(lambda: any(s["received"] == 4 for s in self.replier.stats), 10,
                    "the device to read the message to its end")
+
+    def test_without_a_wait_the_device_still_gets_a_graceful_close(self):
+        device = self._service(ClosingReplier, device_addr(41))
+        status, answer, _ = self.api.send("dev-41", device.port, "fire", wait_ms=0)
+        self.assertEqual((status, answer["status"]), (200, "delivered"))
+        # The device answers anyway, then closes: the server reads to its end-of-stream and
+        # closes in turn, instead of resetting the connection under the device's reply.
+        wait_until(lambda: any("end" in s for s in device.stats), 10, "the device's close")
+        self.assertEqual([s["end"] for s in device.stats], ["closed"])
 
     def test_refused_port(self):
         port = free_port(device_addr(41))
