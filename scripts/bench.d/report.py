@@ -353,7 +353,34 @@ def wrap(text, bullet=False):
                          break_long_words=False)
 
 
-def report(data, paths, peer, meta, skipped, ts):
+def webhook_lines(data):
+    """The HTTP API's messages/s through one webhook beside nginx serving a static file."""
+    hooks = values(data, "webhook", "webhook_msgs_s")
+    static = values(data, "webhook", "nginx_static_req_s")
+    if not hooks:
+        return []
+    text = (f"Messages through `POST /webhooks/{{token}}` (wrk, 32 connections, each message "
+            f"stored with a synchronous SQLite commit before its answer): "
+            f"{statistics.median(hooks):,.0f} messages/s")
+    if static:
+        text += (f"; nginx serving a static file in the same run: "
+                 f"{statistics.median(static):,.0f} requests/s")
+    return [""] + wrap(text + ".")
+
+
+def read_section(path):
+    """A Markdown part written by another step (long links, cross-check), without its own
+    heading and surrounding blank lines."""
+    with open(path) as f:
+        lines = [l.rstrip("\n") for l in f if not l.startswith("#")]
+    while lines and not lines[0].strip():
+        lines.pop(0)
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return lines
+
+
+def report(data, paths, peer, meta, skipped, ts, extra_sections=()):
     reps = meta.get("reps", "?")
     lines = ["## Performance", ""]
     lines += wrap(
@@ -393,6 +420,10 @@ def report(data, paths, peer, meta, skipped, ts):
             "connection, one tether session, one stunnel pair). `loaded/idle p99` and "
             "`× ssh-gcm` are medians of per-repetition ratios; lower is better.") + [""]
         lines += rrload
+    lines += webhook_lines(data)
+    for title, path in extra_sections:
+        if path and os.path.exists(path):
+            lines += ["", f"{title}:", ""] + read_section(path)
     lines += [""] + wrap("What limits each figure, and what an idle connection holds: "
                          "[docs/PERFORMANCE.md](docs/PERFORMANCE.md).")
     lines += ["", "![throughput and latency per path](docs/bench.png)", "", "Paths and load:", ""]
@@ -448,6 +479,8 @@ def main():
     ap.add_argument("--peer", default="ssh-gcm")
     ap.add_argument("--readme")
     ap.add_argument("--chart-dest")
+    ap.add_argument("--longlink", help="longlink.md of bench.d/linkemu-report.py")
+    ap.add_argument("--crosscheck", help="crosscheck.md of bench.d/crosscheck.py")
     ap.add_argument("paths", nargs="*")
     a = ap.parse_args()
 
@@ -463,7 +496,11 @@ def main():
     ts = targets(data, paths, conns)
 
     png = chart(data, paths, a.out, META)
-    section = report(data, paths, a.peer, META, skipped, ts)
+    sections = [("Long links: one iperf3 stream through bench.d/linkemu between the path's two "
+              "ends", a.longlink),
+             ("Cross-check: the same paths measured by the independent harness "
+              "(peers.sh) right after", a.crosscheck)]
+    section = report(data, paths, a.peer, META, skipped, ts, sections)
     full = ["# tether beside its peers", ""] + section[2:] + \
         ["", "### Diagnostics", "",
          ] + wrap("Others' CPU %: share of the whole machine (100 = all CPUs) used by processes "
