@@ -55,6 +55,9 @@ http_answer service::create_webhook(const http_request& req, const server::crede
   if (!key.allow.allows(device, w.port, proto))
     return error_answer(403, "forbidden", "this API key may not reach " + device + ":" +
                                               std::to_string(w.port) + "/" + w.protocol);
+  // After the ACL check: a key learns only whether the devices it may reach exist.
+  if (status_.has_device && !status_.has_device(device))
+    return error_answer(404, "unknown_device", "there is no device " + device);
   w.created_by = key.name;
   const auto token = server::generate_token();  // 256 random bits
   auto stored = log_.add_webhook(w, server::sha256(token));

@@ -78,7 +78,8 @@ std::unique_ptr<api_runtime> start_api(asio::io_context& io, server::server& srv
       config.connect_timeout);
   svc->set_metrics_source([&srv] { return api::server_metrics_text(srv.counters()); });
   svc->set_status_source({[&srv](const server::acl& allowed) { return srv.devices_json(allowed); },
-                          [&srv](std::size_t max) { return srv.live_sessions_json(max); }});
+                          [&srv](std::size_t max) { return srv.live_sessions_json(max); },
+                          [&srv](const std::string& id) { return srv.has_device(id); }});
   api::http_options o;
   o.bind = resolve_bind(io, *a.listen);
   if (a.tls) o.tls = std::pair{config.cert, config.key};

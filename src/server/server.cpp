@@ -818,6 +818,10 @@ std::string server::devices_json(const acl& allowed) const {
   return catalog_json(*impl_->current.load()->devices, allowed, &impl_->agents, &impl_->activity);
 }
 
+bool server::has_device(std::string_view id) const {
+  return impl_->current.load()->devices->find(id) != nullptr;
+}
+
 std::string server::live_sessions_json(std::size_t max) const {
   std::size_t total = 0;
   const auto list = impl_->sessions_dir.snapshot(max, &total);

@@ -72,6 +72,13 @@ class ApiWebhooksTest(ApiTest):
                                              {"port": self.replier.port})
         self.assertEqual((status, answer["error"]), (403, "forbidden"))
 
+    def test_unknown_device_is_404_and_nothing_is_stored(self):
+        status, answer, _ = self.api.call("POST", "/api/v1/devices/dev-99/webhooks",
+                                          {"port": self.replier.port})
+        self.assertEqual((status, answer["error"]), (404, "unknown_device"))
+        status, listed, _ = self.api.call("GET", "/api/v1/devices/dev-99/webhooks")
+        self.assertEqual((status, listed["webhooks"]), (200, []))
+
     def test_cli_create_ls_rm(self):
         env = self.env(TETHER_API=self.api.url, TETHER_API_KEY=self.api.key)
         out = self.run_tether("webhook", "create", "--device", "dev-51", "--port",

@@ -41,6 +41,7 @@ using metrics_source = std::function<std::string()>;
 struct status_source {
   std::function<std::string(const server::acl&)> devices;  // the catalog with activity
   std::function<std::string(std::size_t max)> sessions;    // the live sessions, at most max
+  std::function<bool(const std::string&)> has_device;      // in the registry in force
 };
 
 class service : public std::enable_shared_from_this<service> {

@@ -100,6 +100,9 @@ class server {
   /// bytes (catalog.hpp): the HTTP API's GET /api/v1/devices. Thread-safe.
   std::string devices_json(const acl& allowed) const;
 
+  /// Whether the registry in force has a device with this id. Thread-safe.
+  bool has_device(std::string_view id) const;
+
   /// The live sessions, at most `max` (session_directory.hpp): GET /api/v1/sessions.
   /// Thread-safe.
   std::string live_sessions_json(std::size_t max) const;
