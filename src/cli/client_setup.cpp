@@ -57,7 +57,7 @@ found_token find_token(const client::server_settings& s, const std::string& inli
 }
 
 client::dialer make_dialer(asio::any_io_executor ex, const client::server_settings& s,
-                           std::string token, std::uint32_t max_stream_window) {
+                           std::string token) {
   if (s.url.kind == client::scheme::ssh) {
     transport::ssh_options o;
     o.host = s.url.host;
@@ -71,7 +71,6 @@ client::dialer make_dialer(asio::any_io_executor ex, const client::server_settin
     return client::make_ssh_dialer(ex, std::move(o));
   }
   auto o = tls_options_of(s, std::move(token));
-  o.session.max_stream_window = max_stream_window;
   return client::make_tls_dialer(ex, std::move(o));
 }
 
@@ -83,6 +82,7 @@ client::tls_dial_options tls_options_of(const client::server_settings& s, std::s
   o.pin = s.pin;
   o.token = std::move(token);
   o.connect_timeout = s.connect_timeout;
+  if (s.max_stream_window != 0) o.session.max_stream_window = s.max_stream_window;
   return o;
 }
 

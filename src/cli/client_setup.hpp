@@ -30,10 +30,8 @@ found_token find_token(const client::server_settings& s, const std::string& inli
 
 /// A dialer for `s` (tls:// with `token`, or ssh://). Throws std::invalid_argument or
 /// std::runtime_error (a CA, key or passphrase file that cannot be used).
-/// `max_stream_window`: how far a tls:// session lets its stream windows grow.
-client::dialer make_dialer(
-    asio::any_io_executor ex, const client::server_settings& s, std::string token,
-    std::uint32_t max_stream_window = mux::session_settings{}.max_stream_window);
+client::dialer make_dialer(asio::any_io_executor ex, const client::server_settings& s,
+                           std::string token);
 
 /// The options of a tls:// dialer for `s` with `token` (a client's; an agent sets its role
 /// and stream handler on them).

@@ -1,11 +1,10 @@
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/io_context.hpp>
 #include <asio/signal_set.hpp>
-#include <unistd.h>
-
 #include <charconv>
 #include <cstdlib>
 #include <filesystem>
@@ -18,13 +17,13 @@
 #include "commands.hpp"
 #include "output.hpp"
 #include "stdio_mode.hpp"
-#include "tls_flags.hpp"
 #include "tether/client/control_server.hpp"
 #include "tether/client/dialer.hpp"
 #include "tether/client/proxy.hpp"
 #include "tether/client/stdio_target.hpp"
 #include "tether/client/url.hpp"
-#include "tether/server/config.hpp"
+#include "tether/mux/session.hpp"
+#include "tls_flags.hpp"
 
 namespace tether::cli {
 namespace {
@@ -167,8 +166,8 @@ int run_connect(const connect_flags& f) {
     retries = parse_retry(f.retry);
     const bool ssh = url.kind == client::scheme::ssh;
     // The same bounds as the server's windows (docs/CONFIG.md).
-    if (f.max_stream_window != 0 && (f.max_stream_window < server::min_window ||
-                                     f.max_stream_window > server::max_window))
+    if (f.max_stream_window != 0 &&
+        (f.max_stream_window < mux::min_window || f.max_stream_window > mux::max_window))
       throw std::invalid_argument("--max-stream-window " + std::to_string(f.max_stream_window) +
                                   ": give a size from 64K to 1G");
     if (ssh && f.max_stream_window != 0)
@@ -189,10 +188,8 @@ int run_connect(const connect_flags& f) {
       token = std::move(found.token);
       token_source = std::move(found.source);
     }
-    const auto window_cap = f.max_stream_window != 0
-                                ? static_cast<std::uint32_t>(f.max_stream_window)
-                                : mux::session_settings{}.max_stream_window;
-    dial = make_dialer(io.get_executor(), settings, std::move(token), window_cap);
+    settings.max_stream_window = static_cast<std::uint32_t>(f.max_stream_window);
+    dial = make_dialer(io.get_executor(), settings, std::move(token));
     if (!stdio) control_path = control_socket_path(f.control);
   } catch (const std::exception& e) {
     // --stdio keeps stdout for the stream's bytes, even when it refuses a --json.

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "tether/client/mapping_names.hpp"
+#include "tether/mux/session.hpp"
 #include "tether/toml_check.hpp"
 
 namespace tether::client {
@@ -23,22 +24,52 @@ constexpr std::int64_t max_udp_flows = 1000000;
 constexpr std::int64_t max_retries = 1000000;
 
 // What a server has besides its URL; in the one-server shape these are top-level keys.
-constexpr std::array<std::string_view, 13> setting_keys{
-    "ca",          "pin",     "token_file",      "identity",    "known_hosts",
-    "accept_new_host_key",    "passphrase_file", "connect_timeout",
-    "wait_for_session",       "udp_idle",        "udp_max_flows", "retry", "tunnel"};
+constexpr std::array<std::string_view, 14> setting_keys{"ca",
+                                                        "pin",
+                                                        "token_file",
+                                                        "max_stream_window",
+                                                        "identity",
+                                                        "known_hosts",
+                                                        "accept_new_host_key",
+                                                        "passphrase_file",
+                                                        "connect_timeout",
+                                                        "wait_for_session",
+                                                        "udp_idle",
+                                                        "udp_max_flows",
+                                                        "retry",
+                                                        "tunnel"};
 
-constexpr std::array<std::string_view, 14> one_server_keys{
-    "server",      "ca",      "pin",             "token_file",  "identity",
-    "known_hosts", "accept_new_host_key",        "passphrase_file",
-    "connect_timeout",        "wait_for_session", "udp_idle",   "udp_max_flows", "retry",
-    "tunnel"};
+constexpr std::array<std::string_view, 15> one_server_keys{"server",
+                                                           "ca",
+                                                           "pin",
+                                                           "token_file",
+                                                           "max_stream_window",
+                                                           "identity",
+                                                           "known_hosts",
+                                                           "accept_new_host_key",
+                                                           "passphrase_file",
+                                                           "connect_timeout",
+                                                           "wait_for_session",
+                                                           "udp_idle",
+                                                           "udp_max_flows",
+                                                           "retry",
+                                                           "tunnel"};
 
-constexpr std::array<std::string_view, 14> server_block_keys{
-    "url",         "ca",      "pin",             "token_file",  "identity",
-    "known_hosts", "accept_new_host_key",        "passphrase_file",
-    "connect_timeout",        "wait_for_session", "udp_idle",   "udp_max_flows", "retry",
-    "tunnel"};
+constexpr std::array<std::string_view, 15> server_block_keys{"url",
+                                                             "ca",
+                                                             "pin",
+                                                             "token_file",
+                                                             "max_stream_window",
+                                                             "identity",
+                                                             "known_hosts",
+                                                             "accept_new_host_key",
+                                                             "passphrase_file",
+                                                             "connect_timeout",
+                                                             "wait_for_session",
+                                                             "udp_idle",
+                                                             "udp_max_flows",
+                                                             "retry",
+                                                             "tunnel"};
 
 constexpr std::array<std::string_view, 5> tunnel_keys{"name", "local", "device", "port", "proto"};
 
@@ -128,6 +159,8 @@ server_spec parse_server(const toml_checker& c, const toml::table& t, std::strin
   only_for("ca", tls, "for tls:// servers only (ssh:// checks known_hosts)");
   only_for("pin", tls, "for tls:// servers only (ssh:// checks known_hosts)");
   only_for("token_file", tls, "for tls:// servers only (ssh:// uses identity or ssh-agent)");
+  only_for("max_stream_window", tls,
+           "for tls:// servers only (SSH channels have the server's windows)");
   only_for("identity", !tls, "for ssh:// servers only (tls:// uses token_file)");
   only_for("known_hosts", !tls, "for ssh:// servers only (tls:// uses ca or pin)");
   only_for("accept_new_host_key", !tls, "for ssh:// servers only");
@@ -140,6 +173,8 @@ server_spec parse_server(const toml_checker& c, const toml::table& t, std::strin
       c.fail(n, at + "pin", "give ca or pin, not both (a pinned key is trusted without a CA)");
   }
   s.token_file = c.path(t, "token_file", at + "token_file");
+  s.max_stream_window = static_cast<std::uint32_t>(c.integer(
+      t, "max_stream_window", at + "max_stream_window", 0, mux::min_window, mux::max_window));
   if (const toml::node* n = t.get("identity")) {
     const std::string key = at + "identity";
     if (const auto* arr = n->as_array()) {

@@ -28,6 +28,10 @@ namespace tether::mux {
 class session;
 struct stream_state;  // src/mux/stream_state.hpp
 
+/// The bounds of every window setting, on either side (docs/CONFIG.md).
+inline constexpr std::uint32_t min_window = 64 * 1024;
+inline constexpr std::uint32_t max_window = 1024 * 1024 * 1024;
+
 struct session_settings {
   std::uint32_t stream_window = 2u << 20;    // what we let the peer send per stream at first
   std::uint32_t session_window = 16u << 20;  // ... and across all streams

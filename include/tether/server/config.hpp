@@ -12,8 +12,9 @@
 #include <string_view>
 #include <vector>
 
-#include "tether/result.hpp"
 #include "tether/config_error.hpp"
+#include "tether/mux/session.hpp"
+#include "tether/result.hpp"
 #include "tether/server/acl.hpp"
 #include "tether/server/registry.hpp"
 #include "tether/server/token.hpp"
@@ -105,9 +106,10 @@ struct server_config {
   api_settings api;
 };
 
-/// Bounds enforced by the parser (also listed in docs/CONFIG.md).
-inline constexpr std::uint32_t min_window = 64 * 1024;
-inline constexpr std::uint32_t max_window = 1024 * 1024 * 1024;
+/// Bounds enforced by the parser (also listed in docs/CONFIG.md); the windows' are the
+/// session's own.
+inline constexpr std::uint32_t min_window = mux::min_window;
+inline constexpr std::uint32_t max_window = mux::max_window;
 inline constexpr std::uint32_t max_streams_limit = 1'000'000;
 inline constexpr std::uint32_t max_workers = 1024;
 

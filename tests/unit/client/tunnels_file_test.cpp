@@ -125,6 +125,20 @@ TEST(TunnelsFile, ErrorsNameFileLineAndKey) {
   EXPECT_EQ(error_of("server = [\n"), "/etc/tether/tunnels.toml:1: Error while parsing array: encountered end-of-file");
 }
 
+TEST(TunnelsFile, MaxStreamWindowIsBoundedAndForTlsOnly) {
+  const std::string tunnel = "[[tunnel]]\nlocal = 1\ndevice = \"d\"\nport = 22\n";
+  EXPECT_EQ(parse("server = \"tls://s\"\nmax_stream_window = 67108864\n" + tunnel)
+                .servers[0]
+                .settings.max_stream_window,
+            64u << 20);
+  EXPECT_EQ(parse("server = \"tls://s\"\n" + tunnel).servers[0].settings.max_stream_window, 0u);
+  EXPECT_EQ(error_of("server = \"tls://s\"\nmax_stream_window = 1000\n" + tunnel),
+            "/etc/tether/tunnels.toml:2: max_stream_window: 1000 is below the minimum 65536");
+  EXPECT_EQ(error_of("server = \"ssh://s\"\nmax_stream_window = 65536\n" + tunnel),
+            "/etc/tether/tunnels.toml:2: max_stream_window: for tls:// servers only (SSH channels "
+            "have the server's windows)");
+}
+
 TEST(TunnelsFile, SettingsBelongToTheirKindOfServer) {
   EXPECT_EQ(error_of("server = \"ssh://s\"\ntoken_file = \"t\"\n"),
             "/etc/tether/tunnels.toml:2: token_file: for tls:// servers only (ssh:// uses "
