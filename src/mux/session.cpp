@@ -813,7 +813,7 @@ bool session::can_queue_datagram(const stream_state& st, std::size_t n) const no
 void session::queue_datagram(const std::shared_ptr<stream_state>& st,
                              std::span<const std::byte> d) {
   const auto frame_size = wire::header_size + d.size();
-  st->datagrams_out.emplace_back(d.begin(), d.end());
+  st->datagrams_out.push_back({d.begin(), d.end()});
   st->datagram_bytes += frame_size;
   st->datagram_payload += d.size();
   datagram_queued_ += frame_size;
