@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <asio/co_spawn.hpp>
 
 #include "answers.hpp"
@@ -79,6 +80,11 @@ std::shared_ptr<const server::credential> service::authenticate(const http_reque
 asio::awaitable<http_answer> service::handle(http_request req) {
   auto answer = co_await route(req);
   ++counters_.responses_by_code[answer.response.status];
+  // Every answer is taken as the type it says: a device's bytes in a JSON answer are never
+  // sniffed into a page.
+  auto& h = answer.response.headers;
+  if (std::none_of(h.begin(), h.end(), [](const auto& f) { return f.first == "X-Content-Type-Options"; }))
+    h.emplace_back("X-Content-Type-Options", "nosniff");
   co_return answer;
 }
 

@@ -122,7 +122,9 @@ class ApiStatusTest(ApiTest):
         self.assertIn('<script src="/dashboard.js"', body)
         self.assertNotIn("<script>", body)  # nothing inline
         self.assertNotIn("style=", body)
-        self.assertEqual(self.ops.call("GET", "/nothing.js", key="")[0], 404)
+        status, _, headers = self.ops.call("GET", "/nothing.js", key="")
+        self.assertEqual(status, 404)
+        self.assertEqual(headers["X-Content-Type-Options"], "nosniff")  # on JSON answers too
         self.assertEqual(self.ops.call("POST", "/", key="")[0], 404)
 
     def test_the_log_newest_first(self):
