@@ -7,6 +7,7 @@ them this test exits 77, which ctest reports as skipped, never as passed."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -26,9 +27,34 @@ def missing_prerequisites():
         missing.append("chromium (apt-get install chromium)")
     if not shutil.which("node"):
         missing.append("node (apt-get install nodejs npm)")
-    if not os.path.isdir(os.path.join(BROWSER_DIR, "node_modules", "playwright-core")):
+    package = os.path.join(BROWSER_DIR, "node_modules", "playwright-core", "package.json")
+    if not os.path.exists(package):
         missing.append("playwright-core (npm ci in tests/browser)")
+    elif shutil.which("node"):
+        wanted = node_major_wanted(package)
+        found = node_major()
+        if wanted and (found is None or found < wanted):
+            missing.append("node %d or newer for playwright-core (found %s)"
+                           % (wanted, "none" if found is None else "node %d" % found))
     return missing
+
+
+def node_major_wanted(package):
+    """The least Node major version a package's "engines" asks for (">=20" -> 20)."""
+    with open(package, encoding="utf-8") as f:
+        wanted = json.load(f).get("engines", {}).get("node", "")
+    m = re.match(r"\s*>=\s*(\d+)", wanted)
+    return int(m.group(1)) if m else None
+
+
+def node_major():
+    try:
+        out = subprocess.run(["node", "--version"], capture_output=True, text=True,
+                             timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.match(r"v(\d+)\.", out.strip())
+    return int(m.group(1)) if m else None
 
 
 # Checked at import: `python3 -m unittest` would report a skipped test as passed (exit 0).
