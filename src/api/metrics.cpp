@@ -48,15 +48,14 @@ std::string server_metrics_text(const server::server_counters& c) {
   gauge("tether_sessions_open", "Tunnel sessions open now (clients and agents).", c.sessions_open);
   gauge("tether_agents_online", "Agent devices whose agent is connected now.", c.agents_online);
   // Labelled by protocol and by reason: both sets are fixed, whatever peers send.
-  static constexpr const char* protos[server::stream_protocols] = {"tcp", "udp", "catalog"};
   family(out, "tether_streams_opened_total", "counter", "Tunnel streams opened, by protocol.");
-  for (std::size_t p = 0; p < server::stream_protocols; ++p)
+  for (std::size_t p = 0; p < mux::protocol_count; ++p)
     sample(out, "tether_streams_opened_total", c.streams_opened_by_proto[p],
-           std::string("proto=\"") + protos[p] + "\"");
+           std::string("proto=\"") + mux::protocol_name(static_cast<mux::protocol>(p)) + "\"");
   family(out, "tether_streams_open", "gauge", "Tunnel streams open now, by protocol.");
-  for (std::size_t p = 0; p < server::stream_protocols; ++p)
+  for (std::size_t p = 0; p < mux::protocol_count; ++p)
     sample(out, "tether_streams_open", c.streams_open_by_proto[p],
-           std::string("proto=\"") + protos[p] + "\"");
+           std::string("proto=\"") + mux::protocol_name(static_cast<mux::protocol>(p)) + "\"");
   const auto by_reason = [&](const char* name, const char* help,
                              const std::array<std::uint64_t, errc_count>& counts) {
     family(out, name, "counter", help);

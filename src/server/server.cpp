@@ -95,8 +95,8 @@ struct shared_counters {
   std::atomic<std::uint64_t> bytes_to_devices{0};
   std::atomic<std::uint64_t> bytes_from_devices{0};
   std::atomic<std::uint64_t> sessions_ended{0};
-  std::array<std::atomic<std::uint64_t>, stream_protocols> streams_opened_by_proto{};
-  std::array<std::atomic<std::uint64_t>, stream_protocols> streams_ended_by_proto{};
+  std::array<std::atomic<std::uint64_t>, mux::protocol_count> streams_opened_by_proto{};
+  std::array<std::atomic<std::uint64_t>, mux::protocol_count> streams_ended_by_proto{};
   std::array<std::atomic<std::uint64_t>, errc_count> streams_refused_by_reason{};
   std::array<std::atomic<std::uint64_t>, errc_count> stream_errors_by_reason{};
 
@@ -130,7 +130,7 @@ struct shared_counters {
     c.bytes_from_devices = bytes_from_devices;
     c.sessions_open =
         c.sessions_accepted - std::min<std::uint64_t>(sessions_ended, c.sessions_accepted);
-    for (std::size_t p = 0; p < stream_protocols; ++p) {
+    for (std::size_t p = 0; p < mux::protocol_count; ++p) {
       c.streams_opened_by_proto[p] = streams_opened_by_proto[p];
       const std::uint64_t ended = streams_ended_by_proto[p];
       c.streams_open_by_proto[p] =

@@ -7,13 +7,11 @@ namespace {
 
 constexpr auto relaxed = std::memory_order_relaxed;
 
-const char* protocol_names[metered_protocols] = {"tcp", "udp", "catalog"};
-
 std::int64_t epoch_ms(std::chrono::system_clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
 }
 
-using meters = std::array<traffic_meter, metered_protocols>;
+using meters = std::array<traffic_meter, mux::protocol_count>;
 
 // Forwards to the stream it wraps, counting bytes on the way: received from the client is
 // toward the device, sent to the client is from it.
@@ -140,7 +138,8 @@ std::vector<session_snapshot> session_directory::snapshot(std::size_t max,
   out.reserve(listed.size());
   for (const auto& e : listed) {
     session_snapshot s{e->id, e->credential, e->peer, e->agent_for, e->since, {}};
-    for (std::size_t p = 0; p < metered_protocols; ++p) s.by_protocol[p] = read_meter(e->by_protocol[p]);
+    for (std::size_t p = 0; p < mux::protocol_count; ++p)
+      s.by_protocol[p] = read_meter(e->by_protocol[p]);
     out.push_back(std::move(s));
   }
   return out;
@@ -184,7 +183,7 @@ device_snapshot device_activity::find(std::string_view device) const {
     m = it->second.meters;
     s.last_dial = it->second.last_dial;
   }
-  for (std::size_t p = 0; p < metered_protocols; ++p) s.by_protocol[p] = read_meter((*m)[p]);
+  for (std::size_t p = 0; p < mux::protocol_count; ++p) s.by_protocol[p] = read_meter((*m)[p]);
   return s;
 }
 
@@ -193,7 +192,7 @@ std::unique_ptr<mux::channel> metered_channel(std::unique_ptr<mux::channel> inne
                                               std::shared_ptr<session_entry> session,
                                               std::shared_ptr<meters> device) {
   const auto p = static_cast<std::size_t>(proto);
-  if (p >= metered_protocols || (!session && !device)) return inner;
+  if (p >= mux::protocol_count || (!session && !device)) return inner;
   return std::make_unique<metered>(std::move(inner), p, std::move(session), std::move(device));
 }
 
@@ -208,13 +207,14 @@ std::string sessions_json(const std::vector<session_snapshot>& sessions, std::si
     j["since_ms"] = epoch_ms(s.since);
     traffic_snapshot all;
     auto by = nlohmann::ordered_json::object();
-    for (std::size_t p = 0; p < metered_protocols; ++p) {
+    for (std::size_t p = 0; p < mux::protocol_count; ++p) {
       const auto& t = s.by_protocol[p];
       all += t;
-      by[protocol_names[p]] = {{"streams_open", t.streams_open},
-                               {"streams_opened", t.streams_opened},
-                               {"bytes_to_devices", t.bytes_to_device},
-                               {"bytes_from_devices", t.bytes_from_device}};
+      by[mux::protocol_name(static_cast<mux::protocol>(p))] = {
+          {"streams_open", t.streams_open},
+          {"streams_opened", t.streams_opened},
+          {"bytes_to_devices", t.bytes_to_device},
+          {"bytes_from_devices", t.bytes_from_device}};
     }
     j["streams_open"] = all.streams_open;
     j["streams_opened"] = all.streams_opened;

@@ -4,6 +4,7 @@
 
 #include <asio/awaitable.hpp>
 #include <asio/error_code.hpp>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -16,6 +17,22 @@ namespace tether::mux {
 // catalog: a byte stream on which the server sends the devices and ports the session's
 // credential may reach (docs/PROTOCOL.md), then ends it; its target has no device or port.
 enum class protocol : std::uint8_t { tcp = 0, udp = 1, catalog = 2 };
+
+/// How many protocols there are: counters indexed by protocol have this many.
+inline constexpr std::size_t protocol_count = 3;
+
+/// "tcp", "udp" or "catalog": for logs, JSON and metric labels.
+constexpr const char* protocol_name(protocol p) noexcept {
+  switch (p) {
+    case protocol::tcp:
+      return "tcp";
+    case protocol::udp:
+      return "udp";
+    case protocol::catalog:
+      return "catalog";
+  }
+  return "unknown";
+}
 
 struct target {
   std::string device;  // device id (tether) or host name (SSH direct-tcpip)

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "tether/errc.hpp"
+#include "tether/mux/tunnel.hpp"
 #include "tether/relay/datagram.hpp"
 #include "tether/server/agent_directory.hpp"
 #include "tether/server/config.hpp"
@@ -24,9 +25,6 @@
 namespace tether::server {
 
 class worker_pool;
-
-// tcp, udp and catalog streams (mux::protocol's values).
-inline constexpr std::size_t stream_protocols = 3;
 
 /// A snapshot of the server's counters (they are kept as atomics and may move on while
 /// this is read).
@@ -44,8 +42,8 @@ struct server_counters {
   // For /metrics: what is open now, and how streams went, by protocol and by reason.
   std::uint64_t sessions_open = 0;
   std::uint64_t agents_online = 0;
-  std::array<std::uint64_t, stream_protocols> streams_opened_by_proto{};  // mux::protocol
-  std::array<std::uint64_t, stream_protocols> streams_open_by_proto{};
+  std::array<std::uint64_t, mux::protocol_count> streams_opened_by_proto{};  // mux::protocol
+  std::array<std::uint64_t, mux::protocol_count> streams_open_by_proto{};
   std::array<std::uint64_t, errc_count> streams_refused_by_reason{};
   // Streams that ended with an error: tether's code, or errc::internal for an I/O error
   // of the device's socket (the log says which).

@@ -28,9 +28,6 @@
 
 namespace tether::server {
 
-// tcp, udp and catalog (mux::protocol's values), as the counters index them.
-inline constexpr std::size_t metered_protocols = 3;
-
 /// Streams and bytes of one protocol, counted as they pass. Relaxed atomics: a reader may
 /// see one counter a little ahead of another, never a torn value.
 struct traffic_meter {
@@ -59,7 +56,7 @@ struct session_entry {
   std::string peer;        // address:port
   std::string agent_for;   // an agent's session: its device; empty for a client's
   std::chrono::system_clock::time_point since;
-  std::array<traffic_meter, metered_protocols> by_protocol;
+  std::array<traffic_meter, mux::protocol_count> by_protocol;
 };
 
 struct session_snapshot {
@@ -68,7 +65,7 @@ struct session_snapshot {
   std::string peer;
   std::string agent_for;
   std::chrono::system_clock::time_point since;
-  std::array<traffic_snapshot, metered_protocols> by_protocol;
+  std::array<traffic_snapshot, mux::protocol_count> by_protocol;
 };
 
 class session_directory {
@@ -101,7 +98,7 @@ struct dial_result {
 };
 
 struct device_snapshot {
-  std::array<traffic_snapshot, metered_protocols> by_protocol;
+  std::array<traffic_snapshot, mux::protocol_count> by_protocol;
   std::optional<dial_result> last_dial;
 
   traffic_snapshot total() const noexcept;
@@ -112,7 +109,7 @@ class device_activity {
  public:
   /// The meter of `device` (made on first use). Thread-safe; the pointer stays valid as
   /// long as the device_activity does.
-  std::shared_ptr<std::array<traffic_meter, metered_protocols>> meter(std::string_view device);
+  std::shared_ptr<std::array<traffic_meter, mux::protocol_count>> meter(std::string_view device);
 
   /// Records a dial's outcome. Thread-safe.
   void dialed(std::string_view device, dial_result result);
@@ -122,8 +119,8 @@ class device_activity {
 
  private:
   struct entry {
-    std::shared_ptr<std::array<traffic_meter, metered_protocols>> meters =
-        std::make_shared<std::array<traffic_meter, metered_protocols>>();
+    std::shared_ptr<std::array<traffic_meter, mux::protocol_count>> meters =
+        std::make_shared<std::array<traffic_meter, mux::protocol_count>>();
     std::optional<dial_result> last_dial;
   };
   // A bound on the entries: past it, devices no longer in use are forgotten first. Ids come
@@ -140,7 +137,7 @@ class device_activity {
 std::unique_ptr<mux::channel> metered_channel(
     std::unique_ptr<mux::channel> inner, mux::protocol proto,
     std::shared_ptr<session_entry> session,
-    std::shared_ptr<std::array<traffic_meter, metered_protocols>> device);
+    std::shared_ptr<std::array<traffic_meter, mux::protocol_count>> device);
 
 /// `{"sessions": [...], "total": N}` as GET /api/v1/sessions answers (docs/API.md).
 std::string sessions_json(const std::vector<session_snapshot>& sessions, std::size_t total);
