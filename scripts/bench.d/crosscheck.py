@@ -19,7 +19,7 @@ from pathlib import Path
 # scripts/bench path -> peers.sh path (tether-tls comes from peers.sh's tether plugin)
 PATH_NAMES = {
     "direct": "direct",
-    "socat": "socat",
+    "socat": "socat-b64k",  # ours runs socat -b 65536
     "ssh-gcm": "ssh-aesgcm",
     "stunnel": "stunnel",
     "tether-tls": "tether-tls",
@@ -84,7 +84,7 @@ def compare(ours, peers, peer_path, tolerance):
                 ratio_a = a / pa if pa else None
                 ratio_b = b / pb if pb else None
             rows.append({
-                "figure": label, "path": our_path, "bench": a, "peers": b, "diff": diff,
+                "figure": label, "metric": our_metric, "path": our_path, "bench": a, "peers": b, "diff": diff,
                 "reproduced": diff is not None and abs(diff) <= tolerance,
                 "ratio_bench": ratio_a, "ratio_peers": ratio_b,
             })

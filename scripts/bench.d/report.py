@@ -163,6 +163,16 @@ def targets(data, paths, conns):
     return out
 
 
+# (path, metric) of the figures the cross-check did not reproduce within its tolerance:
+# marked in the tables so that none is shown as if it were confirmed.
+UNREPRODUCED = set()
+DAGGER = " †"
+
+
+def marked(cell, path, metric):
+    return cell + DAGGER if (path, metric) in UNREPRODUCED else cell
+
+
 def main_table(data, paths, peer):
     cols = ["bulk1_gbps", "bulk8_gbps", "rr_pinned_per_s", "rr_free_per_s", "crr_per_s",
             "cpu_s_per_gb", "mem_kib_per_conn"]
@@ -184,7 +194,7 @@ def main_table(data, paths, peer):
                 held = median(data, p, "mem_held")
                 if held is not None and held < int(META.get("conns", "0")):
                     cell += f" (held {held:.0f})"
-            row.append(cell)
+            row.append(marked(cell, p, c))
             if c != "mem_kib_per_conn":
                 row.append("1.00" if p == peer and v is not None else fmt(ratio(data, p, c, peer), ".2f"))
         lines.append("| " + " | ".join(row) + " |")
@@ -249,14 +259,15 @@ def rrload_table(data, meta):
         lines.append("| " + " | ".join([
             p,
             fmt(median(data, p, "rrload_idle_p50_us"), ",.0f"),
-            fmt(median(data, p, "rrload_idle_p99_us"), ",.0f"),
-            fmt(median(data, p, "rrload_p50_us"), ",.0f"),
-            fmt(loaded_p99, ",.0f") + (f" ({fails} failed)" if fails else ""),
+            marked(fmt(median(data, p, "rrload_idle_p99_us"), ",.0f"), p, "rrload_idle_p99_us"),
+            marked(fmt(median(data, p, "rrload_p50_us"), ",.0f"), p, "rrload_p50_us"),
+            marked(fmt(loaded_p99, ",.0f") + (f" ({fails} failed)" if fails else ""), p,
+                   "rrload_p99_us"),
             fmt(median(data, p, "rrload_p99_vs_idle"), ".1f"),
             "1.00" if p == peer and loaded_p99 is not None
             else fmt(ratio(data, p, "rrload_p99_us", peer), ".2f"),
             fmt(median(data, p, "rrload_per_s"), ",.0f"),
-            fmt(median(data, p, "rrload_bulk_gbps"), ".2f"),
+            marked(fmt(median(data, p, "rrload_bulk_gbps"), ".2f"), p, "rrload_bulk_gbps"),
         ]) + " |")
     return lines
 
@@ -403,6 +414,9 @@ def report(data, paths, peer, meta, skipped, ts, extra_sections=()):
         f"Machine: {meta.get('machine', '?')}. Run {meta.get('date', '?')}, commit "
         f"{meta.get('commit', '?')}, {meta.get('runtime_s', '?')} s of measuring.{noise}") + [""]
     lines += main_table(data, paths, peer)
+    if UNREPRODUCED:
+        lines += [""] + wrap("† not reproduced within 10 % by the independent harness in the "
+                             "cross-check below (its medians differ more than that).")
     lines += ["", "Targets (ratios in the same run):", ""]
     lines += targets_table(ts)
     udp = udp_table(data, meta)
@@ -496,6 +510,10 @@ def main():
     ts = targets(data, paths, conns)
 
     png = chart(data, paths, a.out, META)
+    if a.crosscheck and os.path.exists(a.crosscheck.replace(".md", ".json")):
+        with open(a.crosscheck.replace(".md", ".json")) as f:
+            UNREPRODUCED.update((r["path"], r["metric"]) for r in json.load(f)
+                                if not r["reproduced"])
     sections = [("Long links: one iperf3 stream through bench.d/linkemu between the path's two "
               "ends", a.longlink),
              ("Cross-check: the same paths measured by the independent harness "
