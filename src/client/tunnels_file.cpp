@@ -39,37 +39,16 @@ constexpr std::array<std::string_view, 14> setting_keys{"ca",
                                                         "retry",
                                                         "tunnel"};
 
-constexpr std::array<std::string_view, 15> one_server_keys{"server",
-                                                           "ca",
-                                                           "pin",
-                                                           "token_file",
-                                                           "max_stream_window",
-                                                           "identity",
-                                                           "known_hosts",
-                                                           "accept_new_host_key",
-                                                           "passphrase_file",
-                                                           "connect_timeout",
-                                                           "wait_for_session",
-                                                           "udp_idle",
-                                                           "udp_max_flows",
-                                                           "retry",
-                                                           "tunnel"};
+// The settings with the key that names the server's URL in front.
+constexpr std::array<std::string_view, setting_keys.size() + 1> with_url_key(
+    std::string_view url_key) {
+  std::array<std::string_view, setting_keys.size() + 1> keys{url_key};
+  for (std::size_t i = 0; i < setting_keys.size(); ++i) keys[i + 1] = setting_keys[i];
+  return keys;
+}
 
-constexpr std::array<std::string_view, 15> server_block_keys{"url",
-                                                             "ca",
-                                                             "pin",
-                                                             "token_file",
-                                                             "max_stream_window",
-                                                             "identity",
-                                                             "known_hosts",
-                                                             "accept_new_host_key",
-                                                             "passphrase_file",
-                                                             "connect_timeout",
-                                                             "wait_for_session",
-                                                             "udp_idle",
-                                                             "udp_max_flows",
-                                                             "retry",
-                                                             "tunnel"};
+constexpr auto one_server_keys = with_url_key("server");
+constexpr auto server_block_keys = with_url_key("url");
 
 constexpr std::array<std::string_view, 5> tunnel_keys{"name", "local", "device", "port", "proto"};
 
