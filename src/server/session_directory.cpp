@@ -151,26 +151,24 @@ traffic_snapshot device_snapshot::total() const noexcept {
   return t;
 }
 
-std::shared_ptr<meters> device_activity::meter(std::string_view device) {
-  std::lock_guard lock(mutex_);
+device_activity::entry& device_activity::entry_of(std::string_view device) {
   auto it = devices_.find(device);
   if (it == devices_.end()) {
     if (devices_.size() >= max_devices)
       std::erase_if(devices_, [](const auto& kv) { return kv.second.meters.use_count() == 1; });
     it = devices_.emplace(std::string(device), entry{}).first;
   }
-  return it->second.meters;
+  return it->second;
+}
+
+std::shared_ptr<meters> device_activity::meter(std::string_view device) {
+  std::lock_guard lock(mutex_);
+  return entry_of(device).meters;
 }
 
 void device_activity::dialed(std::string_view device, dial_result result) {
   std::lock_guard lock(mutex_);
-  auto it = devices_.find(device);
-  if (it == devices_.end()) {
-    if (devices_.size() >= max_devices)
-      std::erase_if(devices_, [](const auto& kv) { return kv.second.meters.use_count() == 1; });
-    it = devices_.emplace(std::string(device), entry{}).first;
-  }
-  it->second.last_dial = std::move(result);
+  entry_of(device).last_dial = std::move(result);
 }
 
 device_snapshot device_activity::find(std::string_view device) const {

@@ -127,6 +127,9 @@ class device_activity {
   // from the registry (and API requests checked against it), so this only guards against
   // a registry that is reloaded many times with new ids.
   static constexpr std::size_t max_devices = 100000;
+  // The device's entry, made if new; the caller holds mutex_.
+  entry& entry_of(std::string_view device);
+
   mutable std::mutex mutex_;
   std::map<std::string, entry, std::less<>> devices_;
 };
