@@ -16,6 +16,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from raw_tsv import read_rows
+
 # scripts/bench path -> peers.sh path (tether-tls comes from peers.sh's tether plugin)
 PATH_NAMES = {
     "direct": "direct",
@@ -40,19 +42,10 @@ METRICS = [
 
 
 def read_raw(path):
-    """{(path, metric): [values by rep]} from a rep/path/metric/value TSV; FAIL is skipped."""
+    """{(path, metric): [values by rep]}."""
     values = {}
-    with open(path, encoding="utf-8") as f:
-        next(f, None)
-        for line in f:
-            parts = line.rstrip("\n").split("\t")
-            if len(parts) != 4:
-                continue
-            _, path_name, metric, value = parts
-            try:
-                values.setdefault((path_name, metric), []).append(float(value))
-            except ValueError:
-                continue
+    for _, path_name, metric, value in read_rows(path):
+        values.setdefault((path_name, metric), []).append(value)
     return values
 
 

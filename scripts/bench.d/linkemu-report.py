@@ -11,6 +11,8 @@ import argparse
 import os
 import statistics
 
+from raw_tsv import read_rows
+
 LINKS = [  # metric name, words, goals: (peer path, least ratio of tether-tls to it)
     ("rtt100", "100 ms round trip, no rate limit", [("direct", 0.8), ("ssh-gcm", 3.0)]),
     ("rtt100-1gbit", "100 ms round trip, 1 Gbit/s", [("direct", 0.8), ("ssh-gcm", 3.0)]),
@@ -21,19 +23,8 @@ OURS = "tether-tls"
 
 
 def load(raw):
-    """{(rep, path, metric): float}; FAIL and empty values are left out."""
-    values = {}
-    with open(raw) as f:
-        next(f, None)
-        for line in f:
-            parts = line.rstrip("\n").split("\t")
-            if len(parts) != 4 or not parts[1]:
-                continue
-            try:
-                values[(parts[0], parts[1], parts[2])] = float(parts[3])
-            except ValueError:
-                pass
-    return values
+    """{(rep, path, metric): float}; rows without a path are left out."""
+    return {(rep, path, metric): value for rep, path, metric, value in read_rows(raw) if path}
 
 
 def median_or_none(xs):
