@@ -34,6 +34,15 @@ http_answer json_answer(int status, const json& body) {
   return a;
 }
 
+http_answer event_stream_answer(std::function<void(std::shared_ptr<http_stream>)> on_open) {
+  http_answer a;
+  a.response.status = 200;
+  a.response.content_type = "text/event-stream";
+  a.response.headers.emplace_back("Cache-Control", "no-cache");
+  a.stream = std::move(on_open);
+  return a;
+}
+
 void put_data(json& j, const std::string& bytes) {
   if (is_utf8(bytes))
     j["data"] = bytes;

@@ -3,6 +3,8 @@
 
 #include <nlohmann/json.hpp>
 #include <chrono>
+#include <functional>
+#include <memory>
 #include <optional>
 #include <variant>
 #include <string>
@@ -18,6 +20,11 @@ namespace tether::api {
 http_answer error_answer(int status, std::string_view code, std::string_view message);
 
 http_answer json_answer(int status, const nlohmann::json& body);
+
+/// A 200 text/event-stream head, not to be cached; `on_open` gets the stream once the head
+/// is written. The feeds hold their service weakly in it: a feed must not keep a stopping
+/// service alive.
+http_answer event_stream_answer(std::function<void(std::shared_ptr<http_stream>)> on_open);
 
 /// A stored row as the API shows it: `data` when the bytes are UTF-8, else `base64data`.
 nlohmann::json message_json(const stored_message& m);

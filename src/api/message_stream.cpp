@@ -66,12 +66,13 @@ http_answer service::stream_messages(const http_request& req,
       return error_answer(400, "bad_request", "since / Last-Event-ID must be a message id");
     }
   }
-  http_answer a;
-  a.response.status = 200;
-  a.response.content_type = "text/event-stream";
-  a.response.headers.emplace_back("Cache-Control", "no-cache");
-  a.stream = [self = shared_from_this(), sub](std::shared_ptr<http_stream> s) {
+  return event_stream_answer([weak = weak_from_this(), sub](std::shared_ptr<http_stream> s) {
     sub->stream = std::move(s);
+    auto self = weak.lock();
+    if (!self || self->closed_) {
+      sub->stream->close();
+      return;
+    }
     // What was missed, in pages; then the live rows from publish().
     for (std::size_t page = 0; page < catch_up_pages && sub->stream->open(); ++page) {
       auto q = sub->filter;
@@ -85,8 +86,7 @@ http_answer service::stream_messages(const http_request& req,
     sub->stream->write(": live\n\n");
     self->subscribers_.push_back(sub);
     self->beat(sub);
-  };
-  return a;
+  });
 }
 
 void service::beat(const std::shared_ptr<subscriber>& sub) {

@@ -61,11 +61,7 @@ http_answer service::stream_sessions(std::shared_ptr<const server::credential> k
   if (session_feeds_.size() >= max_session_feeds)
     return error_answer(503, "too_many_streams", "too many live feeds are open");
   auto feed = std::make_shared<session_feed>(executor_, std::move(key));
-  http_answer a;
-  a.response.status = 200;
-  a.response.content_type = "text/event-stream";
-  a.response.headers.emplace_back("Cache-Control", "no-cache");
-  a.stream = [weak = weak_from_this(), feed](std::shared_ptr<http_stream> s) {
+  return event_stream_answer([weak = weak_from_this(), feed](std::shared_ptr<http_stream> s) {
     feed->stream = std::move(s);
     auto self = weak.lock();
     if (!self || self->closed_) {
@@ -74,8 +70,7 @@ http_answer service::stream_sessions(std::shared_ptr<const server::credential> k
     }
     self->session_feeds_.push_back(feed);
     self->tick(feed);
-  };
-  return a;
+  });
 }
 
 void service::tick(const std::shared_ptr<session_feed>& feed) {
