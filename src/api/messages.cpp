@@ -13,10 +13,6 @@ using nlohmann::json;
 constexpr std::size_t default_page = 100;
 constexpr std::size_t max_page = 1000;
 
-const char* proto_name(mux::protocol p) {
-  return p == mux::protocol::udp ? "udp" : "tcp";
-}
-
 // One device's answer: the stored message's id and status, and its replies.
 json outcome_json(const std::string& device, const server::message_outcome& o,
                   const std::vector<stored_message>* rows) {
@@ -45,7 +41,7 @@ void log_outcome(const server::message_request& r, const server::message_outcome
   std::size_t reply = 0;
   for (const auto& x : o.replies) reply += x.size();
   spdlog::info("message {} to {}:{}/{} from '{}': {}, {} bytes, reply {} bytes", id,
-               r.target.device, r.target.port, proto_name(r.target.proto), sender,
+               r.target.device, r.target.port, mux::protocol_name(r.target.proto), sender,
                server::to_string(o.status), r.payload.size(), reply);
 }
 
@@ -61,7 +57,7 @@ asio::awaitable<http_answer> service::post_device_message(
   if (!key->allow.allows(device, body.port, body.protocol))
     co_return error_answer(403, "forbidden",
                            "this API key may not reach " + device + ":" +
-                               std::to_string(body.port) + "/" + proto_name(body.protocol));
+                               std::to_string(body.port) + "/" + mux::protocol_name(body.protocol));
   server::message_request r;
   r.target = {device, body.port, body.protocol};
   r.sender = key;

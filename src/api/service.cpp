@@ -185,11 +185,10 @@ result<std::vector<stored_message>> service::keep(const server::message_request&
                                                   const server::message_outcome& outcome,
                                                   const std::vector<std::string>& topics,
                                                   const std::string& sender) {
-  const bool udp = request.target.proto == mux::protocol::udp;
   stored_message m;
   m.device = request.target.device;
   m.port = request.target.port;
-  m.protocol = udp ? "udp" : "tcp";
+  m.protocol = mux::protocol_name(request.target.proto);
   m.direction = "to_device";
   m.status = server::to_string(outcome.status);
   m.sender = sender;

@@ -142,7 +142,7 @@ void print_table(const std::vector<client::mapping_status>& all) {
     if (show_server) row.push_back(m.server);
     row.push_back(m.local);
     row.push_back(target_text(m));
-    row.push_back(m.proto == mux::protocol::udp ? "udp" : "tcp");
+    row.push_back(mux::protocol_name(m.proto));
     row.push_back(std::to_string(m.connections));
     row.push_back(bytes_text(m.bytes_out));
     row.push_back(bytes_text(m.bytes_in));

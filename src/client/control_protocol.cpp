@@ -73,10 +73,6 @@ std::optional<control_op> op_from(std::string_view s) {
   return std::nullopt;
 }
 
-const char* proto_name(mux::protocol p) {
-  return p == mux::protocol::udp ? "udp" : "tcp";
-}
-
 // The first part of what a peer sent, for a message back to it: enough to recognise.
 std::string excerpt(std::string_view s) {
   return s.size() > 40 ? std::string(s.substr(0, 40)) + "..." : std::string(s);
@@ -88,7 +84,7 @@ json mapping_json(const mapping_status& m) {
             {"local", m.local},
             {"device", m.device},
             {"port", m.device_port},
-            {"proto", proto_name(m.proto)},
+            {"proto", mux::protocol_name(m.proto)},
             {"state", mapping_state_name(m.state)}};
   if (m.state == mapping_state::failed) j["error"] = m.error;
   j["connections"] = m.connections;
@@ -297,7 +293,7 @@ std::string format_control_request(const control_request& r) {
   j["op"] = op_name(r.op);
   if (r.op == control_op::add) {
     j["spec"] = r.spec;
-    j["proto"] = proto_name(r.proto);
+    j["proto"] = mux::protocol_name(r.proto);
     if (!r.name.empty()) j["name"] = r.name;
     if (r.check) j["check"] = true;
     if (!r.server.empty()) j["server"] = r.server;

@@ -10,7 +10,7 @@ namespace {
 
 const char* proto_name(const std::optional<mux::protocol>& p) {
   if (!p) return "any";
-  return *p == mux::protocol::udp ? "udp" : "tcp";
+  return mux::protocol_name(*p);
 }
 
 // Sends the document, half-closes, and waits for the client's FIN (or the end of the

@@ -650,7 +650,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     const auto t = in.target();
     ++counters.streams_opened_by_proto[static_cast<std::size_t>(t.proto)];
     const bool udp = t.proto == mux::protocol::udp;
-    spdlog::debug("stream {}:{}/{} open for '{}'", t.device, t.port, udp ? "udp" : "tcp",
+    spdlog::debug("stream {}:{}/{} open for '{}'", t.device, t.port, mux::protocol_name(t.proto),
                   ctx->cred->name);
     auto ch = metered_channel(in.accept(), t.proto, ctx->listed,
                               t.proto == mux::protocol::catalog ? nullptr : activity.meter(t.device));
