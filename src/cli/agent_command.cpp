@@ -3,7 +3,6 @@
 
 #include <spdlog/spdlog.h>
 
-#include <asio/co_spawn.hpp>
 #include <asio/io_context.hpp>
 #include <asio/signal_set.hpp>
 #include <memory>
@@ -97,26 +96,13 @@ int run_agent(const agent_flags& f) {
     spdlog::info("signal {}: closing the session", sig);
     a.stop();
   });
-  asio::co_spawn(
-      io,
-      [&]() -> asio::awaitable<void> {
-        events.connecting();
-        const auto end = co_await a.run();
-        if (end.kind != client::dial_outcome::failure::none)
-          exit_code = report_dial_failure(end, settings.url, f.json, token_source);
-        signals.cancel();
-      },
-      [&](std::exception_ptr e) {
-        if (!e) return;
-        try {
-          std::rethrow_exception(e);
-        } catch (const std::exception& x) {
-          report_error(f.json, exit_failure, "internal", x.what());
-        }
-        exit_code = exit_failure;
-        io.stop();
-      });
-  io.run();
+  run_main(io, f.json, exit_code, [&]() -> asio::awaitable<void> {
+    events.connecting();
+    const auto end = co_await a.run();
+    if (end.kind != client::dial_outcome::failure::none)
+      exit_code = report_dial_failure(end, settings.url, f.json, token_source);
+    signals.cancel();
+  });
   return exit_code;
 }
 

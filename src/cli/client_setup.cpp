@@ -3,6 +3,7 @@
 #include <pwd.h>
 #include <unistd.h>
 
+#include <asio/co_spawn.hpp>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
@@ -131,6 +132,36 @@ std::filesystem::path control_socket_path(const std::string& flag) {
                                                       : std::filesystem::path("."));
   client::clear_stale_socket(path);
   return path;
+}
+
+std::optional<client::control_server> open_control_socket(asio::any_io_executor ex,
+                                                          const std::filesystem::path& path,
+                                                          bool json) {
+  try {
+    return std::optional<client::control_server>(std::in_place, std::move(ex), path);
+  } catch (const std::exception& e) {
+    report_error(json, exit_usage, "usage", e.what());
+    return std::nullopt;
+  }
+}
+
+void report_internal_error(bool json, std::exception_ptr e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& x) {
+    report_error(json, exit_failure, "internal", x.what());
+  }
+}
+
+void run_main(asio::io_context& io, bool json, int& exit_code,
+              std::function<asio::awaitable<void>()> main) {
+  asio::co_spawn(io, std::move(main), [&io, json, &exit_code](std::exception_ptr e) {
+    if (!e) return;
+    report_internal_error(json, e);
+    exit_code = exit_failure;
+    io.stop();
+  });
+  io.run();
 }
 
 }  // namespace tether::cli

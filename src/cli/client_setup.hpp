@@ -1,12 +1,18 @@
 #pragma once
 // What `connect`, `connect --stdio` and `up` do alike before and after a tunnel: turn a
-// server's settings into a dialer, find the control socket's path, and put a dial failure
-// that retrying cannot fix into one line on stderr and an exit code.
+// server's settings into a dialer, find and open the control socket, run the event loop,
+// and put a dial failure that retrying cannot fix into one line on stderr and an exit code.
 
 #include <asio/any_io_executor.hpp>
+#include <asio/awaitable.hpp>
+#include <asio/io_context.hpp>
+#include <exception>
 #include <filesystem>
+#include <functional>
+#include <optional>
 #include <string>
 
+#include "tether/client/control_server.hpp"
 #include "tether/client/dialer.hpp"
 #include "tether/client/tunnels_file.hpp"
 
@@ -47,5 +53,21 @@ int report_dial_failure(const client::dial_outcome& o, const client::server_url&
 /// folder's <pid>.sock; its folder checked and a stale socket cleared. Throws
 /// control_path_error or std::runtime_error: usage errors.
 std::filesystem::path control_socket_path(const std::string& flag);
+
+/// The control socket bound at `path`, or nothing once the reason it cannot be is reported
+/// as a usage error: the path comes from the command line or the user's folders.
+std::optional<client::control_server> open_control_socket(asio::any_io_executor ex,
+                                                          const std::filesystem::path& path,
+                                                          bool json);
+
+/// An exception that escaped a command's coroutine is a bug, not a failure the user can
+/// act on: it is reported as an internal error (report_error), for scripts too.
+void report_internal_error(bool json, std::exception_ptr e);
+
+/// Spawns `main` on `io` and runs `io` until it has no work left or is stopped. An exception
+/// escaping `main` is reported as an internal error, sets `exit_code` to exit_failure and
+/// stops `io`: what was left running cannot be trusted to end.
+void run_main(asio::io_context& io, bool json, int& exit_code,
+              std::function<asio::awaitable<void>()> main);
 
 }  // namespace tether::cli

@@ -218,13 +218,8 @@ int run_connect(const connect_flags& f) {
   }
 
   // Made before the first dial, so that `tether map` finds this client while it connects.
-  std::optional<client::control_server> control;
-  try {
-    control.emplace(io.get_executor(), control_path);
-  } catch (const std::exception& e) {
-    report_error(f.json, exit_usage, "usage", e.what());
-    return exit_usage;
-  }
+  auto control = open_control_socket(io.get_executor(), control_path, f.json);
+  if (!control) return exit_usage;
   control->add_proxy(proxy);
   control->start();
   spdlog::info("control socket {}", control_path.string());
@@ -286,35 +281,22 @@ int run_connect(const connect_flags& f) {
     if (!f.command.empty()) asio::co_spawn(io, run_command(), asio::detached);
   });
 
-  asio::co_spawn(
-      io,
-      [&]() -> asio::awaitable<void> {
-        events.connecting();
-        // Plain assignments: g++ 12 destroys the temporaries of a co_await inside a
-        // conditional expression twice.
-        client::dial_outcome end = co_await proxy.connect_first();
-        dialing_first = false;
-        if (end.kind == client::dial_outcome::failure::none) end = co_await proxy.run();
-        report_fatal(end);
-        if (command && command->running()) {
-          command->signal(SIGTERM);
-          co_await command->wait();
-        }
-        finished = true;
-        signals.cancel();
-        control->stop();
-      },
-      [&](std::exception_ptr e) {
-        if (!e) return;
-        try {
-          std::rethrow_exception(e);
-        } catch (const std::exception& x) {
-          report_error(f.json, exit_failure, "internal", x.what());
-        }
-        exit_code = exit_failure;
-        io.stop();
-      });
-  io.run();
+  run_main(io, f.json, exit_code, [&]() -> asio::awaitable<void> {
+    events.connecting();
+    // Plain assignments: g++ 12 destroys the temporaries of a co_await inside a
+    // conditional expression twice.
+    client::dial_outcome end = co_await proxy.connect_first();
+    dialing_first = false;
+    if (end.kind == client::dial_outcome::failure::none) end = co_await proxy.run();
+    report_fatal(end);
+    if (command && command->running()) {
+      command->signal(SIGTERM);
+      co_await command->wait();
+    }
+    finished = true;
+    signals.cancel();
+    control->stop();
+  });
   return exit_code;
 }
 

@@ -2,7 +2,6 @@
 // catalog (docs/PROTOCOL.md, "The device catalog") and prints it as a table or, with --json,
 // as the server's JSON document.
 
-#include <asio/co_spawn.hpp>
 #include <asio/io_context.hpp>
 #include <asio/signal_set.hpp>
 #include <nlohmann/json.hpp>
@@ -161,17 +160,10 @@ int run_devices(const devices_flags& f) {
     io.stop();
   });
   catalog_result result;
-  asio::co_spawn(io, fetch_catalog(std::move(dial), url, f.json, token_source),
-                 [&](std::exception_ptr e, catalog_result r) {
-                   signals.cancel();
-                   if (e) {
-                     result.exit_code = exit_failure;
-                     report_error(f.json, exit_failure, "failed", "internal error");
-                     return;
-                   }
-                   result = std::move(r);
-                 });
-  io.run();
+  run_main(io, f.json, result.exit_code, [&]() -> asio::awaitable<void> {
+    result = co_await fetch_catalog(std::move(dial), url, f.json, token_source);
+    signals.cancel();
+  });
   if (interrupted) return exit_interrupted;
   if (result.exit_code != exit_ok) return result.exit_code;
 

@@ -225,11 +225,7 @@ class tunnel_process {
     servers_.push_back(r);
     asio::co_spawn(io_, serve(r), [this, r](std::exception_ptr e) {
       if (e) {
-        try {
-          std::rethrow_exception(e);
-        } catch (const std::exception& x) {
-          report_error(json_, exit_failure, "internal", x.what());
-        }
+        report_internal_error(json_, e);
         fail(exit_failure);
       }
       finished(r);
@@ -303,13 +299,8 @@ int run_up(const up_flags& f) {
     return exit_usage;
   }
 
-  std::optional<client::control_server> control;
-  try {
-    control.emplace(io.get_executor(), control_path);
-  } catch (const std::exception& e) {
-    report_error(f.json, exit_usage, "usage", e.what());
-    return exit_usage;
-  }
+  auto control = open_control_socket(io.get_executor(), control_path, f.json);
+  if (!control) return exit_usage;
 
   asio::signal_set stop_signals(io, SIGINT, SIGTERM);
   asio::signal_set reload_signal(io, SIGHUP);
