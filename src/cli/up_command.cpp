@@ -43,30 +43,44 @@ struct server_error : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// A tunnel of the file that listens, and the name its proxy gave it.
+struct running_tunnel {
+  client::tunnel_spec spec;
+  std::string name;
+};
+
 // One server of the file while it runs.
 struct running_server {
   running_server(bool json, const client::server_spec& s)
-      : spec{s.settings, {}, s.line}, events(json, server_label(s.settings.url)) {}
+      : settings(s.settings), line(s.line), events(json, server_label(s.settings.url)) {}
 
-  client::server_spec spec;        // its tunnels: those that listen
-  std::vector<std::string> names;  // of those tunnels, as the proxy named them
+  client::server_settings settings;
+  std::uint32_t line;
+  std::vector<running_tunnel> tunnels;  // those that listen
   event_printer events;
-  std::string token_source;        // for the message when the token is rejected
+  std::string token_source;  // for the message when the token is rejected
   bool dialing_first = true;
+
+  // The server as applied, for a reload to compare the file with.
+  client::server_spec spec() const {
+    client::server_spec s{settings, {}, line};
+    for (const auto& t : tunnels) s.tunnels.push_back(t.spec);
+    return s;
+  }
 
   // Adds tunnel `t` to the proxy; the failure's message when it cannot.
   std::string add(const client::tunnel_spec& t) {
     auto r = proxy->add(t.map, t.name);
     if (r.failure) return r.failure.message;
-    spec.tunnels.push_back(t);
-    names.push_back(r.added.name);
+    tunnels.push_back({t, r.added.name});
     return {};
   }
 
   // Removes running tunnel `i` (its connections drain); returns its name.
   std::string remove(std::size_t i) {
-    auto name = names[i];
+    auto name = std::move(tunnels[i].name);
     proxy->remove(name, client::stop_mode::drain);
+    tunnels.erase(tunnels.begin() + static_cast<std::ptrdiff_t>(i));
     return name;
   }
   std::unique_ptr<client::proxy> proxy;
@@ -116,7 +130,7 @@ class tunnel_process {
       return;
     }
     std::vector<client::server_spec> running;
-    for (const auto& s : servers_) running.push_back(s->spec);
+    for (const auto& s : servers_) running.push_back(s->spec());
     const auto plan = client::plan_reload(running, next.servers);
 
     std::vector<std::string> removed, added;
@@ -125,20 +139,15 @@ class tunnel_process {
     // them free.
     for (const auto& k : plan.keep) {
       auto& s = *servers_[k.running];
-      for (auto i = k.remove.rbegin(); i != k.remove.rend(); ++i) {  // back to front: indices stay
+      for (auto i = k.remove.rbegin(); i != k.remove.rend(); ++i)  // back to front: indices stay
         removed.push_back(s.remove(*i));
-        s.spec.tunnels.erase(s.spec.tunnels.begin() + static_cast<std::ptrdiff_t>(*i));
-        s.names.erase(s.names.begin() + static_cast<std::ptrdiff_t>(*i));
-      }
     }
     std::vector<std::shared_ptr<running_server>> stopped;
     for (auto i : plan.stop) stopped.push_back(servers_[i]);
     for (auto& s : stopped) {
-      for (std::size_t i = 0; i < s->names.size(); ++i) removed.push_back(s->remove(i));
-      s->spec.tunnels.clear();
-      s->names.clear();
+      while (!s->tunnels.empty()) removed.push_back(s->remove(0));
       spdlog::info("reload: {} is no longer in {}; closing its session",
-                   server_label(s->spec.settings.url), file_.string());
+                   server_label(s->settings.url), file_.string());
       s->proxy->stop();
     }
     for (const auto& k : plan.keep) {
@@ -217,7 +226,7 @@ class tunnel_process {
       failed.push_back({t.label(), failure});
       return;
     }
-    added.push_back(s.names.back());
+    added.push_back(s.tunnels.back().name);
   }
 
   void launch(std::shared_ptr<running_server> r) {
@@ -233,13 +242,13 @@ class tunnel_process {
   }
 
   asio::awaitable<void> serve(std::shared_ptr<running_server> r) {
-    r->events.ready_when_connected(r->names.size());
+    r->events.ready_when_connected(r->tunnels.size());
     r->events.connecting();
     auto outcome = co_await r->proxy->connect_first();
     r->dialing_first = false;
     if (outcome.kind == client::dial_outcome::failure::none) outcome = co_await r->proxy->run();
     if (outcome.kind != client::dial_outcome::failure::none)
-      fail(report_dial_failure(outcome, r->spec.settings.url, json_, r->token_source));
+      fail(report_dial_failure(outcome, r->settings.url, json_, r->token_source));
   }
 
   // A failure retrying cannot fix ends the process, as it ends `connect`: the first one
