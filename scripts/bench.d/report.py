@@ -72,10 +72,14 @@ def derive(data):
             loaded = data.get((p, "rrload_p99_us"), {}).get(r)
             if idle and loaded is not None:
                 data[(p, "rrload_p99_vs_idle")][r] = loaded / idle
+            # What the connections add: the processes' size before them (the program, its
+            # libraries, its pools) is not a cost of each connection. Runs that did not
+            # record it fall back to the whole size.
             rss = data.get((p, "mem_rss_kb"), {}).get(r)
+            base = data.get((p, "mem_base_rss_kb"), {}).get(r) or 0
             held = data.get((p, "mem_held"), {}).get(r)
             if rss is not None and held:
-                data[(p, "mem_kib_per_conn")][r] = rss / held
+                data[(p, "mem_kib_per_conn")][r] = (rss - base) / held
 
 
 def values(data, path, metric):
@@ -457,9 +461,9 @@ def report(data, paths, peer, meta, skipped, ts, extra_sections=()):
         if k.startswith("udp_skip."):
             lines += wrap(f"`{k[9:]}` (UDP): skipped: {why}", bullet=True)
     lines += wrap(f"load: {meta.get('load', '')}. CPU s/GB counts only the path's own "
-                  "processes (relays, sshd, tether) over both bulk tests. Memory is the RSS of "
-                  "the path's processes with the idle connections open, divided by their "
-                  "number" + (f"; {meta['mem_note']}" if meta.get("mem_note") else "."),
+                  "processes (relays, sshd, tether) over both bulk tests. Memory is what the "
+                  "RSS of the path's processes grew by while the idle connections were open, "
+                  "divided by their number (their RSS before is in the details table)" + (f"; {meta['mem_note']}" if meta.get("mem_note") else "."),
                   bullet=True)
     lines += wrap(f"packages: {meta.get('versions', '')}", bullet=True)
     return lines
