@@ -103,12 +103,11 @@ std::variant<message_body, http_answer> parse_message_body(std::string_view text
     if (limits.webhook && (key == "protocol" || key == "port")) {
       return error_answer(400, "bad_request", "a webhook sends to its own port: no \"" + key + "\"");
     } else if (key == "protocol") {
-      if (value == "tcp")
-        b.protocol = mux::protocol::tcp;
-      else if (value == "udp")
-        b.protocol = mux::protocol::udp;
-      else
-        return error_answer(400, "bad_request", "\"protocol\" must be \"tcp\" or \"udp\"");
+      const auto p = value.is_string()
+                         ? mux::protocol_from_name(value.get_ref<const std::string&>())
+                         : std::nullopt;
+      if (!p) return error_answer(400, "bad_request", "\"protocol\" must be \"tcp\" or \"udp\"");
+      b.protocol = *p;
     } else if (key == "port") {
       if (!value.is_number_integer() || value.get<std::int64_t>() < 1 ||
           value.get<std::int64_t>() > 65535)

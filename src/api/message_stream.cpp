@@ -37,7 +37,7 @@ struct service::subscriber {
     if (!filter.topic.empty() &&
         std::find(m.topics.begin(), m.topics.end(), filter.topic) == m.topics.end())
       return false;
-    const auto proto = m.protocol == "udp" ? mux::protocol::udp : mux::protocol::tcp;
+    const auto proto = mux::protocol_from_name(m.protocol).value_or(mux::protocol::tcp);
     return key->allow.allows(m.device, m.port, proto);
   }
 };

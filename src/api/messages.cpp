@@ -171,7 +171,7 @@ http_answer service::get_messages(const http_request& req, const server::credent
   json list = json::array();
   for (const auto& m : *rows) {
     // A key sees what it may send to: the devices and ports of its ACL.
-    const auto proto = m.protocol == "udp" ? mux::protocol::udp : mux::protocol::tcp;
+    const auto proto = mux::protocol_from_name(m.protocol).value_or(mux::protocol::tcp);
     if (key.allow.allows(m.device, m.port, proto)) list.push_back(message_json(m));
   }
   // The cursor is the highest id of the page, in either order.

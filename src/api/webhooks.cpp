@@ -43,7 +43,8 @@ http_answer service::create_webhook(const http_request& req, const server::crede
     if (name == "port" && value.is_number_integer() && value.get<std::int64_t>() >= 1 &&
         value.get<std::int64_t>() <= 65535) {
       w.port = static_cast<std::uint16_t>(value.get<std::int64_t>());
-    } else if (name == "protocol" && (value == "tcp" || value == "udp")) {
+    } else if (name == "protocol" && value.is_string() &&
+               mux::protocol_from_name(value.get_ref<const std::string&>())) {
       w.protocol = value.get<std::string>();
     } else {
       return error_answer(400, "bad_request",
@@ -51,7 +52,7 @@ http_answer service::create_webhook(const http_request& req, const server::crede
     }
   }
   if (w.port == 0) return error_answer(400, "bad_request", "\"port\" is missing");
-  const auto proto = w.protocol == "udp" ? mux::protocol::udp : mux::protocol::tcp;
+  const auto proto = mux::protocol_from_name(w.protocol).value_or(mux::protocol::tcp);
   if (!key.allow.allows(device, w.port, proto))
     return error_answer(403, "forbidden", "this API key may not reach " + device + ":" +
                                               std::to_string(w.port) + "/" + w.protocol);
@@ -78,7 +79,7 @@ http_answer service::list_webhooks(const server::credential& key, const std::str
   if (!hooks) return error_answer(503, "not_available", "the webhooks could not be read");
   json list = json::array();
   for (const auto& w : *hooks) {
-    const auto proto = w.protocol == "udp" ? mux::protocol::udp : mux::protocol::tcp;
+    const auto proto = mux::protocol_from_name(w.protocol).value_or(mux::protocol::tcp);
     if (key.allow.allows(w.device, w.port, proto)) list.push_back(webhook_json(w));
   }
   return json_answer(200, json{{"webhooks", std::move(list)}});
@@ -97,7 +98,7 @@ http_answer service::revoke_webhook(const server::credential& key, const std::st
   if (!hooks) return error_answer(503, "not_available", "the webhooks could not be read");
   for (const auto& w : *hooks) {
     if (w.id != n) continue;
-    const auto proto = w.protocol == "udp" ? mux::protocol::udp : mux::protocol::tcp;
+    const auto proto = mux::protocol_from_name(w.protocol).value_or(mux::protocol::tcp);
     if (!key.allow.allows(w.device, w.port, proto)) break;  // not this key's to see
     auto revoked = log_.revoke_webhook(device, n);
     if (!revoked) return error_answer(503, "not_stored", "the webhook could not be revoked");
@@ -143,7 +144,7 @@ asio::awaitable<http_answer> service::post_webhook(const http_request& req,
   server::message_request r;
   r.target.device = hook->device;
   r.target.port = hook->port;
-  r.target.proto = hook->protocol == "udp" ? mux::protocol::udp : mux::protocol::tcp;
+  r.target.proto = mux::protocol_from_name(hook->protocol).value_or(mux::protocol::tcp);
   std::vector<std::string> topics;
   if (is_form(req)) {
     auto fields = parse_form(req.body);

@@ -123,8 +123,9 @@ mapping_status mapping_from(const json& j) {
   if (port > 65535) throw bad_field{"field 'port' out of range"};
   m.device_port = static_cast<std::uint16_t>(port);
   const auto proto = string_field(j, "proto", true);
-  if (proto != "tcp" && proto != "udp") throw bad_field{"field 'proto' must be tcp or udp"};
-  m.proto = proto == "udp" ? mux::protocol::udp : mux::protocol::tcp;
+  const auto p = mux::protocol_from_name(proto);
+  if (!p) throw bad_field{"field 'proto' must be tcp or udp"};
+  m.proto = *p;
   const auto state = string_field(j, "state", true);
   if (state == "listening")
     m.state = mapping_state::listening;
@@ -271,9 +272,10 @@ result<control_request> parse_control_request(std::string_view line) {
     if (r.op == control_op::add) {
       r.spec = string_field(j, "spec", true);
       const auto proto = string_field(j, "proto", false);
-      if (!proto.empty() && proto != "tcp" && proto != "udp")
-        return error{"field 'proto' must be \"tcp\" or \"udp\""};
-      r.proto = proto == "udp" ? mux::protocol::udp : mux::protocol::tcp;
+      // No "proto" means tcp.
+      const auto p = proto.empty() ? mux::protocol::tcp : mux::protocol_from_name(proto);
+      if (!p) return error{"field 'proto' must be \"tcp\" or \"udp\""};
+      r.proto = *p;
       r.name = string_field(j, "name", false);
       r.check = bool_field(j, "check");
       r.server = string_field(j, "server", false);

@@ -105,9 +105,11 @@ tunnel_spec parse_tunnel(const toml_checker& c, const toml::table& t, const std:
 
   if (const toml::node* n = t.get("proto")) {
     const std::string& proto = *c.string_of(*n, at + ".proto");
-    if (proto == "tcp") spec.map.proto = mux::protocol::tcp;
-    else if (proto == "udp") spec.map.proto = mux::protocol::udp;
-    else c.fail(n, at + ".proto", "'" + proto + "' is not a protocol (use \"tcp\" or \"udp\")");
+    if (const auto p = mux::protocol_from_name(proto)) {
+      spec.map.proto = *p;
+    } else {
+      c.fail(n, at + ".proto", "'" + proto + "' is not a protocol (use \"tcp\" or \"udp\")");
+    }
     if (spec.map.proto == mux::protocol::udp && url.kind == scheme::ssh)
       c.fail(n, at + ".proto", "udp needs a tls:// server (SSH forwards only TCP)");
   }

@@ -78,13 +78,9 @@ result<acl_rule> parse_acl_rule(std::string_view text) {
   std::string_view body = text;
   if (auto slash = body.find('/'); slash != std::string_view::npos) {
     const std::string_view suffix = body.substr(slash + 1);
-    if (suffix == "tcp") {
-      rule.proto = mux::protocol::tcp;
-    } else if (suffix == "udp") {
-      rule.proto = mux::protocol::udp;
-    } else {
+    rule.proto = mux::protocol_from_name(suffix);
+    if (!rule.proto)
       return fail(text, "unknown protocol '" + std::string(suffix) + "' (use /tcp or /udp)");
-    }
     body = body.substr(0, slash);
   }
 

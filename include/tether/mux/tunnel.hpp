@@ -7,7 +7,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include "tether/mux/channel.hpp"
@@ -32,6 +34,16 @@ constexpr const char* protocol_name(protocol p) noexcept {
       return "catalog";
   }
   return "unknown";
+}
+
+/// The protocol a user names for a port: "tcp" or "udp", exactly (not "TCP"), from a config
+/// file, an ACL rule, a flag, a JSON body or a stored row; nullopt for anything else.
+/// "catalog" is refused too: the client opens the catalog itself and no user names it, so
+/// every caller may take what this returns as a port to forward to.
+constexpr std::optional<protocol> protocol_from_name(std::string_view name) noexcept {
+  if (name == "tcp") return protocol::tcp;
+  if (name == "udp") return protocol::udp;
+  return std::nullopt;
 }
 
 struct target {
