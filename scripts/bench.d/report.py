@@ -81,6 +81,20 @@ def derive(data):
             if rss is not None and held:
                 data[(p, "mem_kib_per_conn")][r] = (rss - base) / held
 
+    for p in paths:
+        for n in workers_counts(data, [p]):
+            for r, gb in list(data.get((p, f"workers{n}_bytes"), {}).items()):
+                cpu = data.get((p, f"workers{n}_server_cpu_s"), {}).get(r)
+                wall = data.get((p, f"workers{n}_wall_s"), {}).get(r)
+                ccpu = data.get((p, f"workers{n}_clients_cpu_s"), {}).get(r)
+                if cpu is not None and gb:
+                    data[(p, f"workers{n}_server_cpu_s_per_gb")][r] = cpu / (gb / 1e9)
+                if wall:
+                    if cpu is not None:
+                        data[(p, f"workers{n}_server_core_pct")][r] = 100 * cpu / wall
+                    if ccpu is not None:
+                        data[(p, f"workers{n}_clients_core_pct")][r] = 100 * ccpu / wall
+
 
 def values(data, path, metric):
     return [v for _, v in sorted(data.get((path, metric), {}).items()) if v is not None]
@@ -276,6 +290,81 @@ def rrload_table(data, meta):
     return lines
 
 
+def workers_paths(meta):
+    return meta.get("workers_paths", "").split()
+
+
+def workers_counts(data, paths):
+    """The worker counts measured, from the metric names (workers1_gbps, workers2_gbps)."""
+    return sorted({int(m[7:-5]) for p, m in list(data) if p in paths
+                   and m.startswith("workers") and m.endswith("_gbps") and m[7:-5].isdigit()})
+
+
+def ratio_within(data, path, metric, base):
+    """Median over repetitions of metric/base, both of the same path and repetition."""
+    mine, theirs = data.get((path, metric), {}), data.get((path, base), {})
+    r = [mine[k] / theirs[k] for k in mine if mine[k] is not None and theirs.get(k)]
+    return statistics.median(r) if r else None
+
+
+def workers_table(data, meta):
+    """Four sessions, one bulk stream each, through one server with 1 and 2 workers."""
+    paths = workers_paths(meta)
+    counts = workers_counts(data, paths)
+    if not paths or not counts:
+        return []
+    base = counts[0]
+    noun = "worker" if base == 1 else "workers"
+    head = ["path", "server", "aggregate Gbit/s", f"× {base} {noun}", "server CPU s/GB",
+            f"× {base} {noun}", "server % of a core", "busiest threads, % of a core",
+            "tether clients % of a core", "machine busy %"]
+    lines = ["| " + " | ".join(head) + " |",
+             "|" + "|".join(["---", "---"] + ["---:"] * (len(head) - 2)) + "|"]
+    for p in paths:
+        for n in counts:
+            g = median(data, p, f"workers{n}_gbps")
+            fails = sum(1 for x in data.get((p, f"workers{n}_gbps"), {}).values() if x is None)
+            cpu_gb = median(data, p, f"workers{n}_server_cpu_s_per_gb")
+            t1 = median(data, p, f"workers{n}_thread1_pct")
+            t2 = median(data, p, f"workers{n}_thread2_pct")
+            threads = fmt(t1, ".0f") if n == 1 or t2 is None else \
+                f"{fmt(t1, '.0f')} / {fmt(t2, '.0f')}"
+            if n == base:
+                x_gbps = "1.00" if g is not None else "–"
+                x_cpu = "1.00" if cpu_gb is not None else "–"
+            else:
+                x_gbps = fmt(ratio_within(data, p, f"workers{n}_gbps", f"workers{base}_gbps"),
+                             ".2f")
+                x_cpu = fmt(ratio_within(data, p, f"workers{n}_server_cpu_s_per_gb",
+                                         f"workers{base}_server_cpu_s_per_gb"), ".2f")
+            lines.append("| " + " | ".join([
+                p, f"--workers {n}",
+                fmt(g, ".2f") + (f" ({fails} failed)" if fails else ""), x_gbps,
+                fmt(cpu_gb, ".2f"), x_cpu,
+                fmt(median(data, p, f"workers{n}_server_core_pct"), ".0f"),
+                threads,
+                fmt(median(data, p, f"workers{n}_clients_core_pct"), ".0f"),
+                fmt(median(data, p, f"workers{n}_busy_pct"), ".0f"),
+            ]) + " |")
+    return lines
+
+
+def workers_lines(data, meta):
+    """The workers table with its title and what it measures."""
+    table = workers_table(data, meta)
+    if not table:
+        return []
+    foreign = [v for p in workers_paths(meta) for v in values(data, p, "workers_max_foreign_pct")]
+    noise = (f" Other processes used up to {max(foreign):.0f}% of the machine during these "
+             "tests." if foreign else "")
+    load = meta.get("workers_load", "")
+    return ["", "Server workers: 4 sessions × 1 stream", ""] + wrap(
+        f"{load[:1].upper() + load[1:]}. The `×` columns are medians of the per-repetition "
+        "ratios to the first row. Server CPU counts the server process (all its threads) over "
+        "the transfer, per GB received; a share of a core is CPU time over the transfer's "
+        "time (100 = one core)." + noise) + [""] + table
+
+
 def targets_table(ts):
     lines = ["| target | goal | measured | |", "|---|---|---:|---|"]
     for t in ts:
@@ -438,6 +527,7 @@ def report(data, paths, peer, meta, skipped, ts, extra_sections=()):
             "connection, one tether session, one stunnel pair). `loaded/idle p99` and "
             "`× ssh-gcm` are medians of per-repetition ratios; lower is better.") + [""]
         lines += rrload
+    lines += workers_lines(data, meta)
     lines += webhook_lines(data)
     for title, path in extra_sections:
         if path and os.path.exists(path):
@@ -499,6 +589,8 @@ def main():
     ap.add_argument("--chart-dest")
     ap.add_argument("--longlink", help="longlink.md of bench.d/linkemu-report.py")
     ap.add_argument("--crosscheck", help="crosscheck.md of bench.d/crosscheck.py")
+    ap.add_argument("--workers-only", action="store_true",
+                    help="only the server workers table, to DIR/workers.md and results.json")
     ap.add_argument("paths", nargs="*")
     a = ap.parse_args()
 
@@ -509,6 +601,17 @@ def main():
     skipped = {k[5:]: v for k, v in META.items() if k.startswith("skip.")}
     data = load(a.raw)
     derive(data)
+    if a.workers_only:
+        md = "\n".join(["# tether server workers"] + workers_lines(data, META)) + "\n"
+        with open(os.path.join(a.out, "workers.md"), "w") as f:
+            f.write(md)
+        raw = defaultdict(dict)
+        for (p, m), reps in data.items():
+            raw[p][m] = {str(r): v for r, v in sorted(reps.items())}
+        with open(os.path.join(a.out, "results.json"), "w") as f:
+            json.dump({"meta": META, "raw": raw}, f, indent=1)
+        sys.stdout.write(md)
+        return
     paths = a.paths
     conns = int(META.get("conns", "10000"))
     ts = targets(data, paths, conns)
@@ -535,7 +638,8 @@ def main():
         f.write(report_md)
 
     summary = {}
-    extra = [u for u in udp_paths(META) + rrload_paths(META) if u not in paths]
+    extra = [u for u in udp_paths(META) + rrload_paths(META) + workers_paths(META)
+             if u not in paths]
     for p in paths + list(dict.fromkeys(extra)):
         summary[p] = {}
         for m in sorted({m for q, m in data if q == p}):
