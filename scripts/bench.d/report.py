@@ -409,12 +409,27 @@ def chart(data, paths, out_dir, meta):
             row = [median(data, p, m) for m in
                    ("bulk1_gbps", "bulk8_gbps", "rr_pinned_p50_us", "rr_free_p50_us")]
             f.write(p + " " + " ".join("NaN" if v is None else f"{v:.3f}" for v in row) + "\n")
+    loaded_dat = os.path.join(out_dir, "chart-rrload.dat")
+    with open(loaded_dat, "w") as f:
+        f.write("# path rrload_idle_p99 rrload_p99\n")
+        for p in rrload_paths(meta):
+            row = [median(data, p, m) for m in ("rrload_idle_p99_us", "rrload_p99_us")]
+            f.write(p + " " + " ".join("NaN" if v is None else f"{v:.3f}" for v in row) + "\n")
+    # Latency under load, where it was measured: p99 idle and loaded, on a log scale (the
+    # two differ by one to two orders of magnitude).
+    loaded_panel = "" if not rrload_paths(meta) else f"""set title "1-byte round trip while bulk shares the path, p99, lower is better"
+set ylabel "µs (log scale)"
+set logscale y
+set yrange [10:*]
+plot "{loaded_dat}" using 2:xtic(1) title "idle" lc rgb "#8c8c8c", \\
+     "" using 3 title "under load (iperf3 -P 4 alongside)" lc rgb "#7b4ea3"
+"""
     png = os.path.join(out_dir, "chart.png")
     reps = meta.get("reps", "?")
     title = (f"loopback, {meta.get('machine', '').split(',')[0]}, {meta.get('date', '')[:10]}; "
              f"median{'' if reps == '1' else 's'} of {reps} repetition{'' if reps == '1' else 's'}")
     script = f"""
-set terminal pngcairo size 1100,460 font "sans,10"
+set terminal pngcairo size {1500 if loaded_panel else 1100},460 font "sans,10"
 set output "{png}"
 set datafile missing "NaN"
 set style data histograms
@@ -425,7 +440,7 @@ set grid ytics
 set key below
 set xtics rotate by 25 right nomirror
 set yrange [0:*]
-set multiplot layout 1,2 title "tether and its peers ({title})"
+set multiplot layout 1,{3 if loaded_panel else 2} title "tether and its peers ({title})"
 set title "bulk throughput (iperf3 -l 1M), higher is better"
 set ylabel "Gbit/s"
 plot "{dat}" using 2:xtic(1) title "1 stream" lc rgb "#3b75af", \\
@@ -434,7 +449,7 @@ set title "1-byte round trip, median latency, lower is better"
 set ylabel "µs"
 plot "{dat}" using 4:xtic(1) title "all on 1 CPU" lc rgb "#519e3e", \\
      "" using 5 title "unpinned" lc rgb "#c53a32"
-unset multiplot
+{loaded_panel}unset multiplot
 """
     gp = os.path.join(out_dir, "chart.gp")
     with open(gp, "w") as f:
