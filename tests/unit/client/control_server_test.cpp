@@ -18,10 +18,13 @@
 #include <nlohmann/json.hpp>
 
 #include "../mux/session_fixture.hpp"
+#include "dial_outcome_of.hpp"
 #include "tether/client/control_protocol.hpp"
 
 namespace tether::client {
 namespace {
+
+using testing::give;
 
 using asio::ip::tcp;
 using asio::local::stream_protocol;
@@ -35,12 +38,6 @@ struct quiet_events final : event_sink {
   void stream_error(const mapping&, const std::string&, errc, const std::string&) override {}
   int listening_count = 0;
 };
-
-asio::awaitable<dial_outcome> give(std::shared_ptr<mux::tunnel> t) {
-  dial_outcome o;
-  o.tunnel = std::move(t);
-  co_return o;
-}
 
 std::uint16_t port_of(const std::string& local) {
   return static_cast<std::uint16_t>(std::stoi(local.substr(local.rfind(':') + 1)));

@@ -9,7 +9,7 @@ std::vector<server_spec> servers(std::string_view text) {
   return parse_tunnels_file(text, "/t/tunnels.toml").servers;
 }
 
-constexpr std::string_view before = R"(
+constexpr std::string_view before_reload = R"(
 [[server]]
 url = "tls://a"
 token_file = "ta"
@@ -45,7 +45,7 @@ port = 22
 )";
 
 TEST(ReloadPlan, SameFileDoesNothing) {
-  EXPECT_TRUE(plan_reload(servers(before), servers(before)).empty());
+  EXPECT_TRUE(plan_reload(servers(before_reload), servers(before_reload)).empty());
 }
 
 TEST(ReloadPlan, TunnelsOfAServerThatStays) {
@@ -83,7 +83,7 @@ local = 3333
 device = "d2"
 port = 22
 )");
-  const auto plan = plan_reload(servers(before), after);
+  const auto plan = plan_reload(servers(before_reload), after);
   EXPECT_TRUE(plan.stop.empty());
   EXPECT_TRUE(plan.start.empty());
   ASSERT_EQ(plan.keep.size(), 2u);
@@ -97,9 +97,9 @@ port = 22
 }
 
 TEST(ReloadPlan, ChangedSettingsRestartTheServer) {
-  std::string text(before);
+  std::string text(before_reload);
   text.replace(text.find("\"tb\""), 4, "\"tb2\"");
-  const auto plan = plan_reload(servers(before), servers(text));
+  const auto plan = plan_reload(servers(before_reload), servers(text));
   EXPECT_EQ(plan.stop, (std::vector<std::size_t>{1}));
   EXPECT_EQ(plan.start, (std::vector<std::size_t>{1}));
   ASSERT_EQ(plan.keep.size(), 1u);
@@ -108,7 +108,7 @@ TEST(ReloadPlan, ChangedSettingsRestartTheServer) {
 }
 
 TEST(ReloadPlan, ServersMayMoveInTheFile) {
-  const auto b = servers(before);
+  const auto b = servers(before_reload);
   const std::vector<server_spec> swapped{b[1], b[0]};
   const auto plan = plan_reload(b, swapped);
   EXPECT_TRUE(plan.empty());

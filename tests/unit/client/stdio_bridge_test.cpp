@@ -18,11 +18,14 @@
 #include <random>
 
 #include "../mux/session_fixture.hpp"
+#include "dial_outcome_of.hpp"
 #include "tether/client/stdio_client.hpp"
 #include "tether/mux/use_tuple.hpp"
 
 namespace tether::client {
 namespace {
+
+using testing::give;
 
 using asio::posix::stream_descriptor;
 using mux::testing::as_bytes;
@@ -342,12 +345,6 @@ TEST_F(StdioBridge, FileStatusFlagsArePutBack) {
 }
 
 // ---- stdio_client: dial once, open, relay, and failures in words -------------------------
-
-asio::awaitable<dial_outcome> give(std::shared_ptr<mux::tunnel> t) {
-  dial_outcome o;
-  o.tunnel = std::move(t);
-  co_return o;
-}
 
 asio::awaitable<dial_outcome> fail_with(dial_outcome::failure kind, std::string error) {
   dial_outcome o;

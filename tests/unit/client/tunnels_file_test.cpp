@@ -13,7 +13,7 @@ tunnels_file parse(std::string_view text) {
   return parse_tunnels_file(text, "/etc/tether/tunnels.toml");
 }
 
-std::string error_of(std::string_view text) {
+std::string tunnels_file_error(std::string_view text) {
   try {
     parse(text);
   } catch (const config_error& e) {
@@ -96,33 +96,38 @@ port = 22
 
 TEST(TunnelsFile, ErrorsNameFileLineAndKey) {
   const std::string base = "server = \"tls://s\"\n[[tunnel]]\nlocal = 2222\ndevice = \"d\"\n";
-  EXPECT_EQ(error_of(base + "port = 70000\n"),
+  EXPECT_EQ(tunnels_file_error(base + "port = 70000\n"),
             "/etc/tether/tunnels.toml:5: tunnel[0].port: 70000 is above the maximum 65535");
-  EXPECT_EQ(error_of(base), "/etc/tether/tunnels.toml:2: tunnel[0].port: missing (the device port, like 22)");
-  EXPECT_EQ(error_of(base + "port = 22\nprot = \"udp\"\n"),
+  EXPECT_EQ(tunnels_file_error(base),
+            "/etc/tether/tunnels.toml:2: tunnel[0].port: missing (the device port, like 22)");
+  EXPECT_EQ(tunnels_file_error(base + "port = 22\nprot = \"udp\"\n"),
             "/etc/tether/tunnels.toml:6: tunnel[0].prot: unknown key (did you mean 'proto'?)");
-  EXPECT_EQ(error_of(base + "port = 22\nproto = \"sctp\"\n"),
-            "/etc/tether/tunnels.toml:6: tunnel[0].proto: 'sctp' is not a protocol (use \"tcp\" or \"udp\")");
-  EXPECT_EQ(error_of(base + "port = 22\nca = \"x\"\n"),
+  EXPECT_EQ(tunnels_file_error(base + "port = 22\nproto = \"sctp\"\n"),
+            "/etc/tether/tunnels.toml:6: tunnel[0].proto: 'sctp' is not a protocol (use \"tcp\" or "
+            "\"udp\")");
+  EXPECT_EQ(tunnels_file_error(base + "port = 22\nca = \"x\"\n"),
             "/etc/tether/tunnels.toml:6: tunnel[0].ca: unknown key here; top-level keys go above "
             "the first [[...]] section");
-  EXPECT_EQ(error_of("server = \"tls://s\"\n[[tunnel]]\nlocal = \"a:b:c\"\ndevice = \"d\"\nport = 1\n"),
+  EXPECT_EQ(tunnels_file_error(
+                "server = \"tls://s\"\n[[tunnel]]\nlocal = \"a:b:c\"\ndevice = \"d\"\nport = 1\n"),
             "/etc/tether/tunnels.toml:3: tunnel[0].local: 'a:b:c': expected [BIND:]PORT, like "
             "2222, 127.0.0.1:2222 or [::1]:2222");
-  EXPECT_EQ(error_of("server = \"tls://s\"\n[[tunnel]]\nlocal = 99999\ndevice = \"d\"\nport = 1\n"),
+  EXPECT_EQ(tunnels_file_error(
+                "server = \"tls://s\"\n[[tunnel]]\nlocal = 99999\ndevice = \"d\"\nport = 1\n"),
             "/etc/tether/tunnels.toml:3: tunnel[0].local: local port 99999 out of range (0-65535)");
-  EXPECT_EQ(error_of("server = \"http://s\"\n"),
+  EXPECT_EQ(tunnels_file_error("server = \"http://s\"\n"),
             "/etc/tether/tunnels.toml:1: server: server URL 'http://s': unknown scheme 'http' "
             "(use tls://HOST[:PORT] or ssh://[USER@]HOST[:PORT])");
-  EXPECT_EQ(error_of("server = \"tls://s\"\n"),
+  EXPECT_EQ(tunnels_file_error("server = \"tls://s\"\n"),
             "/etc/tether/tunnels.toml:1: tunnel: no [[tunnel]] sections: nothing to forward");
-  EXPECT_EQ(error_of("ca = \"x\"\n"),
+  EXPECT_EQ(tunnels_file_error("ca = \"x\"\n"),
             "/etc/tether/tunnels.toml: server: missing (the server's URL, like server = "
             "\"tls://tunnel.example.com:7443\", or [[server]] sections with url = ...)");
-  EXPECT_EQ(error_of("server = \"tls://s\"\nconnect_timeout = 0\n"),
+  EXPECT_EQ(tunnels_file_error("server = \"tls://s\"\nconnect_timeout = 0\n"),
             "/etc/tether/tunnels.toml:2: connect_timeout: 0 is out of range: give seconds from "
             "0.001 to 86400");
-  EXPECT_EQ(error_of("server = [\n"), "/etc/tether/tunnels.toml:1: Error while parsing array: encountered end-of-file");
+  EXPECT_EQ(tunnels_file_error("server = [\n"),
+            "/etc/tether/tunnels.toml:1: Error while parsing array: encountered end-of-file");
 }
 
 TEST(TunnelsFile, MaxStreamWindowIsBoundedAndForTlsOnly) {
@@ -132,60 +137,64 @@ TEST(TunnelsFile, MaxStreamWindowIsBoundedAndForTlsOnly) {
                 .settings.max_stream_window,
             64u << 20);
   EXPECT_EQ(parse("server = \"tls://s\"\n" + tunnel).servers[0].settings.max_stream_window, 0u);
-  EXPECT_EQ(error_of("server = \"tls://s\"\nmax_stream_window = 1000\n" + tunnel),
+  EXPECT_EQ(tunnels_file_error("server = \"tls://s\"\nmax_stream_window = 1000\n" + tunnel),
             "/etc/tether/tunnels.toml:2: max_stream_window: 1000 is below the minimum 65536");
-  EXPECT_EQ(error_of("server = \"ssh://s\"\nmax_stream_window = 65536\n" + tunnel),
+  EXPECT_EQ(tunnels_file_error("server = \"ssh://s\"\nmax_stream_window = 65536\n" + tunnel),
             "/etc/tether/tunnels.toml:2: max_stream_window: for tls:// servers only (SSH channels "
             "have the server's windows)");
 }
 
 TEST(TunnelsFile, SettingsBelongToTheirKindOfServer) {
-  EXPECT_EQ(error_of("server = \"ssh://s\"\ntoken_file = \"t\"\n"),
+  EXPECT_EQ(tunnels_file_error("server = \"ssh://s\"\ntoken_file = \"t\"\n"),
             "/etc/tether/tunnels.toml:2: token_file: for tls:// servers only (ssh:// uses "
             "identity or ssh-agent)");
-  EXPECT_EQ(error_of("server = \"tls://s\"\nidentity = \"k\"\n"),
-            "/etc/tether/tunnels.toml:2: identity: for ssh:// servers only (tls:// uses token_file)");
-  EXPECT_EQ(error_of("server = \"tls://s\"\nca = \"c\"\npin = \"sha256:00\"\n"),
+  EXPECT_EQ(
+      tunnels_file_error("server = \"tls://s\"\nidentity = \"k\"\n"),
+      "/etc/tether/tunnels.toml:2: identity: for ssh:// servers only (tls:// uses token_file)");
+  EXPECT_EQ(tunnels_file_error("server = \"tls://s\"\nca = \"c\"\npin = \"sha256:00\"\n"),
             "/etc/tether/tunnels.toml:3: pin: give ca or pin, not both (a pinned key is trusted "
             "without a CA)");
-  EXPECT_EQ(error_of("server = \"ssh://s\"\n[[tunnel]]\nlocal = 1\ndevice = \"d\"\nport = 53\n"
-                     "proto = \"udp\"\n"),
-            "/etc/tether/tunnels.toml:6: tunnel[0].proto: udp needs a tls:// server (SSH forwards "
-            "only TCP)");
+  EXPECT_EQ(
+      tunnels_file_error("server = \"ssh://s\"\n[[tunnel]]\nlocal = 1\ndevice = \"d\"\nport = 53\n"
+                         "proto = \"udp\"\n"),
+      "/etc/tether/tunnels.toml:6: tunnel[0].proto: udp needs a tls:// server (SSH forwards "
+      "only TCP)");
 }
 
 TEST(TunnelsFile, SeveralServersKeepTheirTunnelsUnderThem) {
-  EXPECT_EQ(error_of("ca = \"x\"\n[[server]]\nurl = \"tls://s\"\n"),
+  EXPECT_EQ(tunnels_file_error("ca = \"x\"\n[[server]]\nurl = \"tls://s\"\n"),
             "/etc/tether/tunnels.toml:1: ca: with [[server]] sections, settings go inside each "
             "[[server]]");
-  EXPECT_EQ(error_of("[[tunnel]]\nlocal = 1\n[[server]]\nurl = \"tls://s\"\n"),
+  EXPECT_EQ(tunnels_file_error("[[tunnel]]\nlocal = 1\n[[server]]\nurl = \"tls://s\"\n"),
             "/etc/tether/tunnels.toml:1: tunnel: with [[server]] sections, tunnels go under "
             "their server as [[server.tunnel]]");
-  EXPECT_EQ(error_of("[[server]]\nserver = \"tls://s\"\n"),
+  EXPECT_EQ(tunnels_file_error("[[server]]\nserver = \"tls://s\"\n"),
             "/etc/tether/tunnels.toml:2: server[0].server: unknown key");
-  EXPECT_EQ(error_of("[[server]]\nurl = \"tls://s\"\n"),
+  EXPECT_EQ(tunnels_file_error("[[server]]\nurl = \"tls://s\"\n"),
             "/etc/tether/tunnels.toml:1: server[0].tunnel: no [[server.tunnel]] sections under "
             "this server: nothing to forward");
 }
 
 TEST(TunnelsFile, NamesAndLocalAddressesAreUnique) {
   const std::string t = "[[server.tunnel]]\ndevice = \"d\"\nport = 1\n";
-  EXPECT_EQ(error_of("[[server]]\nurl = \"tls://a\"\n" + t + "name = \"x\"\nlocal = 1\n" +
-                     "[[server]]\nurl = \"tls://b\"\n" + t + "name = \"x\"\nlocal = 2\n"),
+  EXPECT_EQ(tunnels_file_error("[[server]]\nurl = \"tls://a\"\n" + t + "name = \"x\"\nlocal = 1\n" +
+                               "[[server]]\nurl = \"tls://b\"\n" + t + "name = \"x\"\nlocal = 2\n"),
             "/etc/tether/tunnels.toml:10: name: 'x' is already the name of the tunnel at line 3");
-  EXPECT_EQ(error_of("server = \"tls://a\"\n[[tunnel]]\ndevice = \"d\"\nport = 1\nlocal = 7\n"
-                     "[[tunnel]]\ndevice = \"e\"\nport = 2\nlocal = \"127.0.0.1:7\"\n"),
-            "/etc/tether/tunnels.toml:6: local: the same local address as the tunnel at line 2 "
-            "('d:1')");
+  EXPECT_EQ(
+      tunnels_file_error("server = \"tls://a\"\n[[tunnel]]\ndevice = \"d\"\nport = 1\nlocal = 7\n"
+                         "[[tunnel]]\ndevice = \"e\"\nport = 2\nlocal = \"127.0.0.1:7\"\n"),
+      "/etc/tether/tunnels.toml:6: local: the same local address as the tunnel at line 2 "
+      "('d:1')");
   // The same port for TCP and UDP, or port 0 twice, is fine.
   EXPECT_NO_THROW(parse("server = \"tls://a\"\n[[tunnel]]\ndevice = \"d\"\nport = 1\nlocal = 7\n"
                         "[[tunnel]]\ndevice = \"d\"\nport = 1\nlocal = 7\nproto = \"udp\"\n"
                         "[[tunnel]]\ndevice = \"d\"\nport = 1\nlocal = 0\n"
                         "[[tunnel]]\ndevice = \"d\"\nport = 1\nlocal = 0\n"));
-  EXPECT_EQ(error_of("server = \"tls://a\"\n[[tunnel]]\nname = \"no spaces\"\ndevice = \"d\"\n"
-                     "port = 1\nlocal = 7\n"),
-            "/etc/tether/tunnels.toml:3: tunnel[0].name: mapping name 'no spaces' must be "
-            "letters, digits, '.', '_' or '-', starting with a letter or digit");
+  EXPECT_EQ(
+      tunnels_file_error("server = \"tls://a\"\n[[tunnel]]\nname = \"no spaces\"\ndevice = \"d\"\n"
+                         "port = 1\nlocal = 7\n"),
+      "/etc/tether/tunnels.toml:3: tunnel[0].name: mapping name 'no spaces' must be "
+      "letters, digits, '.', '_' or '-', starting with a letter or digit");
 }
 
 TEST(TunnelsFile, LoadNamesAFileItCannotRead) {

@@ -19,11 +19,14 @@
 #include <sstream>
 
 #include "../mux/session_fixture.hpp"
+#include "dial_outcome_of.hpp"
 #include "tether/client/proxy.hpp"
 #include "tether/mux/use_tuple.hpp"
 
 namespace tether::client {
 namespace {
+
+using testing::give;
 
 using asio::ip::udp;
 using namespace std::chrono_literals;
@@ -78,14 +81,14 @@ struct device_stream {
   asio::error_code why;  // what ended it
 };
 
-enum class device_mode {
+enum class udp_device_mode {
   echo,    // every datagram goes back as it came
   refuse,  // the first datagram gets RESET refused (as after an ICMP port unreachable)
 };
 
 // The device: (a free function, since a lambda coroutine would outlive its captures).
 asio::awaitable<void> serve_device(std::unique_ptr<mux::channel> ch,
-                                   std::shared_ptr<device_stream> rec, device_mode mode) {
+                                   std::shared_ptr<device_stream> rec, udp_device_mode mode) {
   for (;;) {
     auto [ec, d] = co_await ch->receive();
     if (ec) {
@@ -96,7 +99,7 @@ asio::awaitable<void> serve_device(std::unique_ptr<mux::channel> ch,
     datagram copy(d.begin(), d.end());
     ch->consumed(d.size());
     rec->received.push_back(copy);
-    if (mode == device_mode::refuse) {
+    if (mode == udp_device_mode::refuse) {
       ch->reset(errc::refused);
       rec->ended = true;
       rec->why = make_error_code(errc::refused);
@@ -104,12 +107,6 @@ asio::awaitable<void> serve_device(std::unique_ptr<mux::channel> ch,
     }
     EXPECT_EQ(ch->try_send_datagram(copy), mux::datagram_status::sent);
   }
-}
-
-asio::awaitable<dial_outcome> give(std::shared_ptr<mux::tunnel> t) {
-  dial_outcome o;
-  o.tunnel = std::move(t);
-  co_return o;
 }
 
 // A local program: a UDP socket on 127.0.0.1 that keeps what it receives, and from whom.
@@ -144,7 +141,7 @@ udp::endpoint parse_local(const std::string& text) {
 class UdpForwarder : public mux::testing::session_fixture {
  protected:
   // A client/server session pair, the server's streams served as `mode` says.
-  void connect_device(device_mode mode = device_mode::echo) {
+  void connect_device(udp_device_mode mode = udp_device_mode::echo) {
     auto pair = connect_pair({}, [this, mode](mux::incoming_stream in) {
       auto rec = std::make_shared<device_stream>();
       rec->target = in.target();
@@ -155,7 +152,7 @@ class UdpForwarder : public mux::testing::session_fixture {
   }
 
   // A proxy with the one -U mapping, listening and running.
-  void start_proxy(proxy_options o, device_mode mode = device_mode::echo) {
+  void start_proxy(proxy_options o, udp_device_mode mode = udp_device_mode::echo) {
     connect_device(mode);
     o.server = "test";
     std::shared_ptr<mux::tunnel> t = client_session;
@@ -344,7 +341,7 @@ TEST_F(UdpForwarder, AnIdleFlowEndsAndTheNextDatagramOpensANewOne) {
 }
 
 TEST_F(UdpForwarder, ARefusedFlowIsReportedOnceAndTheNextDatagramOpensANewFlow) {
-  start_proxy({}, device_mode::refuse);
+  start_proxy({}, udp_device_mode::refuse);
   auto& a = new_source();
   // Two at once: both belong to the flow that is refused, which is reported once.
   a.send(local, text("q1"));

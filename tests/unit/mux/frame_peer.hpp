@@ -39,6 +39,11 @@ inline std::vector<std::byte> encoded(std::initializer_list<wire::frame> frames)
   return out;
 }
 
+// No bytes: a step of a test case that sends nothing.
+inline std::vector<std::byte> nothing() {
+  return {};
+}
+
 class frame_peer : public std::enable_shared_from_this<frame_peer> {
  public:
   explicit frame_peer(std::unique_ptr<byte_stream> s) : stream_(std::move(s)) {}

@@ -6,11 +6,13 @@
 
 #include <map>
 
+#include "private_member.hpp"
 #include "session_fixture.hpp"
 
 namespace tether::mux {
 namespace {
 
+using testing::read_batch;
 using testing::seen_frame;
 using testing::session_fixture;
 
@@ -18,14 +20,6 @@ using SessionBackpressure = session_fixture;
 
 constexpr std::size_t pipe_capacity = 64 * 1024;
 constexpr std::size_t ping_size = wire::header_size + 8;  // a PING and its ACK alike
-constexpr std::size_t read_batch = 256 * 1024;            // the most one read of the session takes
-
-// Access checks do not apply to the arguments of an explicit instantiation: the one door
-// C++ leaves open for a test to reach a private member.
-template <class Tag, typename Tag::type Member>
-struct expose {
-  friend typename Tag::type member(Tag) { return Member; }
-};
 
 // The session's queue of control frames.
 struct control_out {

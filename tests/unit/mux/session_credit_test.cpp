@@ -13,7 +13,7 @@ using testing::frame_peer;
 using testing::session_fixture;
 
 constexpr std::uint32_t session_window = 256 * 1024;
-constexpr std::size_t pipe_capacity = 16 * 1024;
+constexpr std::size_t stalled_pipe_capacity = 16 * 1024;
 
 class SessionCredit : public session_fixture {
  protected:
@@ -33,8 +33,9 @@ class SessionCredit : public session_fixture {
 
   facing_raw stalled() {
     session_settings settings;
-    return dial(settings, wire::welcome{wire::protocol_version, session_window, wire::max_window, 0},
-                pipe_capacity);
+    return dial(settings,
+                wire::welcome{wire::protocol_version, session_window, wire::max_window, 0},
+                stalled_pipe_capacity);
   }
 
   // Payload bytes of every DATA and DATAGRAM the raw peer has read.

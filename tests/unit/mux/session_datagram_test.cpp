@@ -17,6 +17,7 @@ namespace tether::mux {
 namespace {
 
 using testing::encoded;
+using testing::nothing;
 using testing::session_fixture;
 using namespace std::chrono_literals;
 
@@ -257,11 +258,11 @@ TEST_F(SessionDatagram, NoCreditWhenTheSessionWindowIsUsedByAnotherFlow) {
 TEST_F(SessionDatagram, BackloggedWhenThePeerDoesNotReadThenSentOnceItDoes) {
   session_settings settings;
   settings.max_queued_bytes = 64 * 1024;
-  constexpr std::size_t pipe_capacity = 64 * 1024;
+  constexpr std::size_t capacity = 64 * 1024;
   // A raw server that grants all the credit there is and then reads nothing.
   auto [s, raw, to_session, to_raw] =
       dial(settings, wire::welcome{wire::protocol_version, wire::max_window, wire::max_window, 0},
-           pipe_capacity);
+           capacity);
   auto opened = start(s->open(udp_target));
   raw->read_next();
   ASSERT_TRUE(run_until([&, &raw = raw] { return raw->frames().size() == 2; }));
@@ -283,7 +284,7 @@ TEST_F(SessionDatagram, BackloggedWhenThePeerDoesNotReadThenSentOnceItDoes) {
   EXPECT_EQ(seen[datagram_status::no_credit], 0u);
   EXPECT_EQ(seen[datagram_status::failed], 0u);
   // Bounded: the pipe is full, and the session holds at most its budget.
-  EXPECT_EQ(to_raw->bytes.size(), pipe_capacity);
+  EXPECT_EQ(to_raw->bytes.size(), capacity);
   EXPECT_LE(s->queued_bytes(), settings.max_queued_bytes);
   EXPECT_FALSE(s->closed());
 
@@ -354,10 +355,6 @@ struct datagram_violation {
   std::uint32_t stream_window = 2u << 20;
   std::uint32_t session_window = 16u << 20;
 };
-
-std::vector<std::byte> nothing() {
-  return {};
-}
 
 const datagram_violation violations[] = {
     {"DataOnAUdpFlow", nothing,

@@ -14,12 +14,12 @@
 namespace tether::mux {
 namespace {
 
+using testing::read_batch;
 using testing::session_fixture;
 
 using SessionFairness = session_fixture;
 
-constexpr std::size_t frames_sent = 128;        // 2 MiB of 16 KiB DATA frames, one stream window
-constexpr std::size_t read_batch = 256 * 1024;  // the most one read of the session takes
+constexpr std::size_t frames_sent = 128;  // 2 MiB of 16 KiB DATA frames, one stream window
 
 TEST_F(SessionFairness, OtherWorkRunsBetweenTheReadsOfABulkArrival) {
   std::unique_ptr<channel> ch;

@@ -23,6 +23,8 @@ namespace tether::mux::testing {
 
 using namespace std::chrono_literals;
 
+inline constexpr std::size_t read_batch = 256 * 1024;  // the most one read of the session takes
+
 class session_fixture : public ::testing::Test {
  protected:
   asio::io_context io;

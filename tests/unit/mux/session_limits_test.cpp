@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include "private_member.hpp"
 #include "session_fixture.hpp"
 
 namespace tether::mux {
@@ -15,7 +16,8 @@ using testing::session_fixture;
 
 using SessionLimits = session_fixture;
 
-wire::open open_frame(std::uint32_t id) {
+// The OPEN of stream `id`.
+wire::open open_stream(std::uint32_t id) {
   return wire::open{id, 0, 22, 1u << 20, "dev-1"};
 }
 
@@ -26,9 +28,9 @@ TEST_F(SessionLimits, AnOpenPastMaxStreamsIsRefusedAndTheSessionStaysUp) {
   auto [s, raw, to_session, to_raw] =
       serve(settings, [&](incoming_stream in) { held.push_back(in.accept()); });
   raw->read_all();
-  raw->send(open_frame(1));
-  raw->send(open_frame(3));
-  raw->send(open_frame(5));
+  raw->send(open_stream(1));
+  raw->send(open_stream(3));
+  raw->send(open_stream(5));
   ASSERT_TRUE(settle());
   auto results = raw->all<wire::open_result>();
   ASSERT_EQ(results.size(), 3u);
@@ -47,7 +49,7 @@ TEST_F(SessionLimits, AnOpenPastMaxStreamsIsRefusedAndTheSessionStaysUp) {
   // The session goes on: it answers a PING, and a stream that ends frees its place.
   raw->send(wire::ping{false, 42});
   raw->send(wire::reset{1, static_cast<std::uint8_t>(errc::stream_reset), "done"});
-  raw->send(open_frame(7));
+  raw->send(open_stream(7));
   ASSERT_TRUE(settle());
   EXPECT_FALSE(s->closed());
   const auto pings = raw->all<wire::ping>();
@@ -86,13 +88,6 @@ TEST_F(SessionLimits, AClientIsToldTooManyStreamsAndKeepsItsSession) {
 }
 
 // ---- the end of the stream id space -------------------------------------------------------
-
-// Access checks do not apply to the arguments of an explicit instantiation: the one door
-// C++ leaves open for a test to reach a private member.
-template <class Tag, typename Tag::type Member>
-struct expose {
-  friend typename Tag::type member(Tag) { return Member; }
-};
 
 // A session keeps its next stream id to itself, and opening two billion streams is no unit
 // test: the test sets the counter.

@@ -61,7 +61,7 @@ void echo_streams(incoming_stream in, asio::any_io_executor ex) {
   testing::echo(std::move(in), ex);
 }
 
-asio::awaitable<void> send_all(channel& ch, std::span<const std::byte> data) {
+asio::awaitable<void> send_all_then_eof(channel& ch, std::span<const std::byte> data) {
   while (!data.empty()) {
     auto [ec, credit] = co_await ch.wait_send_credit();
     if (ec) throw std::system_error(ec);
@@ -83,7 +83,7 @@ asio::awaitable<std::vector<std::byte>> receive_all(channel& ch) {
   }
 }
 
-std::vector<std::byte> pattern(std::size_t n, unsigned seed) {
+std::vector<std::byte> stream_pattern(std::size_t n, unsigned seed) {
   std::vector<std::byte> v(n);
   for (std::size_t i = 0; i < n; ++i) v[i] = std::byte((i * 131 + seed * 7 + (i >> 11)) & 0xff);
   return v;
@@ -105,10 +105,10 @@ TEST(Session, EchoesManyStreamsWithSmallWindows) {
             auto [ec, ch] = co_await s.client->open(t);
             EXPECT_FALSE(ec) << ec.message();
             if (ec) co_return;
-            const auto data = pattern(1 << 20, i);
+            const auto data = stream_pattern(1 << 20, i);
             std::vector<std::byte> got;
             using namespace asio::experimental::awaitable_operators;
-            co_await (send_all(*ch, data) && [&, &ch = ch]() -> asio::awaitable<void> {
+            co_await (send_all_then_eof(*ch, data) && [&, &ch = ch]() -> asio::awaitable<void> {
               got = co_await receive_all(*ch);
             }());
             EXPECT_TRUE(got == data) << "stream " << i;
@@ -137,8 +137,8 @@ TEST(Session, NothingIsSentAfterTheStreamsOwnFin) {
     auto [ec, ch] = co_await s.client->open(t);
     EXPECT_FALSE(ec) << ec.message();
     if (ec) co_return;
-    const auto data = pattern(1000, 7);
-    co_await send_all(*ch, data);  // ends with send_eof()
+    const auto data = stream_pattern(1000, 7);
+    co_await send_all_then_eof(*ch, data);  // ends with send_eof()
     auto [cec, credit] = co_await ch->wait_send_credit();
     EXPECT_EQ(cec, make_error_code(asio::error::shut_down));
     EXPECT_EQ(credit, 0u);
@@ -192,7 +192,7 @@ TEST(Session, StalledStreamDoesNotBlockAnother) {
     EXPECT_FALSE(ec1);
     // Fill the stalled stream's window completely.
     std::size_t sent = 0;
-    const auto chunk = pattern(16 * 1024, 1);
+    const auto chunk = stream_pattern(16 * 1024, 1);
     for (;;) {
       using namespace asio::experimental::awaitable_operators;
       asio::steady_timer t(ex, std::chrono::milliseconds(200));
@@ -209,10 +209,10 @@ TEST(Session, StalledStreamDoesNotBlockAnother) {
     target t2{"dev-2", 2, protocol::tcp};
     auto [ec2, other] = co_await s.client->open(t2);
     EXPECT_FALSE(ec2);
-    const auto data = pattern(4 << 20, 9);
+    const auto data = stream_pattern(4 << 20, 9);
     std::vector<std::byte> got;
     using namespace asio::experimental::awaitable_operators;
-    co_await (send_all(*other, data) && [&, &other = other]() -> asio::awaitable<void> {
+    co_await (send_all_then_eof(*other, data) && [&, &other = other]() -> asio::awaitable<void> {
       got = co_await receive_all(*other);
     }());
     EXPECT_TRUE(got == data);
@@ -294,8 +294,8 @@ TEST(Session, CallbackReaderGetsEveryByteAndTheEnd) {
     callback_reader reader(*server_side);
     reader.pump();
     EXPECT_FALSE(reader.ended) << "nothing was sent yet";
-    const auto data = pattern(1 << 20, 3);
-    co_await send_all(*ch, data);  // ends with FIN
+    const auto data = stream_pattern(1 << 20, 3);
+    co_await send_all_then_eof(*ch, data);  // ends with FIN
     co_await wait_until(ex, [&] { return reader.ended.has_value(); });
     EXPECT_TRUE(reader.ended.has_value());
     if (reader.ended) {

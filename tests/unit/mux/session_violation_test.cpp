@@ -13,6 +13,7 @@ namespace tether::mux {
 namespace {
 
 using testing::encoded;
+using testing::nothing;
 using testing::session_fixture;
 
 // DATA payloads up to one frame, from one buffer that outlives every test.
@@ -57,10 +58,6 @@ struct violation_case {
   std::uint32_t hello_session_window = 16u << 20;  // what the raw client grants the session
   std::size_t streams_after_setup = 1;
 };
-
-std::vector<std::byte> nothing() {
-  return {};
-}
 
 const violation_case cases[] = {
     {"DataOnAStreamNeverOpened", nothing,

@@ -18,8 +18,7 @@ using namespace std::chrono_literals;
 
 using SessionWindowGrowth = session_fixture;
 
-constexpr std::uint32_t kib = 1024;
-constexpr std::uint32_t stream_window = 64 * kib;
+constexpr std::uint32_t stream_window = 64 * 1024;
 constexpr auto round_trip = 40ms;
 
 // A raw client that sends on its streams whatever credit allows and answers PINGs
@@ -105,10 +104,10 @@ struct local_reader : std::enable_shared_from_this<local_reader> {
 TEST_F(SessionWindowGrowth, ManyGrowingStreamsStayWithinTheSessionCap) {
   session_settings settings;
   settings.stream_window = stream_window;
-  settings.session_window = 128 * kib;
-  settings.max_stream_window = 512 * kib;
-  const auto cap = session_window_cap(settings);
-  ASSERT_EQ(cap, 1024 * kib);  // twice the stream cap: 32 streams could grow to 16 MiB
+  settings.session_window = 128 * 1024;
+  settings.max_stream_window = 512 * 1024;
+  const auto session_cap = session_window_cap(settings);
+  ASSERT_EQ(session_cap, 1024 * 1024);  // twice the stream cap: 32 streams could grow to 16 MiB
 
   auto reader = std::make_shared<local_reader>();
   auto served = serve(settings, reader->accept_all(ex()));
@@ -133,19 +132,19 @@ TEST_F(SessionWindowGrowth, ManyGrowingStreamsStayWithinTheSessionCap) {
   ASSERT_EQ(s->counters().bytes_in, peer.sent);
   ASSERT_FALSE(s->closed()) << s->end_reason();
   const auto held = s->counters().bytes_in - reader->consumed;
-  EXPECT_LE(held, cap);
+  EXPECT_LE(held, session_cap);
   // The streams would have taken more: it is the session's window that held them back.
   std::int64_t unspent_stream_credit = 0;
   for (const auto& [id, credit] : peer.stream_credit) unspent_stream_credit += credit;
-  EXPECT_GT(held + static_cast<std::uint64_t>(unspent_stream_credit), cap);
+  EXPECT_GT(held + static_cast<std::uint64_t>(unspent_stream_credit), session_cap);
 }
 
 TEST_F(SessionWindowGrowth, WindowsStayFixedWhenTheCapIsTheFirstSize) {
   session_settings settings;
   settings.stream_window = stream_window;
-  settings.session_window = 128 * kib;
+  settings.session_window = 128 * 1024;
   settings.max_stream_window = stream_window;
-  EXPECT_EQ(session_window_cap(settings), 128 * kib);
+  EXPECT_EQ(session_window_cap(settings), 128 * 1024);
   auto reader = std::make_shared<local_reader>();
   auto [s, raw, to_session, to_raw] = serve(settings, reader->accept_all(ex()));
   greedy_peer peer{raw, ex()};

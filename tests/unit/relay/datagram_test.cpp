@@ -14,6 +14,7 @@
 #include <cerrno>
 
 #include "../mux/session_fixture.hpp"
+#include "udp_test_data.hpp"
 
 namespace tether::relay {
 namespace {
@@ -22,17 +23,9 @@ using asio::ip::udp;
 using mux::datagram_status;
 using namespace std::chrono_literals;
 
-using datagram = std::vector<std::byte>;
-
-// `n` bytes that differ from one datagram to the next (by `seed`) and along the datagram.
-datagram pattern(std::size_t n, std::uint32_t seed) {
-  datagram d(n);
-  for (std::size_t i = 0; i < n; ++i)
-    d[i] = std::byte(static_cast<std::uint8_t>(i * 31 + seed * 7));
-  return d;
-}
-
-const auto loopback = asio::ip::make_address("127.0.0.1");
+using testing::datagram;
+using testing::loopback;
+using testing::pattern;
 
 // A UDP socket on loopback standing in for a device port: records what it receives (when
 // told to read) and sends what the test says.
@@ -149,7 +142,7 @@ class RelayDatagram : public mux::testing::session_fixture {
   std::vector<std::shared_ptr<udp_peer>> peers_;
 };
 
-const std::vector<std::size_t> sizes{0, 1, 1400, wire::max_datagram};
+const std::vector<std::size_t> datagram_sizes{0, 1, 1400, wire::max_datagram};
 
 TEST_F(RelayDatagram, DatagramsPassWholeBothWaysAndRepliesKeepTheirOrder) {
   connect();
@@ -157,40 +150,40 @@ TEST_F(RelayDatagram, DatagramsPassWholeBothWaysAndRepliesKeepTheirOrder) {
   dev->read();
   auto& f = relay_to(dev->endpoint());
 
-  for (std::uint32_t i = 0; i < sizes.size(); ++i)
-    ASSERT_EQ(f.near->try_send_datagram(pattern(sizes[i], i)), datagram_status::sent);
-  ASSERT_TRUE(run_until([&] { return dev->received.size() == sizes.size(); }));
+  for (std::uint32_t i = 0; i < datagram_sizes.size(); ++i)
+    ASSERT_EQ(f.near->try_send_datagram(pattern(datagram_sizes[i], i)), datagram_status::sent);
+  ASSERT_TRUE(run_until([&] { return dev->received.size() == datagram_sizes.size(); }));
   const auto relay_end = f.sock->local_endpoint();
-  for (std::uint32_t i = 0; i < sizes.size(); ++i) {
+  for (std::uint32_t i = 0; i < datagram_sizes.size(); ++i) {
     EXPECT_EQ(dev->received[i].first, relay_end) << i;
-    EXPECT_EQ(dev->received[i].second, pattern(sizes[i], i)) << i;
+    EXPECT_EQ(dev->received[i].second, pattern(datagram_sizes[i], i)) << i;
   }
 
   // Replies: the same sizes, then a burst of 200, in order.
   std::uint64_t reply_bytes = 0;
-  for (std::uint32_t i = 0; i < sizes.size(); ++i) {
-    dev->send(pattern(sizes[i], 50 + i), relay_end);
-    reply_bytes += sizes[i];
+  for (std::uint32_t i = 0; i < datagram_sizes.size(); ++i) {
+    dev->send(pattern(datagram_sizes[i], 50 + i), relay_end);
+    reply_bytes += datagram_sizes[i];
   }
   for (std::uint32_t i = 0; i < 200; ++i) {
     dev->send(pattern(100 + i, 1000 + i), relay_end);
     reply_bytes += 100 + i;
   }
-  const auto got = receive(*f.near, sizes.size() + 200);
-  ASSERT_EQ(got.size(), sizes.size() + 200);
-  for (std::uint32_t i = 0; i < sizes.size(); ++i)
-    EXPECT_EQ(got[i], pattern(sizes[i], 50 + i)) << i;
+  const auto got = receive(*f.near, datagram_sizes.size() + 200);
+  ASSERT_EQ(got.size(), datagram_sizes.size() + 200);
+  for (std::uint32_t i = 0; i < datagram_sizes.size(); ++i)
+    EXPECT_EQ(got[i], pattern(datagram_sizes[i], 50 + i)) << i;
   for (std::uint32_t i = 0; i < 200; ++i)
-    ASSERT_EQ(got[sizes.size() + i], pattern(100 + i, 1000 + i)) << i;
+    ASSERT_EQ(got[datagram_sizes.size() + i], pattern(100 + i, 1000 + i)) << i;
 
   // Closing the near end ends the flow; the counters say what passed.
   f.near.reset();
   ASSERT_TRUE(run_until([&] { return ended(f); }));
   const auto& r = f.result->value();
   EXPECT_EQ(r.error, make_error_code(errc::stream_reset)) << r.error.message();
-  EXPECT_EQ(r.counters.from_channel, sizes.size());
+  EXPECT_EQ(r.counters.from_channel, datagram_sizes.size());
   EXPECT_EQ(r.counters.bytes_from_channel, 0u + 1 + 1400 + wire::max_datagram);
-  EXPECT_EQ(r.counters.to_channel, sizes.size() + 200);
+  EXPECT_EQ(r.counters.to_channel, datagram_sizes.size() + 200);
   EXPECT_EQ(r.counters.bytes_to_channel, reply_bytes);
   EXPECT_EQ(r.counters.dropped_total(), 0u) << r.counters.drop_summary();
   EXPECT_FALSE(f.sock->is_open());
@@ -441,15 +434,15 @@ TEST_F(DatagramDownlink, SendsToAGivenEndpointAndEndsOnceWhenTheChannelFails) {
   datagram_counters counters;
   auto w = std::make_shared<watch>();
   auto down = start_downlink(shared, dev->endpoint(), *far, counters, w);
-  for (std::uint32_t i = 0; i < sizes.size(); ++i)
-    ASSERT_EQ(near->try_send_datagram(pattern(sizes[i], i)), datagram_status::sent);
-  ASSERT_TRUE(run_until([&] { return dev->received.size() == sizes.size(); }));
-  for (std::uint32_t i = 0; i < sizes.size(); ++i) {
+  for (std::uint32_t i = 0; i < datagram_sizes.size(); ++i)
+    ASSERT_EQ(near->try_send_datagram(pattern(datagram_sizes[i], i)), datagram_status::sent);
+  ASSERT_TRUE(run_until([&] { return dev->received.size() == datagram_sizes.size(); }));
+  for (std::uint32_t i = 0; i < datagram_sizes.size(); ++i) {
     EXPECT_EQ(dev->received[i].first, shared.local_endpoint());
-    EXPECT_EQ(dev->received[i].second, pattern(sizes[i], i));
+    EXPECT_EQ(dev->received[i].second, pattern(datagram_sizes[i], i));
   }
-  EXPECT_EQ(counters.from_channel, sizes.size());
-  EXPECT_EQ(w->activity, static_cast<int>(sizes.size()));
+  EXPECT_EQ(counters.from_channel, datagram_sizes.size());
+  EXPECT_EQ(w->activity, static_cast<int>(datagram_sizes.size()));
 
   near->reset(errc::timed_out);
   ASSERT_TRUE(run_until([&] { return w->ends > 0; }));

@@ -14,20 +14,15 @@
 #include <cerrno>
 #include <vector>
 
+#include "udp_test_data.hpp"
+
 namespace tether::relay {
 namespace {
 
 using asio::ip::udp;
-using datagram = std::vector<std::byte>;
-
-datagram pattern(std::size_t n, std::uint32_t seed) {
-  datagram d(n);
-  for (std::size_t i = 0; i < n; ++i)
-    d[i] = std::byte(static_cast<std::uint8_t>(i * 13 + seed * 29));
-  return d;
-}
-
-const auto loopback = asio::ip::make_address("127.0.0.1");
+using testing::datagram;
+using testing::loopback;
+using testing::pattern;
 
 class UdpBatch : public ::testing::Test {
  protected:

@@ -13,7 +13,7 @@ acl_rule rule(std::string_view text) {
   return r.ok() ? r.value() : acl_rule{};
 }
 
-std::string error_of(std::string_view text) {
+std::string acl_error(std::string_view text) {
   auto r = parse_acl_rule(text);
   return r.ok() ? "parsed" : r.message();
 }
@@ -74,39 +74,39 @@ TEST(AclRule, ParsesStarsRangesAndProtocols) {
 }
 
 TEST(AclRule, ErrorsNameThePatternAndTheProblem) {
-  EXPECT_EQ(error_of(""), "ACL pattern '': empty pattern");
-  EXPECT_EQ(error_of("dev-42"),
+  EXPECT_EQ(acl_error(""), "ACL pattern '': empty pattern");
+  EXPECT_EQ(acl_error("dev-42"),
             "ACL pattern 'dev-42': expected DEVICE:PORT, e.g. dev-42:22, dev-*:8000-8099 or *:*");
-  EXPECT_EQ(error_of("a:b:c"),
+  EXPECT_EQ(acl_error("a:b:c"),
             "ACL pattern 'a:b:c': expected DEVICE:PORT, e.g. dev-42:22, dev-*:8000-8099 or *:*");
-  EXPECT_EQ(error_of(":22"), "ACL pattern ':22': empty device (use * for any device)");
-  EXPECT_EQ(error_of("dev 42:22"),
+  EXPECT_EQ(acl_error(":22"), "ACL pattern ':22': empty device (use * for any device)");
+  EXPECT_EQ(acl_error("dev 42:22"),
             "ACL pattern 'dev 42:22': character ' ' cannot appear in a device id (allowed: A-Z "
             "a-z 0-9 . _ - and *)");
-  EXPECT_EQ(error_of("dev?:22"),
+  EXPECT_EQ(acl_error("dev?:22"),
             "ACL pattern 'dev?:22': character '?' cannot appear in a device id (allowed: A-Z "
             "a-z 0-9 . _ - and *)");
-  EXPECT_EQ(error_of("dev:"), "ACL pattern 'dev:': empty port");
-  EXPECT_EQ(error_of("dev:ssh"),
+  EXPECT_EQ(acl_error("dev:"), "ACL pattern 'dev:': empty port");
+  EXPECT_EQ(acl_error("dev:ssh"),
             "ACL pattern 'dev:ssh': port 'ssh' is not a number, '*' or a range like 8000-8099");
-  EXPECT_EQ(error_of("dev:0"), "ACL pattern 'dev:0': port 0 out of range (1-65535)");
-  EXPECT_EQ(error_of("dev:65536"), "ACL pattern 'dev:65536': port 65536 out of range (1-65535)");
-  EXPECT_EQ(error_of("dev:99999999999999999999"),
+  EXPECT_EQ(acl_error("dev:0"), "ACL pattern 'dev:0': port 0 out of range (1-65535)");
+  EXPECT_EQ(acl_error("dev:65536"), "ACL pattern 'dev:65536': port 65536 out of range (1-65535)");
+  EXPECT_EQ(acl_error("dev:99999999999999999999"),
             "ACL pattern 'dev:99999999999999999999': port 99999999999999999999 out of range "
             "(1-65535)");
-  EXPECT_EQ(error_of("dev:90-80"), "ACL pattern 'dev:90-80': port range 90-80 is backwards");
-  EXPECT_EQ(error_of("dev:80-"),
+  EXPECT_EQ(acl_error("dev:90-80"), "ACL pattern 'dev:90-80': port range 90-80 is backwards");
+  EXPECT_EQ(acl_error("dev:80-"),
             "ACL pattern 'dev:80-': port range '80-' needs a first and a last port, e.g. "
             "8000-8099");
-  EXPECT_EQ(error_of("dev:-80"),
+  EXPECT_EQ(acl_error("dev:-80"),
             "ACL pattern 'dev:-80': port range '-80' needs a first and a last port, e.g. "
             "8000-8099");
-  EXPECT_EQ(error_of("dev:1-x"),
+  EXPECT_EQ(acl_error("dev:1-x"),
             "ACL pattern 'dev:1-x': port 'x' is not a number, '*' or a range like 8000-8099");
-  EXPECT_EQ(error_of("dev:22/sctp"),
+  EXPECT_EQ(acl_error("dev:22/sctp"),
             "ACL pattern 'dev:22/sctp': unknown protocol 'sctp' (use /tcp or /udp)");
-  EXPECT_EQ(error_of("dev:22/"), "ACL pattern 'dev:22/': unknown protocol '' (use /tcp or /udp)");
-  EXPECT_EQ(error_of(std::string(129, 'a') + ":22"),
+  EXPECT_EQ(acl_error("dev:22/"), "ACL pattern 'dev:22/': unknown protocol '' (use /tcp or /udp)");
+  EXPECT_EQ(acl_error(std::string(129, 'a') + ":22"),
             "ACL pattern '" + std::string(129, 'a') + ":22': device pattern longer than 128");
 }
 

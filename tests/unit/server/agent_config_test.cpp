@@ -23,7 +23,7 @@ std::string agent_credential(const std::string& extra = "agent_for = \"dev-77\"\
          "\n";
 }
 
-std::string error_of(const std::string& toml) {
+std::string agent_config_error(const std::string& toml) {
   try {
     parse_server_config(toml, "server.toml");
   } catch (const config_error& e) {
@@ -48,21 +48,24 @@ TEST(AgentConfig, AgentDeviceAndItsCredential) {
 }
 
 TEST(AgentConfig, MistakesAreNamed) {
-  EXPECT_EQ(error_of(with("[[device]]\nid = \"dev-77\"\nagent = true\naddress = \"h\"\n")),
-            "server.toml:12: device[0].address: an agent device (agent = true) is reached "
-            "through its agent: give no address");
-  EXPECT_EQ(error_of(with("[[device]]\nid = \"dev-77\"\nagent = \"yes\"\n")),
+  EXPECT_EQ(
+      agent_config_error(with("[[device]]\nid = \"dev-77\"\nagent = true\naddress = \"h\"\n")),
+      "server.toml:12: device[0].address: an agent device (agent = true) is reached "
+      "through its agent: give no address");
+  EXPECT_EQ(agent_config_error(with("[[device]]\nid = \"dev-77\"\nagent = \"yes\"\n")),
             "server.toml:11: device[0].agent: expected true or false, got a string");
-  EXPECT_EQ(error_of(with(agent_credential())),
+  EXPECT_EQ(agent_config_error(with(agent_credential())),
             "server.toml:12: credential[1].agent_for: no [[device]] with id 'dev-77'");
-  EXPECT_EQ(error_of(with(agent_credential() + "[[device]]\nid = \"dev-77\"\naddress = \"h\"\n")),
+  EXPECT_EQ(agent_config_error(
+                with(agent_credential() + "[[device]]\nid = \"dev-77\"\naddress = \"h\"\n")),
             "server.toml:12: credential[1].agent_for: device 'dev-77' is dialed at its address; "
             "add agent = true to it (and remove the address) to reach it through an agent");
-  EXPECT_EQ(error_of(with(agent_credential("agent_for = \"dev-77\"\nallow = [\"*:*\"]\n") +
-                          "[[device]]\nid = \"dev-77\"\nagent = true\n")),
-            "server.toml:13: credential[1].allow: an agent credential (agent_for) opens no "
-            "streams: give it no allow list");
-  EXPECT_EQ(error_of(with(agent_credential("agent_for = \"dev 77\"\n"))),
+  EXPECT_EQ(
+      agent_config_error(with(agent_credential("agent_for = \"dev-77\"\nallow = [\"*:*\"]\n") +
+                              "[[device]]\nid = \"dev-77\"\nagent = true\n")),
+      "server.toml:13: credential[1].allow: an agent credential (agent_for) opens no "
+      "streams: give it no allow list");
+  EXPECT_EQ(agent_config_error(with(agent_credential("agent_for = \"dev 77\"\n"))),
             "server.toml:12: credential[1].agent_for: 'dev 77' is not a valid device id (1-64 of "
             "A-Z a-z 0-9 . _ -)");
 }

@@ -16,12 +16,12 @@ acl rules_of(std::initializer_list<std::string_view> patterns) {
   return acl(std::move(rules));
 }
 
-const registry devices(std::vector<device>{
+const registry known_devices(std::vector<device>{
     {"dev-2", "10.0.0.2"}, {"dev-1", "10.0.0.1"}, {"gw-1", "gateway.internal"}});
 
 TEST(Catalog, ListsOnlyWhatTheAclCoversInIdOrderWithoutAddresses) {
   const auto doc = nlohmann::json::parse(
-      catalog_json(devices, rules_of({"dev-*:22/tcp", "dev-1:8000-8099", "dev-*:22/tcp"})));
+      catalog_json(known_devices, rules_of({"dev-*:22/tcp", "dev-1:8000-8099", "dev-*:22/tcp"})));
   const auto expected = nlohmann::json::parse(R"({"devices": [
       {"id": "dev-1", "kind": "direct", "ports": [
           {"min": 22, "max": 22, "proto": "tcp"}, {"min": 8000, "max": 8099, "proto": "any"}]},
@@ -33,11 +33,11 @@ TEST(Catalog, ListsOnlyWhatTheAclCoversInIdOrderWithoutAddresses) {
 }
 
 TEST(Catalog, AllowEverythingAndNothing) {
-  const auto all = nlohmann::json::parse(catalog_json(devices, rules_of({"*"})));
+  const auto all = nlohmann::json::parse(catalog_json(known_devices, rules_of({"*"})));
   ASSERT_EQ(all["devices"].size(), 3u);
   EXPECT_EQ(all["devices"][2]["ports"],
             nlohmann::json::parse(R"([{"min": 1, "max": 65535, "proto": "any"}])"));
-  EXPECT_EQ(catalog_json(devices, acl{}), R"({"devices":[]})");
+  EXPECT_EQ(catalog_json(known_devices, acl{}), R"({"devices":[]})");
 }
 
 TEST(Catalog, AgentDevicesSayWhetherTheirAgentIsOnline) {

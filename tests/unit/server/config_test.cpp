@@ -32,7 +32,7 @@ std::string top(const std::string& keys) {
   return keys + minimal();
 }
 
-std::string error_of(const std::string& toml, const fs::path& source = "server.toml") {
+std::string config_load_error(const std::string& toml, const fs::path& source = "server.toml") {
   try {
     parse_server_config(toml, source);
   } catch (const config_error& e) {
@@ -190,122 +190,126 @@ TEST(ServerConfig, RelativePathsWithoutDirectoryStayRelative) {
 }
 
 TEST(ServerConfig, SyntaxErrorsNameFileAndLine) {
-  const std::string e = error_of(minimal() + "oops = \n");
+  const std::string e = config_load_error(minimal() + "oops = \n");
   EXPECT_EQ(e.rfind("server.toml:8: ", 0), 0u) << e;
 }
 
 TEST(ServerConfig, UnknownKeysAreRejectedWithSuggestion) {
-  EXPECT_EQ(error_of("lisen = \"127.0.0.1:1\"\n" + minimal()),
+  EXPECT_EQ(config_load_error("lisen = \"127.0.0.1:1\"\n" + minimal()),
             "server.toml:1: lisen: unknown key (did you mean 'listen'?)");
-  EXPECT_EQ(error_of(top("colour = 3\n")), "server.toml:1: colour: unknown key");
-  EXPECT_EQ(error_of(minimal() + "keepalive_ms = 100\n"),
+  EXPECT_EQ(config_load_error(top("colour = 3\n")), "server.toml:1: colour: unknown key");
+  EXPECT_EQ(config_load_error(minimal() + "keepalive_ms = 100\n"),
             "server.toml:8: credential[0].keepalive_ms: unknown key here; top-level keys go "
             "above the first [[...]] section");
-  EXPECT_EQ(error_of(minimal() + "alow = [\"*\"]\n"),
+  EXPECT_EQ(config_load_error(minimal() + "alow = [\"*\"]\n"),
             "server.toml:8: credential[0].alow: unknown key (did you mean 'allow'?)");
-  EXPECT_EQ(error_of(minimal() + "[[device]]\nid = \"d\"\naddress = \"h\"\nport = 22\n"),
+  EXPECT_EQ(config_load_error(minimal() + "[[device]]\nid = \"d\"\naddress = \"h\"\nport = 22\n"),
             "server.toml:11: device[0].port: unknown key");
-  EXPECT_EQ(error_of(minimal() + "[tls]\nmin = 1\n"), "server.toml:8: tls: unknown key");
+  EXPECT_EQ(config_load_error(minimal() + "[tls]\nmin = 1\n"), "server.toml:8: tls: unknown key");
 }
 
 TEST(ServerConfig, MissingRequiredKeys) {
-  EXPECT_EQ(error_of("key = \"k\"\n[[credential]]\nname=\"a\"\ntoken_sha256=\"" + hex_a +
-                     "\"\nallow=[]\n"),
+  EXPECT_EQ(config_load_error("key = \"k\"\n[[credential]]\nname=\"a\"\ntoken_sha256=\"" + hex_a +
+                              "\"\nallow=[]\n"),
             "server.toml:1: cert: missing (the server's PEM certificate chain, like "
             "\"server.crt\")");
-  EXPECT_EQ(error_of("cert = \"c\"\n[[credential]]\nname=\"a\"\ntoken_sha256=\"" + hex_a +
-                     "\"\nallow=[]\n"),
+  EXPECT_EQ(config_load_error("cert = \"c\"\n[[credential]]\nname=\"a\"\ntoken_sha256=\"" + hex_a +
+                              "\"\nallow=[]\n"),
             "server.toml:1: key: missing (the server's PEM private key, like \"server.key\")");
-  EXPECT_EQ(error_of("cert = \"\"\nkey = \"k\"\n"), "server.toml:1: cert: empty path");
-  EXPECT_EQ(error_of("cert = \"c\"\nkey = \"k\"\n"),
+  EXPECT_EQ(config_load_error("cert = \"\"\nkey = \"k\"\n"), "server.toml:1: cert: empty path");
+  EXPECT_EQ(config_load_error("cert = \"c\"\nkey = \"k\"\n"),
             "server.toml: credential: no [[credential]] sections: nobody could connect (add one "
             "with name, token_sha256 and allow)");
-  EXPECT_EQ(error_of("cert = \"c\"\nkey = \"k\"\n[[credential]]\nname = \"a\"\nallow = []\n"),
-            "server.toml:3: credential[0].token_sha256: missing (the SHA-256 of the token as 64 "
-            "hex digits)");
-  EXPECT_EQ(error_of("cert = \"c\"\nkey = \"k\"\n[[credential]]\ntoken_sha256 = \"" + hex_a +
-                     "\"\nallow = []\n"),
+  EXPECT_EQ(
+      config_load_error("cert = \"c\"\nkey = \"k\"\n[[credential]]\nname = \"a\"\nallow = []\n"),
+      "server.toml:3: credential[0].token_sha256: missing (the SHA-256 of the token as 64 "
+      "hex digits)");
+  EXPECT_EQ(config_load_error("cert = \"c\"\nkey = \"k\"\n[[credential]]\ntoken_sha256 = \"" +
+                              hex_a + "\"\nallow = []\n"),
             "server.toml:3: credential[0].name: missing (a name for logs, like \"laptop\")");
-  EXPECT_EQ(error_of("cert = \"c\"\nkey = \"k\"\n[[credential]]\nname = \"a\"\ntoken_sha256 = \"" +
-                     hex_a + "\"\n"),
+  EXPECT_EQ(config_load_error(
+                "cert = \"c\"\nkey = \"k\"\n[[credential]]\nname = \"a\"\ntoken_sha256 = \"" +
+                hex_a + "\"\n"),
             "server.toml:3: credential[0].allow: missing (a list of patterns like "
             "[\"dev-42:22\"])");
-  EXPECT_EQ(error_of(minimal() + "[[device]]\nid = \"d\"\n"),
+  EXPECT_EQ(config_load_error(minimal() + "[[device]]\nid = \"d\"\n"),
             "server.toml:8: device[0].address: missing (the host name or IP address the server "
             "dials)");
-  EXPECT_EQ(error_of(minimal() + "[[device]]\naddress = \"h\"\n"),
+  EXPECT_EQ(config_load_error(minimal() + "[[device]]\naddress = \"h\"\n"),
             "server.toml:8: device[0].id: missing (the device id, like \"dev-42\")");
 }
 
 TEST(ServerConfig, WrongTypes) {
-  EXPECT_EQ(error_of("listen = 7443\n" + minimal()),
+  EXPECT_EQ(config_load_error("listen = 7443\n" + minimal()),
             "server.toml:1: listen: expected a string, got an integer");
-  EXPECT_EQ(error_of(top("keepalive_ms = \"15s\"\n")),
+  EXPECT_EQ(config_load_error(top("keepalive_ms = \"15s\"\n")),
             "server.toml:1: keepalive_ms: expected an integer, got a string");
-  EXPECT_EQ(error_of(top("stream_window = 1.5e6\n")),
+  EXPECT_EQ(config_load_error(top("stream_window = 1.5e6\n")),
             "server.toml:1: stream_window: expected an integer, got a floating-point number");
-  EXPECT_EQ(error_of("credential = 1\n" + minimal().substr(0, minimal().find('['))),
+  EXPECT_EQ(config_load_error("credential = 1\n" + minimal().substr(0, minimal().find('['))),
             "server.toml:1: credential: expected [[credential]] sections (an array of tables)");
-  EXPECT_EQ(error_of("cert=\"c\"\nkey=\"k\"\n[credential]\nname=\"a\"\n"),
+  EXPECT_EQ(config_load_error("cert=\"c\"\nkey=\"k\"\n[credential]\nname=\"a\"\n"),
             "server.toml:3: credential: expected [[credential]] sections (an array of tables)");
-  EXPECT_EQ(error_of("cert=\"c\"\nkey=\"k\"\n[[credential]]\nname=\"a\"\ntoken_sha256=\"" + hex_a +
-                     "\"\nallow=\"*\"\n"),
+  EXPECT_EQ(config_load_error("cert=\"c\"\nkey=\"k\"\n[[credential]]\nname=\"a\"\ntoken_sha256=\"" +
+                              hex_a + "\"\nallow=\"*\"\n"),
             "server.toml:6: credential[0].allow: expected an array, got a string");
-  EXPECT_EQ(error_of("cert=\"c\"\nkey=\"k\"\n[[credential]]\nname=\"a\"\ntoken_sha256=\"" + hex_a +
-                     "\"\nallow=[\"a:1\", 2]\n"),
+  EXPECT_EQ(config_load_error("cert=\"c\"\nkey=\"k\"\n[[credential]]\nname=\"a\"\ntoken_sha256=\"" +
+                              hex_a + "\"\nallow=[\"a:1\", 2]\n"),
             "server.toml:6: credential[0].allow[1]: expected a string, got an integer");
 }
 
 TEST(ServerConfig, BadValues) {
-  EXPECT_EQ(error_of("listen = \"localhost\"\n" + minimal()),
+  EXPECT_EQ(config_load_error("listen = \"localhost\"\n" + minimal()),
             "server.toml:1: listen: 'localhost': expected HOST:PORT");
-  EXPECT_EQ(error_of("cert=\"c\"\nkey=\"k\"\n[[credential]]\nname=\"a\"\ntoken_sha256=\"abc\"\n"
-                     "allow=[]\n"),
-            "server.toml:5: credential[0].token_sha256: expected 64 hex digits (the SHA-256 of "
-            "the token, never the token itself), got 3 characters");
-  EXPECT_EQ(error_of("cert=\"c\"\nkey=\"k\"\n[[credential]]\nname=\"a\"\ntoken_sha256=\"tt_"
-                     "secret\"\nallow=[]\n"),
-            "server.toml:5: credential[0].token_sha256: expected 64 hex digits (the SHA-256 of "
-            "the token, never the token itself), got 9 characters that look like a token");
-  EXPECT_EQ(error_of("cert=\"c\"\nkey=\"k\"\n[[credential]]\nname=\"a\"\ntoken_sha256=\"" + hex_a +
-                     "\"\nallow=[\"dev-42:22\", \"dev-42\"]\n"),
+  EXPECT_EQ(
+      config_load_error("cert=\"c\"\nkey=\"k\"\n[[credential]]\nname=\"a\"\ntoken_sha256=\"abc\"\n"
+                        "allow=[]\n"),
+      "server.toml:5: credential[0].token_sha256: expected 64 hex digits (the SHA-256 of "
+      "the token, never the token itself), got 3 characters");
+  EXPECT_EQ(
+      config_load_error("cert=\"c\"\nkey=\"k\"\n[[credential]]\nname=\"a\"\ntoken_sha256=\"tt_"
+                        "secret\"\nallow=[]\n"),
+      "server.toml:5: credential[0].token_sha256: expected 64 hex digits (the SHA-256 of "
+      "the token, never the token itself), got 9 characters that look like a token");
+  EXPECT_EQ(config_load_error("cert=\"c\"\nkey=\"k\"\n[[credential]]\nname=\"a\"\ntoken_sha256=\"" +
+                              hex_a + "\"\nallow=[\"dev-42:22\", \"dev-42\"]\n"),
             "server.toml:6: credential[0].allow[1]: ACL pattern 'dev-42': expected DEVICE:PORT, "
             "e.g. dev-42:22, dev-*:8000-8099 or *:*");
-  EXPECT_EQ(error_of("cert=\"c\"\nkey=\"k\"\n[[credential]]\nname=\"my laptop\"\n"),
+  EXPECT_EQ(config_load_error("cert=\"c\"\nkey=\"k\"\n[[credential]]\nname=\"my laptop\"\n"),
             "server.toml:4: credential[0].name: 'my laptop' is not a valid name (1-64 of A-Z a-z "
             "0-9 . _ - @)");
-  EXPECT_EQ(error_of(minimal() + "[[device]]\nid = \"dev 42\"\naddress = \"h\"\n"),
+  EXPECT_EQ(config_load_error(minimal() + "[[device]]\nid = \"dev 42\"\naddress = \"h\"\n"),
             "server.toml:9: device[0].id: 'dev 42' is not a valid device id (1-64 of A-Z a-z 0-9 "
             ". _ -)");
-  EXPECT_EQ(error_of(minimal() + "[[device]]\nid = \"d\"\naddress = \"10.0.0.1:22\"\n"),
+  EXPECT_EQ(config_load_error(minimal() + "[[device]]\nid = \"d\"\naddress = \"10.0.0.1:22\"\n"),
             "server.toml:10: device[0].address: '10.0.0.1:22' is not a host name or IP address "
             "(no port: the stream gives it)");
 }
 
 TEST(ServerConfig, NumericBounds) {
-  EXPECT_EQ(error_of(top("stream_window = 65535\n")),
+  EXPECT_EQ(config_load_error(top("stream_window = 65535\n")),
             "server.toml:1: stream_window: 65535 is below the minimum 65536");
-  EXPECT_EQ(error_of(top("stream_window = 1073741825\n")),
+  EXPECT_EQ(config_load_error(top("stream_window = 1073741825\n")),
             "server.toml:1: stream_window: 1073741825 is above the maximum 1073741824");
-  EXPECT_EQ(error_of(top("session_window = 1048576\n")),
+  EXPECT_EQ(config_load_error(top("session_window = 1048576\n")),
             "server.toml:1: session_window: 1048576 is smaller than stream_window (2097152); one "
             "stream could never use its window");
-  EXPECT_EQ(error_of(top("stream_window = 33554432\n")),
+  EXPECT_EQ(config_load_error(top("stream_window = 33554432\n")),
             "server.toml:1: session_window: 16777216 is smaller than stream_window (33554432); "
             "one stream could never use its window");
-  EXPECT_EQ(error_of(top("max_streams_per_session = 0\n")),
+  EXPECT_EQ(config_load_error(top("max_streams_per_session = 0\n")),
             "server.toml:1: max_streams_per_session: 0 is below the minimum 1");
-  EXPECT_EQ(error_of(top("max_streams_per_session = 1000001\n")),
+  EXPECT_EQ(config_load_error(top("max_streams_per_session = 1000001\n")),
             "server.toml:1: max_streams_per_session: 1000001 is above the maximum 1000000");
-  EXPECT_EQ(error_of(top("connect_timeout_ms = 0\n")),
+  EXPECT_EQ(config_load_error(top("connect_timeout_ms = 0\n")),
             "server.toml:1: connect_timeout_ms: 0 is below the minimum 1");
-  EXPECT_EQ(error_of(top("handshake_timeout_ms = -5\n")),
+  EXPECT_EQ(config_load_error(top("handshake_timeout_ms = -5\n")),
             "server.toml:1: handshake_timeout_ms: -5 is below the minimum 1");
-  EXPECT_EQ(error_of(top("keepalive_ms = 99\n")),
+  EXPECT_EQ(config_load_error(top("keepalive_ms = 99\n")),
             "server.toml:1: keepalive_ms: 99 is below the minimum 100");
-  EXPECT_EQ(error_of(top("udp_idle_timeout_ms = 0\n")),
+  EXPECT_EQ(config_load_error(top("udp_idle_timeout_ms = 0\n")),
             "server.toml:1: udp_idle_timeout_ms: 0 is below the minimum 1");
-  EXPECT_EQ(error_of(top("grace_period_ms = 86400001\n")),
+  EXPECT_EQ(config_load_error(top("grace_period_ms = 86400001\n")),
             "server.toml:1: grace_period_ms: 86400001 is above the maximum 86400000");
   EXPECT_EQ(parse_server_config(top("stream_window = 1073741824\nsession_window = 1073741824\n"),
                                 "s.toml")
@@ -317,10 +321,11 @@ TEST(ServerConfig, Workers) {
   EXPECT_EQ(parse_server_config(minimal(), "s.toml").workers, 0u);  // one per CPU
   EXPECT_EQ(parse_server_config(top("workers = 8\n"), "s.toml").workers, 8u);
   EXPECT_EQ(parse_server_config(top("workers = 1024\n"), "s.toml").workers, 1024u);
-  EXPECT_EQ(error_of(top("workers = 1025\n")),
+  EXPECT_EQ(config_load_error(top("workers = 1025\n")),
             "server.toml:1: workers: 1025 is above the maximum 1024");
-  EXPECT_EQ(error_of(top("workers = -1\n")), "server.toml:1: workers: -1 is below the minimum 0");
-  EXPECT_EQ(error_of(top("workers = \"4\"\n")),
+  EXPECT_EQ(config_load_error(top("workers = -1\n")),
+            "server.toml:1: workers: -1 is below the minimum 0");
+  EXPECT_EQ(config_load_error(top("workers = \"4\"\n")),
             "server.toml:1: workers: expected an integer, got a string");
 }
 
@@ -396,40 +401,43 @@ TEST(ServerConfig, LimitBounds) {
         "max_sessions_per_credential", "max_sessions_per_source", "max_streams_per_credential",
         "max_pending_opens_per_session", "max_auth_failures_per_source"}) {
     const std::string k = key;
-    EXPECT_EQ(error_of(top(k + " = 0\n")), "server.toml:1: " + k + ": 0 is below the minimum 1");
-    EXPECT_EQ(error_of(top(k + " = -1\n")), "server.toml:1: " + k + ": -1 is below the minimum 1");
-    EXPECT_EQ(error_of(top(k + " = 1000001\n")),
+    EXPECT_EQ(config_load_error(top(k + " = 0\n")),
+              "server.toml:1: " + k + ": 0 is below the minimum 1");
+    EXPECT_EQ(config_load_error(top(k + " = -1\n")),
+              "server.toml:1: " + k + ": -1 is below the minimum 1");
+    EXPECT_EQ(config_load_error(top(k + " = 1000001\n")),
               "server.toml:1: " + k + ": 1000001 is above the maximum 1000000");
-    EXPECT_EQ(error_of(top(k + " = \"10\"\n")),
+    EXPECT_EQ(config_load_error(top(k + " = \"10\"\n")),
               "server.toml:1: " + k + ": expected an integer, got a string");
   }
-  EXPECT_EQ(error_of(top("max_streams = -1\n")),
+  EXPECT_EQ(config_load_error(top("max_streams = -1\n")),
             "server.toml:1: max_streams: -1 is below the minimum 0");
-  EXPECT_EQ(error_of(top("max_streams = 1000001\n")),
+  EXPECT_EQ(config_load_error(top("max_streams = 1000001\n")),
             "server.toml:1: max_streams: 1000001 is above the maximum 1000000");
-  EXPECT_EQ(error_of(top("max_queued_bytes = 65535\n")),
+  EXPECT_EQ(config_load_error(top("max_queued_bytes = 65535\n")),
             "server.toml:1: max_queued_bytes: 65535 is below the minimum 65536");
-  EXPECT_EQ(error_of(top("max_queued_bytes = 1073741825\n")),
+  EXPECT_EQ(config_load_error(top("max_queued_bytes = 1073741825\n")),
             "server.toml:1: max_queued_bytes: 1073741825 is above the maximum 1073741824");
-  EXPECT_EQ(error_of(top("max_queued_bytes = 4.5e6\n")),
+  EXPECT_EQ(config_load_error(top("max_queued_bytes = 4.5e6\n")),
             "server.toml:1: max_queued_bytes: expected an integer, got a floating-point number");
-  EXPECT_EQ(error_of(top("auth_failure_window_ms = 0\n")),
+  EXPECT_EQ(config_load_error(top("auth_failure_window_ms = 0\n")),
             "server.toml:1: auth_failure_window_ms: 0 is below the minimum 1");
-  EXPECT_EQ(error_of(top("auth_failure_window_ms = 86400001\n")),
+  EXPECT_EQ(config_load_error(top("auth_failure_window_ms = 86400001\n")),
             "server.toml:1: auth_failure_window_ms: 86400001 is above the maximum 86400000");
   // The line is the value's own.
-  EXPECT_EQ(error_of(top("max_streams = 10\nkeepalive_ms = 500\nmax_sessions_per_source = 0\n")),
-            "server.toml:3: max_sessions_per_source: 0 is below the minimum 1");
+  EXPECT_EQ(
+      config_load_error(top("max_streams = 10\nkeepalive_ms = 500\nmax_sessions_per_source = 0\n")),
+      "server.toml:3: max_sessions_per_source: 0 is below the minimum 1");
 }
 
 TEST(ServerConfig, LimitKeysAreCheckedLikeTheOthers) {
-  EXPECT_EQ(error_of(top("max_session_per_source = 4\n")),
+  EXPECT_EQ(config_load_error(top("max_session_per_source = 4\n")),
             "server.toml:1: max_session_per_source: unknown key (did you mean "
             "'max_sessions_per_source'?)");
-  EXPECT_EQ(error_of(top("auth_failures_window_ms = 1000\n")),
+  EXPECT_EQ(config_load_error(top("auth_failures_window_ms = 1000\n")),
             "server.toml:1: auth_failures_window_ms: unknown key (did you mean "
             "'auth_failure_window_ms'?)");
-  EXPECT_EQ(error_of(minimal() + "max_streams = 100\n"),
+  EXPECT_EQ(config_load_error(minimal() + "max_streams = 100\n"),
             "server.toml:8: credential[0].max_streams: unknown key here; top-level keys go "
             "above the first [[...]] section");
 }
@@ -437,33 +445,34 @@ TEST(ServerConfig, LimitKeysAreCheckedLikeTheOthers) {
 TEST(ServerConfig, Duplicates) {
   const std::string second_cred =
       "[[credential]]\nname = \"laptop\"\ntoken_sha256 = \"" + hex_b + "\"\nallow = []\n";
-  EXPECT_EQ(error_of(minimal() + second_cred),
+  EXPECT_EQ(config_load_error(minimal() + second_cred),
             "server.toml:9: credential[1].name: duplicate credential name 'laptop' (first at "
             "line 4)");
   const std::string same_token =
       "[[credential]]\nname = \"other\"\ntoken_sha256 = \"" + hex_a + "\"\nallow = []\n";
-  EXPECT_EQ(error_of(minimal() + same_token),
+  EXPECT_EQ(config_load_error(minimal() + same_token),
             "server.toml:10: credential[1].token_sha256: the same token hash as credential "
             "'laptop': each credential needs its own token");
   const std::string devices =
       "[[device]]\nid = \"dev-42\"\naddress = \"127.0.1.42\"\n"
       "[[device]]\nid = \"dev-42\"\naddress = \"127.0.1.43\"\n";
-  EXPECT_EQ(error_of(minimal() + devices),
+  EXPECT_EQ(config_load_error(minimal() + devices),
             "server.toml:12: device[1].id: duplicate device id 'dev-42' (first at line 8)");
   // TOML itself rejects a key given twice.
-  const std::string e = error_of("cert = \"a\"\ncert = \"b\"\n");
+  const std::string e = config_load_error("cert = \"a\"\ncert = \"b\"\n");
   EXPECT_EQ(e.rfind("server.toml:2: ", 0), 0u) << e;
 }
 
 TEST(ServerConfig, EmptyArraysMeanNoSections) {
-  EXPECT_EQ(error_of("credential = []\ncert = \"c\"\nkey = \"k\"\n"),
+  EXPECT_EQ(config_load_error("credential = []\ncert = \"c\"\nkey = \"k\"\n"),
             "server.toml: credential: no [[credential]] sections: nobody could connect (add one "
             "with name, token_sha256 and allow)");
   EXPECT_TRUE(parse_server_config(top("device = []\n"), "s.toml").devices.empty());
 }
 
 TEST(ServerConfig, UnnamedSourceStillGivesContext) {
-  EXPECT_EQ(error_of("listen = 1\n", ""), "<config>:1: listen: expected a string, got an integer");
+  EXPECT_EQ(config_load_error("listen = 1\n", ""),
+            "<config>:1: listen: expected a string, got an integer");
 }
 
 class ServerConfigFile : public ::testing::Test {

@@ -21,13 +21,13 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct temp_dir {
-  temp_dir() {
+struct pki_dir {
+  pki_dir() {
     std::string tmpl = (fs::temp_directory_path() / "tether-pki-XXXXXX").string();
     if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
     path = tmpl;
   }
-  ~temp_dir() {
+  ~pki_dir() {
     std::error_code ec;
     fs::remove_all(path, ec);
   }
@@ -75,7 +75,7 @@ int verify_server(X509* leaf, X509* ca) {
 }
 
 TEST(DevPki, CreatesAVerifiableP256ChainWithPrivateKeys) {
-  temp_dir tmp;
+  pki_dir tmp;
   const fs::path dir = tmp.path / "nested" / "pki";
   const auto pki = ensure_dev_pki(dir, {"tunnel.example.test", "10.1.2.3"});
 
@@ -118,7 +118,7 @@ TEST(DevPki, CreatesAVerifiableP256ChainWithPrivateKeys) {
 }
 
 TEST(DevPki, ReusesExistingFiles) {
-  temp_dir tmp;
+  pki_dir tmp;
   const auto first = ensure_dev_pki(tmp.path);
   const std::string ca = slurp(first.ca_cert);
   const std::string cert = slurp(first.server_cert);
@@ -131,7 +131,7 @@ TEST(DevPki, ReusesExistingFiles) {
 }
 
 TEST(DevPki, ReissuesTheServerCertificateForNewNamesButKeepsTheCa) {
-  temp_dir tmp;
+  pki_dir tmp;
   const auto first = ensure_dev_pki(tmp.path);
   const std::string ca = slurp(first.ca_cert);
   const std::string cert = slurp(first.server_cert);
@@ -147,7 +147,7 @@ TEST(DevPki, ReissuesTheServerCertificateForNewNamesButKeepsTheCa) {
 }
 
 TEST(DevPki, ReissuesADamagedServerCertificate) {
-  temp_dir tmp;
+  pki_dir tmp;
   const auto first = ensure_dev_pki(tmp.path);
   std::ofstream(first.server_cert, std::ios::trunc) << "not a certificate\n";
   const auto second = ensure_dev_pki(tmp.path);
@@ -158,7 +158,7 @@ TEST(DevPki, ReissuesADamagedServerCertificate) {
 }
 
 TEST(DevPki, ADamagedCaIsAnErrorNamingTheFile) {
-  temp_dir tmp;
+  pki_dir tmp;
   const auto first = ensure_dev_pki(tmp.path);
   std::ofstream(first.ca_cert, std::ios::trunc) << "garbage\n";
   try {
@@ -170,7 +170,7 @@ TEST(DevPki, ADamagedCaIsAnErrorNamingTheFile) {
 }
 
 TEST(DevPki, ADirectoryThatIsAFileIsAnErrorNamingIt) {
-  temp_dir tmp;
+  pki_dir tmp;
   const fs::path file = tmp.path / "file";
   std::ofstream(file) << "x";
   try {
@@ -182,7 +182,7 @@ TEST(DevPki, ADirectoryThatIsAFileIsAnErrorNamingIt) {
 }
 
 TEST(DevPki, RejectsNamesThatAreNeitherHostsNorIps) {
-  temp_dir tmp;
+  pki_dir tmp;
   EXPECT_THROW(ensure_dev_pki(tmp.path, {"bad name,DNS:evil"}), std::invalid_argument);
   EXPECT_THROW(ensure_dev_pki(tmp.path, {""}), std::invalid_argument);
 }

@@ -16,23 +16,23 @@ using namespace tether::test;
 using namespace asio::experimental::awaitable_operators;
 
 ssh_keys* keys = nullptr;
-sshd* server = nullptr;
+sshd* sshd_server = nullptr;
 
 class SshTunnelTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     keys = new ssh_keys();
-    server = new sshd(*keys);
+    sshd_server = new sshd(*keys);
   }
   static void TearDownTestSuite() {
-    delete server;
+    delete sshd_server;
     delete keys;
-    server = nullptr;
+    sshd_server = nullptr;
     keys = nullptr;
   }
 
   // Options for the suite's sshd with a known_hosts holding its Ed25519 key.
-  ssh_options options(const sshd& d = *server) {
+  ssh_options options(const sshd& d = *sshd_server) {
     ssh_options o;
     o.host = "127.0.0.1";
     o.port = d.port();
@@ -300,7 +300,7 @@ TEST_F(SshTunnelTest, UnknownHostKeyIsRefusedWithItsFingerprint) {
   write_text(o.known_hosts, "");
   run([&]() -> asio::awaitable<void> {
     const auto msg = co_await connect_error(o);
-    const auto expected = "host key for [127.0.0.1]:" + std::to_string(server->port()) +
+    const auto expected = "host key for [127.0.0.1]:" + std::to_string(sshd_server->port()) +
                           " is not known (ED25519 key " +
                           ssh_keys::fingerprint(keys->host_ed25519) +
                           "); pass --accept-new-host-key to trust it";
@@ -321,13 +321,14 @@ TEST_F(SshTunnelTest, AcceptNewRecordsTheKeyAndTheNextConnectNeedsNoFlag) {
     auto second = co_await connect(again);
     if (second) second->close();
   });
-  EXPECT_EQ(read_text(o.known_hosts), server->known_hosts_line(keys->host_ed25519));
+  EXPECT_EQ(read_text(o.known_hosts), sshd_server->known_hosts_line(keys->host_ed25519));
 }
 
 TEST_F(SshTunnelTest, AnEcdsaLineAloneAlsoMatches) {
   // The server has both; whichever type known_hosts holds must be the one negotiated.
   auto o = options();
-  write_text(o.known_hosts, "# only ECDSA here\n" + server->known_hosts_line(keys->host_ecdsa));
+  write_text(o.known_hosts,
+             "# only ECDSA here\n" + sshd_server->known_hosts_line(keys->host_ecdsa));
   run([&]() -> asio::awaitable<void> {
     auto tunnel = co_await connect(o);
     if (tunnel) tunnel->close();
@@ -336,7 +337,7 @@ TEST_F(SshTunnelTest, AnEcdsaLineAloneAlsoMatches) {
 
 TEST_F(SshTunnelTest, HashedKnownHostsEntriesMatch) {
   auto o = options();
-  write_text(o.known_hosts, server->known_hosts_line(keys->host_ed25519));
+  write_text(o.known_hosts, sshd_server->known_hosts_line(keys->host_ed25519));
   ASSERT_EQ(tether::test::run({"ssh-keygen", "-q", "-H", "-f", o.known_hosts.string()}), 0);
   ASSERT_EQ(read_text(o.known_hosts).rfind("|1|", 0), 0u);
   run([&]() -> asio::awaitable<void> {
@@ -347,11 +348,12 @@ TEST_F(SshTunnelTest, HashedKnownHostsEntriesMatch) {
 
 TEST_F(SshTunnelTest, ChangedHostKeyIsRefusedLoudly) {
   auto o = options();
-  write_text(o.known_hosts, server->known_hosts_line(keys->user_other));  // some other ed25519 key
+  write_text(o.known_hosts,
+             sshd_server->known_hosts_line(keys->user_other));  // some other ed25519 key
   run([&]() -> asio::awaitable<void> {
     const auto msg = co_await connect_error(o);
-    EXPECT_EQ(msg.rfind("HOST KEY CHANGED for [127.0.0.1]:" + std::to_string(server->port()), 0),
-              0u)
+    EXPECT_EQ(
+        msg.rfind("HOST KEY CHANGED for [127.0.0.1]:" + std::to_string(sshd_server->port()), 0), 0u)
         << msg;
     EXPECT_NE(msg.find(ssh_keys::fingerprint(keys->host_ed25519)), std::string::npos) << msg;
     EXPECT_NE(msg.find(o.known_hosts.string() + ":1"), std::string::npos) << msg;

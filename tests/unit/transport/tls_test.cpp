@@ -80,13 +80,13 @@ class byte_source {
   std::uint64_t x_;
 };
 
-struct temp_dir {
-  temp_dir() {
+struct tls_dir {
+  tls_dir() {
     std::string tmpl = (std::filesystem::temp_directory_path() / "tether-tls-XXXXXX").string();
     if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
     path = tmpl;
   }
-  ~temp_dir() {
+  ~tls_dir() {
     std::error_code ec;
     std::filesystem::remove_all(path, ec);
   }
@@ -286,7 +286,7 @@ class openssl_echo_server {
 class TlsTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new temp_dir();
+    dir_ = new tls_dir();
     pki_ = ensure_dev_pki(dir_->path / "pki");
     other_pki_ = ensure_dev_pki(dir_->path / "other");
   }
@@ -300,12 +300,12 @@ class TlsTest : public ::testing::Test {
     return tls_client_context({pki_.ca_cert.string(), std::move(server_name)});
   }
 
-  static temp_dir* dir_;
+  static tls_dir* dir_;
   static dev_pki pki_;
   static dev_pki other_pki_;
 };
 
-temp_dir* TlsTest::dir_ = nullptr;
+tls_dir* TlsTest::dir_ = nullptr;
 dev_pki TlsTest::pki_;
 dev_pki TlsTest::other_pki_;
 
