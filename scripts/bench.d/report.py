@@ -417,7 +417,8 @@ def chart(data, paths, out_dir, meta):
             f.write(p + " " + " ".join("NaN" if v is None else f"{v:.3f}" for v in row) + "\n")
     # Latency under load, where it was measured: p99 idle and loaded, on a log scale (the
     # two differ by one to two orders of magnitude).
-    loaded_panel = "" if not rrload_paths(meta) else f"""set title "1-byte round trip while bulk shares the path, p99, lower is better"
+    loaded_panel = "" if not rrload_paths(meta) else f"""
+set title "1-byte round trip while bulk shares the path, p99, lower is better"
 set ylabel "µs (log scale)"
 set logscale y
 set yrange [10:*]
@@ -568,7 +569,8 @@ def report(data, paths, peer, meta, skipped, ts, extra_sections=()):
     lines += wrap(f"load: {meta.get('load', '')}. CPU s/GB counts only the path's own "
                   "processes (relays, sshd, tether) over both bulk tests. Memory is what the "
                   "RSS of the path's processes grew by while the idle connections were open, "
-                  "divided by their number (their RSS before is in the details table)" + (f"; {meta['mem_note']}" if meta.get("mem_note") else "."),
+                  "divided by their number (their RSS before is in the details table)"
+                  + (f"; {meta['mem_note']}" if meta.get("mem_note") else "."),
                   bullet=True)
     lines += wrap(f"packages: {meta.get('versions', '')}", bullet=True)
     return lines
