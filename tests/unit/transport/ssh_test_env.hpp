@@ -174,30 +174,29 @@ inline std::uint16_t free_loopback_port() {
   return ntohs(a.sin_port);
 }
 
-// Keys made once per test binary run: host keys for sshd, user keys for the client.
+// Host keys for sshd and user keys for the client, made once per build and kept beside the
+// test binary: ctest runs every test in a process of its own, two at a time, and making the
+// seven keys (one of them RSA 2048) took about half a second in each.
 struct ssh_keys {
-  temp_dir dir;
+  fs::path dir;
   fs::path host_ed25519, host_ecdsa;
   fs::path user_ed25519;    // authorized
   fs::path user_other;      // not authorized
   fs::path user_rsa;        // authorized, but libssh2 can only sign it with SHA-1
   fs::path user_encrypted;  // authorized, passphrase below
   fs::path user_agent;      // authorized, used through ssh-agent
-  std::string passphrase = "correct horse battery";
+  static inline const std::string passphrase = "correct horse battery";
   fs::path authorized_keys;
 
-  ssh_keys() {
-    const auto& d = dir.path();
-    host_ed25519 = make(d / "host_ed25519", "ed25519");
-    host_ecdsa = make(d / "host_ecdsa", "ecdsa");
-    user_ed25519 = make(d / "id_ed25519", "ed25519");
-    user_other = make(d / "id_other", "ed25519");
-    user_rsa = make(d / "id_rsa", "rsa", "", {"-b", "2048"});
-    user_encrypted = make(d / "id_encrypted", "ed25519", passphrase);
-    user_agent = make(d / "id_agent", "ecdsa");
-    authorized_keys = d / "authorized_keys";
-    write_text(authorized_keys, read_text(pub(user_ed25519)) + read_text(pub(user_rsa)) +
-                                    read_text(pub(user_encrypted)) + read_text(pub(user_agent)));
+  ssh_keys() : dir(shared_dir()) {
+    host_ed25519 = dir / "host_ed25519";
+    host_ecdsa = dir / "host_ecdsa";
+    user_ed25519 = dir / "id_ed25519";
+    user_other = dir / "id_other";
+    user_rsa = dir / "id_rsa";
+    user_encrypted = dir / "id_encrypted";
+    user_agent = dir / "id_agent";
+    authorized_keys = dir / "authorized_keys";
   }
 
   static fs::path pub(const fs::path& key) {
@@ -225,6 +224,34 @@ struct ssh_keys {
   }
 
  private:
+  // The keys' folder, made complete under a temporary name and then renamed into place: a
+  // rename is atomic, so a process sees the folder whole or not at all, and when two make it
+  // at once the one that loses the rename uses the winner's. A change to the set of keys
+  // needs a new folder name.
+  static fs::path shared_dir() {
+    const auto final_dir = fs::read_symlink("/proc/self/exe").parent_path() / "ssh-test-keys-1";
+    if (fs::exists(final_dir / "authorized_keys")) return final_dir;
+    std::string t = (final_dir.parent_path() / "ssh-test-keys-XXXXXX").string();
+    if (!::mkdtemp(t.data())) throw std::runtime_error("mkdtemp failed");
+    const fs::path d = t;
+    make(d / "host_ed25519", "ed25519");
+    make(d / "host_ecdsa", "ecdsa");
+    const auto user = make(d / "id_ed25519", "ed25519");
+    make(d / "id_other", "ed25519");
+    const auto rsa = make(d / "id_rsa", "rsa", "", {"-b", "2048"});
+    const auto encrypted = make(d / "id_encrypted", "ed25519", passphrase);
+    const auto agent = make(d / "id_agent", "ecdsa");
+    write_text(d / "authorized_keys", read_text(pub(user)) + read_text(pub(rsa)) +
+                                          read_text(pub(encrypted)) + read_text(pub(agent)));
+    if (::rename(d.c_str(), final_dir.c_str()) != 0) {
+      std::error_code ec;
+      fs::remove_all(d, ec);
+      if (!fs::exists(final_dir / "authorized_keys"))
+        throw std::runtime_error("could not keep the test keys in " + final_dir.string());
+    }
+    return final_dir;
+  }
+
   static fs::path make(const fs::path& path, const std::string& type, const std::string& pass = "",
                        std::vector<std::string> extra = {}) {
     std::vector<std::string> argv{"ssh-keygen", "-q", "-t",          type, "-N",
