@@ -90,7 +90,7 @@ void event_printer::listening(const client::mapping& m, const std::string& name,
                {"port", m.device_port},
                {"server", server_}},
               "listening " + local + " -> " + m.device + ":" + std::to_string(m.device_port) +
-                  (m.proto == mux::protocol::tcp ? " tcp" : " udp") +
+                  " " + mux::protocol_name(m.proto) +
                   (chosen ? " (" + name + ")" : std::string()));
 }
 

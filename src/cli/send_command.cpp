@@ -10,6 +10,7 @@
 #include "commands.hpp"
 #include "output.hpp"
 #include "tether/api/text.hpp"
+#include "tether/mux/tunnel.hpp"
 #include "tether/printable.hpp"
 #include "tether/transport/ssh_util.hpp"
 
@@ -55,7 +56,8 @@ int run_send(const send_flags& f) {
   if (!client) return exit_usage;
   auto& o = *client;
   o.timeout = *wait + std::chrono::seconds(30);
-  nlohmann::json body{{"protocol", f.udp ? "udp" : "tcp"},
+  const auto proto = f.udp ? mux::protocol::udp : mux::protocol::tcp;
+  nlohmann::json body{{"protocol", mux::protocol_name(proto)},
                       {"port", f.port},
                       {"wait_for_reply_ms", wait->count()}};
   if (api::is_utf8(payload))

@@ -7,6 +7,7 @@
 #include "commands.hpp"
 #include "output.hpp"
 #include "tether/api/text.hpp"
+#include "tether/mux/tunnel.hpp"
 #include "tether/printable.hpp"
 
 namespace tether::cli {
@@ -60,11 +61,12 @@ void add_webhook_command(CLI::App& app, action& run) {
   create->add_flag("--udp", f->udp, "The port is a UDP port");
   create->callback([f, &run] {
     run = [f] {
-      const nlohmann::json body{{"port", f->port}, {"protocol", f->udp ? "udp" : "tcp"}};
-      return run_call(*f, "POST", hooks_path(*f), body.dump(), [f](const nlohmann::json& a) {
+      const auto proto = mux::protocol_name(f->udp ? mux::protocol::udp : mux::protocol::tcp);
+      const nlohmann::json body{{"port", f->port}, {"protocol", proto}};
+      return run_call(*f, "POST", hooks_path(*f), body.dump(), [f, proto](const nlohmann::json& a) {
         std::cout << f->api.url << a.value("url", "") << std::endl;
         std::cerr << "# webhook " << a.value("id", 0) << " for " << f->device << ":" << f->port
-                  << (f->udp ? "/udp" : "/tcp")
+                  << "/" << proto
                   << ": anyone with this URL can send to the port; it is not shown again.\n";
       });
     };
