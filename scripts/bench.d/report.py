@@ -400,21 +400,24 @@ def diagnostics(data, paths):
     return lines
 
 
+def write_chart_data(data, paths, metrics, file_name):
+    """gnuplot's input: a row per path, its metrics' medians (NaN where not measured)."""
+    with open(file_name, "w") as f:
+        f.write("# path " + " ".join(metrics) + "\n")
+        for p in paths:
+            row = [median(data, p, m) for m in metrics]
+            f.write(p + " " + " ".join("NaN" if v is None else f"{v:.3f}" for v in row) + "\n")
+
+
 def chart(data, paths, out_dir, meta):
     """Throughput and round-trip latency per path, as one PNG (gnuplot)."""
     dat = os.path.join(out_dir, "chart.dat")
-    with open(dat, "w") as f:
-        f.write("# path bulk1 bulk8 rtt_pinned rtt_free\n")
-        for p in paths:
-            row = [median(data, p, m) for m in
-                   ("bulk1_gbps", "bulk8_gbps", "rr_pinned_p50_us", "rr_free_p50_us")]
-            f.write(p + " " + " ".join("NaN" if v is None else f"{v:.3f}" for v in row) + "\n")
+    write_chart_data(data, paths,
+                     ("bulk1_gbps", "bulk8_gbps", "rr_pinned_p50_us", "rr_free_p50_us"), dat)
     loaded_dat = os.path.join(out_dir, "chart-rrload.dat")
-    with open(loaded_dat, "w") as f:
-        f.write("# path rrload_idle_p99 rrload_p99\n")
-        for p in rrload_paths(meta):
-            row = [median(data, p, m) for m in ("rrload_idle_p99_us", "rrload_p99_us")]
-            f.write(p + " " + " ".join("NaN" if v is None else f"{v:.3f}" for v in row) + "\n")
+    if rrload_paths(meta):
+        write_chart_data(data, rrload_paths(meta), ("rrload_idle_p99_us", "rrload_p99_us"),
+                         loaded_dat)
     # Latency under load, where it was measured: p99 idle and loaded, on a log scale (the
     # two differ by one to two orders of magnitude).
     loaded_panel = "" if not rrload_paths(meta) else f"""
