@@ -89,7 +89,9 @@ void add_activity(nlohmann::ordered_json& entry, const device& d, const device_a
       entry["agent_last_seen_ms"] = epoch_ms(*found.last_seen);
     }
   } else if (a.last_dial) {
-    entry["reachable"] = a.last_dial->ok;
+    // A refusal (a TCP reset) comes from the device's address: the device is there, its
+    // port is closed. A timeout or "no route" says nothing reached it.
+    entry["reachable"] = a.last_dial->ok || a.last_dial->code == errc::refused;
     nlohmann::ordered_json dial{{"ok", a.last_dial->ok}};
     if (!a.last_dial->ok) dial["error"] = dial_error_name(a.last_dial->code);
     dial["message"] = a.last_dial->message;

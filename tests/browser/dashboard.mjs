@@ -84,7 +84,8 @@ try {
     .filter((e) => e.labels.length === 0).map((e) => e.id));
   check(unlabelled.length === 0, 'every form control has a label', unlabelled);
 
-  // ---- devices: a direct device that answered, one that refused, an agent online, one not
+  // ---- devices: a direct device that answered, one that refused (the device is there, the
+  // port closed), one that nothing answered, an agent online, one not
   const reach = (id) => page.locator(`#devices-table tr[data-device="${id}"] td[data-field="reachable"]`);
   const expectReach = async (id, text) => {
     await page.waitForFunction(([sel, want]) => {
@@ -94,6 +95,7 @@ try {
     check((await reach(id).textContent()) === text, `device ${id} reachable: ${text}`);
   };
   await expectReach(cfg.devices.direct_ok, 'yes');
+  await expectReach(cfg.devices.direct_closed, 'yes (port closed)');
   await expectReach(cfg.devices.direct_dead, 'no');
   await expectReach(cfg.devices.agent_on, 'yes');
   await expectReach(cfg.devices.agent_off, 'no');
@@ -218,12 +220,12 @@ try {
   await shot(page, '06-messages');
 
   // Filtering by device shows that device's rows only.
-  await page.getByLabel('Device', { exact: true }).and(page.locator('#messages-device')).fill(cfg.devices.direct_dead);
+  await page.getByLabel('Device', { exact: true }).and(page.locator('#messages-device')).fill(cfg.devices.direct_closed);
   await page.getByRole('button', { name: 'Filter' }).click();
   await page.waitForFunction((id) => {
     const cells = [...document.querySelectorAll('#messages-table td[data-field="device"]')];
     return cells.length > 0 && cells.every((c) => c.textContent === id);
-  }, cfg.devices.direct_dead);
+  }, cfg.devices.direct_closed);
   check(true, 'the log filters by device');
 
   await view(page, 'webhooks');

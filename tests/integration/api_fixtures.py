@@ -112,13 +112,13 @@ class ApiTest(TetherTest):
     """A TetherTest with helpers for servers that serve the API."""
 
     def api_server(self, devices, keys, tls=False, directory=None, api_table="",
-                   extra_args=(), extra_config="", see_sessions=()):
+                   extra_args=(), extra_config="", see_sessions=(), settings=""):
         """Starts `tether server --config` with the API on a loopback port. `keys`:
-        {name: allow list}; the keys named in `see_sessions` may list sessions. Returns
-        (server, {name: Api})."""
+        {name: allow list}; the keys named in `see_sessions` may list sessions; `settings`:
+        more top-level lines of the config. Returns (server, {name: Api})."""
         token, digest = new_token()
         clear = {}
-        text = "api_listen = \"127.0.0.1:0\"\nstate_dir = \"state\"\n\n"
+        text = "api_listen = \"127.0.0.1:0\"\nstate_dir = \"state\"\n%s\n" % settings
         text += "[api]\ntls = %s\n%s\n" % ("true" if tls else "false", api_table)
         text += credential_toml("laptop", digest, ["*"])
         for name, allow in keys.items():
@@ -142,6 +142,18 @@ class ApiTest(TetherTest):
         url = server.proc.json_event("api")["url"]
         ca = shared_pki()["ca"]
         return server, {name: Api(url, key, ca) for name, key in clear.items()}
+
+    def port_that_never_answers(self, host):
+        """A port on `host` whose connection attempts time out: a listener whose accept queue
+        (one place, listen(0)) a first connection fills, so that the kernel drops every
+        later SYN, as a device behind a black hole would."""
+        listener = socket.socket()
+        self.addCleanup(listener.close)
+        listener.bind((host, 0))
+        listener.listen(0)
+        filler = socket.create_connection(listener.getsockname(), timeout=5)
+        self.addCleanup(filler.close)
+        return listener.getsockname()[1]
 
     def reply_server(self, host):
         return self._service(ReplyServer, host)

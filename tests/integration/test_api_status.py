@@ -34,9 +34,11 @@ class ApiStatusTest(ApiTest):
         extra = ("[[credential]]\nname = \"dev-63-agent\"\ntoken_sha256 = %s\n"
                  "agent_for = \"dev-63\"\n\n[[device]]\nid = \"dev-63\"\nagent = true\n\n"
                  % toml_str(agent_sha))
+        self.silent_port = self.port_that_never_answers(device_addr(64))
         self.server, keys = self.api_server(
-            {"dev-61": device_addr(61), "dev-62": device_addr(62)},
-            {"ops": ["*"], "backend": ["dev-61:*"]}, extra_config=extra, see_sessions=("ops",))
+            {"dev-61": device_addr(61), "dev-62": device_addr(62), "dev-64": device_addr(64)},
+            {"ops": ["*"], "backend": ["dev-61:*"]}, extra_config=extra, see_sessions=("ops",),
+            settings="connect_timeout_ms = 300")
         self.ops, self.backend = keys["ops"], keys["backend"]
 
     def devices(self, api):
@@ -51,16 +53,22 @@ class ApiStatusTest(ApiTest):
 
     def test_devices_say_whether_they_are_reachable_and_what_flowed(self):
         before = self.devices(self.ops)
-        self.assertEqual(set(before), {"dev-61", "dev-62", "dev-63"})
+        self.assertEqual(set(before), {"dev-61", "dev-62", "dev-63", "dev-64"})
         self.assertIsNone(before["dev-61"]["reachable"])  # not dialed yet
         self.assertEqual((before["dev-63"]["kind"], before["dev-63"]["reachable"]), ("agent", False))
         self.assertNotIn(device_addr(61), json.dumps(before))
         self.assertEqual(self.ops.send("dev-62", 9, "x")[1]["status"], "refused")
         self.assertEqual(self.ops.send("dev-61", self.replier.port, "x")[1]["status"], "delivered")
+        self.assertEqual(self.ops.send("dev-64", self.silent_port, "x")[1]["status"], "timed_out")
         after = self.devices(self.ops)
         self.assertIs(after["dev-61"]["reachable"], True)
-        self.assertIs(after["dev-62"]["reachable"], False)
-        self.assertEqual(after["dev-62"]["last_dial"]["error"], "refused")
+        # A refusal comes from the device: it is there, the port is closed.
+        self.assertIs(after["dev-62"]["reachable"], True)
+        self.assertEqual((after["dev-62"]["last_dial"]["ok"], after["dev-62"]["last_dial"]["error"]),
+                         (False, "refused"))
+        # Nothing answered dev-64.
+        self.assertIs(after["dev-64"]["reachable"], False)
+        self.assertEqual(after["dev-64"]["last_dial"]["error"], "timed_out")
         # A key sees the devices its ACL covers, no others.
         self.assertEqual(set(self.devices(self.backend)), {"dev-61"})
 

@@ -70,7 +70,8 @@ if _missing:
 
 class DashboardTest(ApiTest):
     def test_dashboard_in_chromium(self):
-        ok_addr, dead_addr, agent_addr = device_addr(91), device_addr(92), device_addr(93)
+        ok_addr, closed_addr, agent_addr = device_addr(91), device_addr(92), device_addr(93)
+        silent_port = self.port_that_never_answers(device_addr(95))
         replier = self.reply_server(ok_addr)
         file_size = 256 * 1024
         web = self.http_server(ok_addr, {"file.bin": os.urandom(file_size)})
@@ -82,8 +83,9 @@ class DashboardTest(ApiTest):
                  "[[device]]\nid = \"dev-93\"\nagent = true\n\n"
                  "[[device]]\nid = \"dev-94\"\nagent = true\n\n" % toml_str(agent_sha))
         server, keys = self.api_server(
-            {"dev-91": ok_addr, "dev-92": dead_addr},
-            {"ops": ["*"], "viewer": ["dev-91:*"]}, extra_config=extra, see_sessions=("ops",))
+            {"dev-91": ok_addr, "dev-92": closed_addr, "dev-95": device_addr(95)},
+            {"ops": ["*"], "viewer": ["dev-91:*"]}, extra_config=extra, see_sessions=("ops",),
+            settings="connect_timeout_ms = 300")
         api = keys["ops"]
         max_payload = 64 * 1024  # the API's default
 
@@ -102,12 +104,15 @@ class DashboardTest(ApiTest):
         self.assertEqual((status, answer["status"]), (200, "delivered"), answer)
         status, answer, _ = api.send("dev-92", 9, "anyone?")
         self.assertEqual((status, answer["status"]), (200, "refused"), answer)
+        status, answer, _ = api.send("dev-95", silent_port, "anyone?")
+        self.assertEqual((status, answer["status"]), (200, "timed_out"), answer)
 
         tunnel = self.connect(server, [("dev-91", web.port)])
         config = {
             "url": api.url,
             "keys": {"ops": api.key, "viewer": keys["viewer"].key},
-            "devices": {"direct_ok": "dev-91", "direct_dead": "dev-92", "agent_on": "dev-93",
+            "devices": {"direct_ok": "dev-91", "direct_closed": "dev-92",
+                        "direct_dead": "dev-95", "agent_on": "dev-93",
                         "agent_off": "dev-94"},
             "reply_port": replier.port,
             "tunnel_credential": "laptop",

@@ -21,8 +21,8 @@ namespace tether::server {
 /// device also has `online` (whether its agent is connected, per `agents`; false without).
 ///
 /// With `activity` (the HTTP API's GET /api/v1/devices, docs/API.md), each device also has
-/// `reachable` (an agent device: its agent is online; a direct one: its last dial worked,
-/// null before the first), `last_dial` ({ok, error, message, at_ms}, direct devices once
+/// `reachable` (an agent device: its agent is online; a direct one: its last dial reached
+/// it, connected or refused by the device, null before the first), `last_dial` ({ok, error, message, at_ms}, direct devices once
 /// dialed), `streams_open`, `streams_opened`, `bytes_to_device` and `bytes_from_device`.
 std::string catalog_json(const registry& devices, const acl& allowed,
                          const agent_directory* agents = nullptr,

@@ -300,6 +300,9 @@ function portsText(ports) {
 }
 
 function reachableCell(d) {
+  if (d.reachable === true && d.last_dial && !d.last_dial.ok) {
+    return cell('reachable', 'yes (port closed)', 'yes');  // the device refused the dial
+  }
   if (d.reachable === true) return cell('reachable', 'yes', 'yes');
   if (d.reachable === false) return cell('reachable', 'no', 'no');
   return cell('reachable', 'not dialed yet', 'unknown');
