@@ -325,11 +325,16 @@ void add_server_command(CLI::App& app, action& run) {
   cmd->add_option("--log-level", f->log_level, "trace, debug, info, warn, error or off")
       ->capture_default_str();
   cmd->callback([f, &run] {
-    if (!f->dev && f->config_file.empty())
-      throw CLI::RequiredError(
-          "tether server needs --config FILE (a server config) or --dev (a throwaway "
-          "development server)",
-          CLI::ExitCodes::RequiredError);
+    // Said as every other error is ("error: ..."): a CLI11 error would print it bare.
+    if (!f->dev && f->config_file.empty()) {
+      run = [] {
+        std::cerr << "error: tether server needs --config FILE (a server config) or --dev (a "
+                     "throwaway development server)"
+                  << std::endl;
+        return exit_usage;
+      };
+      return;
+    }
     run = [f] { return run_server(*f); };
   });
 }

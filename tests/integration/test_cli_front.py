@@ -88,6 +88,7 @@ class FrontDoorTest(harness.TetherTest):
         r = self.run_tether("server", timeout=10)
         self.assertEqual(r.returncode, 2, r.stderr)
         first = r.stderr.splitlines()[0]
+        self.assertTrue(first.startswith("error: "), first)  # as every other error
         self.assertIn("--config FILE", first)
         self.assertIn("--dev", first)
         # "needs --config FILE or --dev is required" says it twice over (server_command.cpp)
