@@ -12,7 +12,44 @@ int hex_value(char c) {
   return -1;
 }
 
+// The leading "12" or "1.5" of `text` (digits and at most one dot).
+std::string_view split_number(std::string_view text) {
+  std::size_t n = 0;
+  bool dot = false;
+  for (; n < text.size(); ++n) {
+    if (text[n] == '.' && !dot)
+      dot = true;
+    else if (text[n] < '0' || text[n] > '9')
+      break;
+  }
+  return text.substr(0, n);
+}
+
+// Milliseconds in one `unit`; a bare number is seconds. 0 for an unknown unit.
+std::uint64_t unit_in_ms(std::string_view unit) {
+  if (unit == "ms") return 1;
+  if (unit.empty() || unit == "s") return 1000;
+  if (unit == "m") return 60 * 1000;
+  if (unit == "h") return 3600 * 1000;
+  return 0;
+}
+
+// At most 12 digits, so no overflow.
+std::uint64_t digits_value(std::string_view digits) {
+  std::uint64_t v = 0;
+  for (const char c : digits) v = v * 10 + static_cast<std::uint64_t>(c - '0');
+  return v;
+}
+
 }  // namespace
+
+std::string duration_text(std::chrono::milliseconds d) {
+  const auto ms = d.count();
+  if (ms % 3'600'000 == 0 && ms != 0) return std::to_string(ms / 3'600'000) + "h";
+  if (ms % 60'000 == 0 && ms != 0) return std::to_string(ms / 60'000) + "m";
+  if (ms % 1000 == 0) return std::to_string(ms / 1000) + "s";
+  return std::to_string(ms) + "ms";
+}
 
 result<std::string> percent_decode(std::string_view text, bool plus_is_space) {
   std::string out;
@@ -75,17 +112,33 @@ std::string percent_encode(std::string_view text) {
   return out;
 }
 
-result<std::chrono::milliseconds> parse_duration(std::string_view text) {
-  std::size_t digits = 0;
-  while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') ++digits;
-  const auto unit = text.substr(digits);
-  if (digits == 0 || digits > 9)
-    return error{"'" + std::string(text) + "' is not a duration (like 5s, 500ms, 2m)"};
-  const std::int64_t n = std::stoll(std::string(text.substr(0, digits)));
-  if (unit == "ms") return std::chrono::milliseconds(n);
-  if (unit.empty() || unit == "s") return std::chrono::milliseconds(n * 1000);
-  if (unit == "m") return std::chrono::milliseconds(n * 60 * 1000);
-  return error{"'" + std::string(text) + "' is not a duration (like 5s, 500ms, 2m)"};
+result<std::chrono::milliseconds> parse_duration(std::string_view text,
+                                                 std::chrono::milliseconds max) {
+  const auto quoted = "'" + std::string(text) + "'";
+  const auto number = split_number(text);
+  const auto unit_ms = unit_in_ms(text.substr(number.size()));
+  const auto dot = number.find('.');
+  const auto whole = number.substr(0, dot);
+  const auto fraction = dot == std::string_view::npos ? std::string_view{} : number.substr(dot + 1);
+  if (unit_ms == 0 || whole.size() + fraction.size() == 0)
+    return error{quoted + " is not a duration (like 5s, 0.5s, 500ms, 2m, 1h)"};
+  // 13 digits of a whole number are past a day whatever the unit, and whole * unit_ms
+  // stays far from overflowing below that.
+  const auto too_long = error{quoted + " is too long (at most " + duration_text(max) + ")"};
+  if (whole.size() > 12) return too_long;
+  std::uint64_t ms = digits_value(whole) * unit_ms;
+  // The fraction, to nine digits, in units of 1e-9 of the unit; any further digit that is
+  // not 0 is finer than a millisecond in any unit.
+  const auto kept = fraction.substr(0, 9);
+  std::uint64_t scale = 1;
+  for (std::size_t i = 0; i < kept.size(); ++i) scale *= 10;
+  const std::uint64_t part = digits_value(kept) * unit_ms;
+  const bool finer = part % scale != 0 ||
+                     fraction.substr(kept.size()).find_first_not_of('0') != std::string_view::npos;
+  if (finer) return error{quoted + " is finer than a millisecond"};
+  ms += part / scale;
+  if (ms > static_cast<std::uint64_t>(max.count())) return too_long;
+  return std::chrono::milliseconds(static_cast<std::int64_t>(ms));
 }
 
 bool is_utf8(std::string_view bytes) {

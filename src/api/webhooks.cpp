@@ -154,9 +154,8 @@ asio::awaitable<http_answer> service::post_webhook(const http_request& req,
     if (auto* refused = std::get_if<http_answer>(&payload)) co_return std::move(*refused);
     r.payload = std::move(std::get<std::string>(payload));
     if (const auto* wait = form_value(*fields, "wait_for_reply_ms")) {
-      auto ms = parse_duration(*wait + "ms");
-      if (!ms || *ms > settings_.max_wait)
-        co_return error_answer(400, "bad_request", "wait_for_reply_ms is out of range");
+      auto ms = parse_duration(*wait + "ms", settings_.max_wait);
+      if (!ms) co_return error_answer(400, "bad_request", "wait_for_reply_ms is out of range");
       r.wait = *ms;
     }
   } else {

@@ -106,7 +106,8 @@ void add_send_command(CLI::App& app, action& run) {
   auto* file = cmd->add_option("--file", f->file, "Send the bytes of this file (- for stdin)");
   data->excludes(file);
   cmd->add_option("--wait", f->wait,
-                  "How long to collect the device's reply, like 5s or 500ms (default: no wait)");
+                  "How long to collect the device's reply, like 5s, 0.5s, 500ms or 2m, at most "
+                  "24h (default: no wait)");
   cmd->add_option("--topic", f->topics, "A topic for the message log (repeatable)");
   cmd->add_flag("--json", f->json, "Print the API's answer as JSON");
   cmd->callback([f, &run, data, file] {

@@ -100,6 +100,20 @@ class ApiStreamTest(ApiTest):
                               env=self.env(TETHER_API=self.api.url, TETHER_API_KEY="tt_bad"))
         self.assertEqual(out.returncode, 3, out.stderr)
 
+    def test_send_cli_reads_decimal_waits_and_names_the_longest(self):
+        env = self.env(TETHER_API=self.api.url, TETHER_API_KEY=self.api.key)
+        out = self.run_tether("send", "--device", "dev-71", "--port", self.replier.port,
+                              "--data", "half", "--wait", "1.5s", env=env)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual(out.stdout, "reply:half")
+        for wait, why in (("99999h", "'99999h' is too long (at most 24h)"),
+                          ("5d", "'5d' is not a duration (like 5s, 0.5s, 500ms, 2m, 1h)")):
+            with self.subTest(wait):
+                out = self.run_tether("send", "--device", "dev-71", "--port", 1, "--data", "x",
+                                      "--wait", wait, env=env)
+                self.assertEqual(out.returncode, 2, out.stderr)
+                self.assertEqual(out.stderr.strip(), "error: --wait: " + why)
+
     def test_metrics_parse_and_count_what_happened(self):
         for _ in range(3):
             self.api.send("dev-71", self.replier.port, "m", wait_ms=2000)

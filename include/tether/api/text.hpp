@@ -27,8 +27,17 @@ result<std::string> percent_decode(std::string_view text, bool plus_is_space = f
 /// %-encodes everything but unreserved characters (RFC 3986), for URLs the CLI builds.
 std::string percent_encode(std::string_view text);
 
-/// "5s", "500ms", "2m" or a bare number of seconds; fails on anything else or a negative.
-result<std::chrono::milliseconds> parse_duration(std::string_view text);
+/// The longest duration parse_duration takes unless told otherwise.
+inline constexpr std::chrono::milliseconds max_duration = std::chrono::hours(24);
+
+/// A number, whole or decimal, and a unit: ms, s, m or h ("500ms", "0.5s", "2m", "1.5h"); a
+/// bare number is seconds. Fails, saying why, on anything else, a negative, a fraction of a
+/// millisecond, or more than `max` ("too long (at most 24h)").
+result<std::chrono::milliseconds> parse_duration(std::string_view text,
+                                                 std::chrono::milliseconds max = max_duration);
+
+/// "24h", "90m", "30s", "1500ms": the largest unit that says `d` exactly.
+std::string duration_text(std::chrono::milliseconds d);
 
 /// True if `bytes` is well-formed UTF-8 (no overlongs, surrogates or code points past
 /// U+10FFFF).

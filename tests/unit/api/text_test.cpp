@@ -51,8 +51,41 @@ TEST(Duration, ReadsUnits) {
   EXPECT_EQ(*parse_duration("2m"), std::chrono::milliseconds(120000));
   EXPECT_FALSE(parse_duration(""));
   EXPECT_FALSE(parse_duration("-1s"));
-  EXPECT_FALSE(parse_duration("5h"));
-  EXPECT_FALSE(parse_duration("9999999999s"));
+  EXPECT_EQ(*parse_duration("5h"), std::chrono::hours(5));
+  EXPECT_EQ(*parse_duration("0s"), std::chrono::milliseconds(0));
+}
+
+TEST(Duration, ReadsDecimals) {
+  EXPECT_EQ(*parse_duration("0.5s"), std::chrono::milliseconds(500));
+  EXPECT_EQ(*parse_duration("0.5"), std::chrono::milliseconds(500));
+  EXPECT_EQ(*parse_duration("1.25m"), std::chrono::milliseconds(75000));
+  EXPECT_EQ(*parse_duration("1.5h"), std::chrono::minutes(90));
+  EXPECT_EQ(*parse_duration(".5s"), std::chrono::milliseconds(500));
+  EXPECT_EQ(*parse_duration("2.000ms"), std::chrono::milliseconds(2));
+  EXPECT_EQ(parse_duration("1.5ms").message(), "'1.5ms' is finer than a millisecond");
+  EXPECT_EQ(parse_duration("0.0001s").message(), "'0.0001s' is finer than a millisecond");
+}
+
+TEST(Duration, SaysWhatIsWrong) {
+  const std::string like = " is not a duration (like 5s, 0.5s, 500ms, 2m, 1h)";
+  for (const char* bad : {"", "-1s", "5d", "1..5s", ".s", "1.5.2s", "5 s", "s", "1h30m"})
+    EXPECT_EQ(parse_duration(bad).message(), "'" + std::string(bad) + "'" + like) << bad;
+  EXPECT_EQ(parse_duration("99999h").message(), "'99999h' is too long (at most 24h)");
+  EXPECT_EQ(parse_duration("9999999999s").message(), "'9999999999s' is too long (at most 24h)");
+  EXPECT_EQ(parse_duration("99999999999999999999999ms").message(),
+            "'99999999999999999999999ms' is too long (at most 24h)");
+  EXPECT_EQ(*parse_duration("24h"), std::chrono::hours(24));
+  EXPECT_EQ(parse_duration("24.001h").message(), "'24.001h' is too long (at most 24h)");
+  EXPECT_EQ(parse_duration("31s", std::chrono::seconds(30)).message(),
+            "'31s' is too long (at most 30s)");
+}
+
+TEST(Duration, WritesTheLargestExactUnit) {
+  EXPECT_EQ(duration_text(std::chrono::hours(24)), "24h");
+  EXPECT_EQ(duration_text(std::chrono::minutes(90)), "90m");
+  EXPECT_EQ(duration_text(std::chrono::seconds(30)), "30s");
+  EXPECT_EQ(duration_text(std::chrono::milliseconds(1500)), "1500ms");
+  EXPECT_EQ(duration_text(std::chrono::milliseconds(0)), "0s");
 }
 
 }  // namespace
