@@ -14,6 +14,7 @@
 #include "api_config.hpp"
 #include "tether/toml_check.hpp"
 #include "tether/transport/host.hpp"
+#include "tether/transport/tls.hpp"
 
 namespace tether::server {
 namespace {
@@ -366,6 +367,10 @@ server_config load_server_config(const fs::path& path) {
                          "' does not exist or is not a file");
     }
   }
+  // A certificate given as the key, a key for another certificate: said here, as a config
+  // error naming the setting, not later in OpenSSL's words.
+  if (const auto problem = transport::check_server_files(cfg.cert, cfg.key))
+    throw config_error(path.string() + ": " + problem->setting + ": " + problem->why);
   return cfg;
 }
 

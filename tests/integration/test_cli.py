@@ -89,6 +89,35 @@ class CliTest(harness.TetherTest):
                                              "tether.toml")
                 self.assert_config_refused(path, *words)
 
+    def test_bad_certificate_or_key_is_a_config_error(self):
+        """A certificate given as the key, the other way round, a key of another
+        certificate or one with a passphrase: exit 2 and a line naming the file and the
+        setting in plain words, as for a missing file (it was exit 1 in OpenSSL's words)."""
+        _, digest = harness.new_token()
+        pki = harness.shared_pki()
+        other_key = os.path.join(os.path.dirname(pki["cert"]), "ca.key")
+        encrypted = self.path("encrypted.key")
+        harness._openssl("pkey", "-in", pki["key"], "-aes256", "-passout", "pass:secret",
+                         "-out", encrypted, cwd=self.path("."))
+        rest = ('\n' + harness.credential_toml("laptop", digest, ["dev-1:22"])
+                + harness.device_toml("dev-1", "127.0.1.1"))
+        cases = [
+            ("CERT", "CERT", "key: '%s' is a certificate, not a private key" % pki["cert"]),
+            ("KEY", "KEY", "cert: '%s' is a private key, not a certificate" % pki["key"]),
+            ("CERT", other_key, "key: '%s' does not match the certificate in 'cert' ('%s')"
+             % (other_key, pki["cert"])),
+            ("CERT", encrypted, "key: '%s' is encrypted with a passphrase; give the key "
+             "unencrypted" % encrypted),
+        ]
+        for cert, key, why in cases:
+            with self.subTest(why):
+                path = self.write_config('listen = "127.0.0.1:0"\ncert = %s\nkey = %s\n'
+                                         % (harness.toml_str(cert), harness.toml_str(key))
+                                         + rest)
+                r = self.run_tether("server", "--config", path, timeout=10)
+                self.assertEqual(r.returncode, 2, r.stderr)
+                self.assertEqual(r.stderr.strip(), "error: %s: %s" % (path, why))
+
     def test_good_config_starts(self):
         # The counterpart of the cases above, so they fail for the reason they name.
         _, digest = harness.new_token()

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -51,11 +52,25 @@ class tls_client_context {
 /// key (SubjectPublicKeyInfo), in hex. Throws std::runtime_error naming the file.
 std::string public_key_pin(const std::filesystem::path& cert_pem);
 
+/// Why a server's certificate chain and key cannot be used, for whoever wrote them in the
+/// config: the setting to fix ("cert" or "key") and what is wrong with it, in plain words
+/// ("'server.pem' is a certificate, not a private key").
+struct server_files_problem {
+  std::string setting;
+  std::string why;
+};
+
+/// Loads `cert` and `key` as tls_server_context would, and says what is wrong if they would
+/// not serve: missing, unreadable, not PEM, the one given as the other, a key that needs a
+/// passphrase, or a key that does not match the certificate.
+std::optional<server_files_problem> check_server_files(const std::filesystem::path& cert,
+                                                       const std::filesystem::path& key);
+
 /// Server-side TLS settings: one certificate chain and its key.
 class tls_server_context {
  public:
-  /// `cert` is a PEM chain (leaf first), `key` its PEM private key. Throws std::runtime_error
-  /// naming the file that cannot be read or does not match.
+  /// `cert` is a PEM chain (leaf first), `key` its PEM private key (not encrypted). Throws
+  /// std::runtime_error with what check_server_files() says when they do not serve.
   tls_server_context(const std::filesystem::path& cert, const std::filesystem::path& key);
 
   ssl_ctx_st* native_handle() const noexcept { return ctx_.get(); }

@@ -5,6 +5,8 @@
 
 #include <fstream>
 
+#include "tether/transport/dev_pki.hpp"
+
 namespace tether::server {
 namespace {
 
@@ -485,13 +487,31 @@ class ServerConfigFile : public ::testing::Test {
   void write(const std::string& name, const std::string& content) {
     std::ofstream(dir_ / name, std::ios::binary) << content;
   }
+  // A certificate and its key as server.crt and server.key; another pair in `other` if given.
+  void write_cert_and_key(const char* other = nullptr) {
+    const auto a = transport::ensure_dev_pki(dir_ / "pki-a");
+    fs::copy_file(a.server_cert, dir_ / "server.crt");
+    fs::copy_file(a.server_key, dir_ / "server.key");
+    if (other == nullptr) return;
+    const auto b = transport::ensure_dev_pki(dir_ / "pki-b");
+    fs::copy_file(b.server_key, dir_ / (std::string(other) + ".key"));
+  }
+  // The message of the config_error loading server.toml throws.
+  std::string refusal() {
+    try {
+      load_server_config(dir_ / "server.toml");
+    } catch (const config_error& e) {
+      return e.what();
+    }
+    return "no exception";
+  }
+  std::string in(const std::string& name) const { return "'" + (dir_ / name).string() + "'"; }
   fs::path dir_;
 };
 
 TEST_F(ServerConfigFile, LoadsAndResolvesPathsAgainstTheFilesDirectory) {
   write("server.toml", minimal());
-  write("server.crt", "pem");
-  write("server.key", "pem");
+  write_cert_and_key();
   const auto cfg = load_server_config(dir_ / "server.toml");
   EXPECT_EQ(cfg.cert, dir_ / "server.crt");
   EXPECT_EQ(cfg.key, dir_ / "server.key");
@@ -519,6 +539,60 @@ TEST_F(ServerConfigFile, MissingCertOrKeyFile) {
                                          (dir_ / "server.key").string() +
                                          "' does not exist or is not a file");
   }
+}
+
+// Each a config error naming the file and the setting, in words, not OpenSSL's.
+TEST_F(ServerConfigFile, ACertificateGivenAsTheKey) {
+  write_cert_and_key();
+  write("server.toml", "cert = \"server.crt\"\n" + std::string("key = \"server.crt\"\n") +
+                           minimal().substr(minimal().find("\n[[")));
+  EXPECT_EQ(refusal(), (dir_ / "server.toml").string() + ": key: " + in("server.crt") +
+                           " is a certificate, not a private key");
+}
+
+TEST_F(ServerConfigFile, AKeyGivenAsTheCertificate) {
+  write_cert_and_key();
+  write("server.toml", "cert = \"server.key\"\n" + std::string("key = \"server.key\"\n") +
+                           minimal().substr(minimal().find("\n[[")));
+  EXPECT_EQ(refusal(), (dir_ / "server.toml").string() + ": cert: " + in("server.key") +
+                           " is a private key, not a certificate");
+}
+
+TEST_F(ServerConfigFile, AKeyOfAnotherCertificate) {
+  write_cert_and_key("other");
+  write("server.toml", "cert = \"server.crt\"\n" + std::string("key = \"other.key\"\n") +
+                           minimal().substr(minimal().find("\n[[")));
+  EXPECT_EQ(refusal(), (dir_ / "server.toml").string() + ": key: " + in("other.key") +
+                           " does not match the certificate in 'cert' (" + in("server.crt") + ")");
+}
+
+TEST_F(ServerConfigFile, FilesThatAreNotPem) {
+  write_cert_and_key();
+  write("server.toml", minimal());
+  write("server.key", "not a key");
+  EXPECT_EQ(refusal(), (dir_ / "server.toml").string() + ": key: " + in("server.key") +
+                           " holds no PEM private key (-----BEGIN PRIVATE KEY-----)");
+  write("server.crt", "not a certificate");
+  EXPECT_EQ(refusal(), (dir_ / "server.toml").string() + ": cert: " + in("server.crt") +
+                           " holds no PEM certificate (-----BEGIN CERTIFICATE-----)");
+}
+
+TEST_F(ServerConfigFile, AKeyTheServerCannotRead) {
+  if (::geteuid() == 0) GTEST_SKIP() << "root reads every file";
+  write_cert_and_key();
+  write("server.toml", minimal());
+  fs::permissions(dir_ / "server.key", fs::perms::none);
+  EXPECT_EQ(refusal(), (dir_ / "server.toml").string() + ": key: " + in("server.key") +
+                           " cannot be read: Permission denied");
+}
+
+TEST_F(ServerConfigFile, AKeyWithAPassphraseIsRefusedNotPromptedFor) {
+  write_cert_and_key();
+  write("server.toml", minimal());
+  write("server.key",
+        "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIBAA==\n-----END ENCRYPTED PRIVATE KEY-----\n");
+  EXPECT_EQ(refusal(), (dir_ / "server.toml").string() + ": key: " + in("server.key") +
+                           " is encrypted with a passphrase; give the key unencrypted");
 }
 
 TEST_F(ServerConfigFile, ErrorsNameThePath) {
