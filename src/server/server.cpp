@@ -68,6 +68,12 @@ using clock = std::chrono::steady_clock;
 // limit: the listener, sessions and pending handshakes need theirs too.
 constexpr std::uint64_t descriptors_kept_for_sessions = 1024;
 
+// How long a stop waits, after cutting the sessions, for them to end and their streams to
+// count their bytes. Each needs its worker to run once, a matter of milliseconds; what is
+// still there after this is stuck elsewhere (a stream dialing its device), and the final
+// line says so rather than holding the stop.
+constexpr auto cut_wait = std::chrono::seconds(2);
+
 // Undoes something when what took it ends; moved into the coroutine that owns it, so it
 // also runs when that coroutine's frame is destroyed without resuming (a stopped loop).
 class count_guard {
@@ -443,6 +449,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     if (agent) agent_offline(agent, *session);
     log_session_end(*session, *ctx, why, clock::now() - up_since);
     ++counters.sessions_ended;
+    if (stopping) wake_the_stop();
     if (!ctx->dial_queue.empty()) {  // each woken stream hands its turn to the next
       auto first = std::move(ctx->dial_queue.front());
       ctx->dial_queue.pop_front();
@@ -629,8 +636,12 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
 
   // A graceful stop waits for the last stream: the one that ends it wakes the stop.
   void stream_ended(const std::string& credential) {
-    if (books.end_stream(credential) == 0 && stopping)
-      asio::post(control, [self = shared_from_this()] { self->drain_timer.cancel(); });
+    if (books.end_stream(credential) == 0 && stopping) wake_the_stop();
+  }
+
+  // The stop looks again at what is left to end (shutdown, wait_for_the_cut).
+  void wake_the_stop() {
+    asio::post(control, [self = shared_from_this()] { self->drain_timer.cancel(); });
   }
 
   // Connects the upstream and relays. This frame lives as long as the stream. `slot`
@@ -776,10 +787,30 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
       co_await drain_timer.async_wait(use_tuple);
     }
     abort();
+    co_await wait_for_the_cut();
     const auto c = counters.load();
+    const auto left = books.streams();
     spdlog::info(
-        "server stopped: {} sessions served, {} streams, {} bytes to devices, {} from them",
-        c.sessions_accepted, c.streams_opened, c.bytes_to_devices, c.bytes_from_devices);
+        "server stopped: {} sessions served, {} streams, {} bytes to devices, {} from them{}",
+        c.sessions_accepted, c.streams_opened, c.bytes_to_devices, c.bytes_from_devices,
+        c.sessions_open + left == 0
+            ? ""
+            : fmt::format(" ({} sessions and {} streams still ending: their last bytes are not "
+                          "counted)",
+                          c.sessions_open, left));
+  }
+
+  // abort() only queues the closes: each session ends, and each stream adds its bytes to the
+  // counters, on its own worker a moment later. The totals wait for them, briefly, so the
+  // last line counts the streams the grace period cut; a stream still dialing its device
+  // may take connect_timeout_ms to notice, and the stop does not wait that long.
+  asio::awaitable<void> wait_for_the_cut() {
+    const auto deadline = clock::now() + cut_wait;
+    // The last session or stream to end cancels the timer (serve(), stream_ended).
+    while ((counters.load().sessions_open > 0 || books.streams() > 0) && clock::now() < deadline) {
+      drain_timer.expires_at(deadline);
+      co_await drain_timer.async_wait(use_tuple);
+    }
   }
 
   void abort() {

@@ -5,6 +5,7 @@ complete), and nothing freed while a task still used it (under the sanitizer bui
 AddressSanitizer report in the server's output fails the test)."""
 
 import os
+import re
 import signal
 import socket
 import threading
@@ -129,6 +130,55 @@ class ShutdownTest(harness.TetherTest):
         harness.wait_until(lambda: all(t.end for t in transfers), 15,
                            "every stalled transfer to end")
         self.assertEqual([t.end for t in transfers], ["reset"] * len(transfers))
+
+
+class GraceCutTotalsTest(harness.TetherTest):
+    GRACE_MS = 1000
+
+    def test_final_line_counts_the_streams_the_grace_period_cut(self):
+        """Four transfers still moving when the grace period ends: the "server stopped" line
+        comes after the session's own last line and counts the bytes those streams moved
+        (it said 0 when it was written before the cut sessions had ended)."""
+        source = self.sink_source_server(harness.device_addr(97))
+        token, digest = harness.new_token()
+        server = self.config_server(
+            "grace_period_ms = %d\n\n%s%s" % (self.GRACE_MS,
+                                                harness.credential_toml("all", digest, ["*"]),
+                                                harness.device_toml("source", source.host)),
+            token=token)
+        client = self.connect(server, [("source", source.port)])
+
+        def one():
+            try:
+                harness.transfer(client.port, up=2048 * MiB, down=2048 * MiB, timeout=60)
+            except (AssertionError, OSError):
+                pass  # cut by the stop, as it should be
+
+        threads = [threading.Thread(target=one, daemon=True) for _ in range(4)]
+        for t in threads:
+            t.start()
+        harness.wait_until(lambda: sum(st.get("sent", 0) for st in source.stats) > 16 * MiB
+                           and sum(st.get("received", 0) for st in source.stats) > 16 * MiB,
+                           20, "the transfers to get going")
+        started = time.monotonic()
+        server.proc.popen.send_signal(signal.SIGTERM)
+        self.assertEqual(server.proc.wait(timeout=30), 0, server.proc.output())
+        self.assertLess(time.monotonic() - started, self.GRACE_MS / 1000 + harness.scaled(5),
+                        "the stop did not end promptly")
+        server.proc.wait_for("server stopped:", stream="stderr", timeout=5)
+        received = sum(st.get("received", 0) for st in source.stats)
+        lines = list(server.proc.lines["stderr"])
+        ended = [i for i, l in enumerate(lines) if re.search(r"session from \S+ ended", l)]
+        stopped = [i for i, l in enumerate(lines) if "server stopped:" in l]
+        self.assertEqual(len(stopped), 1, "\n".join(lines))
+        self.assertTrue(ended and ended[-1] < stopped[0], "\n".join(lines))
+        m = re.search(r"server stopped: 1 sessions served, \d+ streams, (\d+) bytes to "
+                      r"devices, (\d+) from them$", lines[stopped[0]])
+        self.assertIsNotNone(m, lines[stopped[0]])
+        # What the device received went through the server; of the 16 MiB and more it sent,
+        # a few may still have been in its socket's buffers when the stream was cut.
+        self.assertGreaterEqual(int(m.group(1)), received)
+        self.assertGreater(int(m.group(2)), 8 * MiB)
 
 
 if __name__ == "__main__":
