@@ -510,9 +510,20 @@ bool session::on_open_result(const wire::open_result& f) {
     auto keep = it->second;
     streams_.erase(it);
     keep->state = stream_state::phase::done;
-    keep->fail(make_error_code(errc_from_wire(f.code)));
+    keep->fail(make_error_code(open_refusal(errc_from_wire(f.code))));
   }
   return true;
+}
+
+// session_lost and going_away from open() describe this session, and callers act on them:
+// they drop it and open on a fresh one. A peer that goes away says so with GOAWAY before it
+// refuses opens (peer_goaway_ is set by then), and it never loses the session it answers
+// on. Either code in a refusal otherwise is the peer's own trouble behind it (a server
+// whose agent's session ended), and must not make a healthy session look dead.
+errc session::open_refusal(errc code) const noexcept {
+  if (code == errc::session_lost || (code == errc::going_away && !peer_goaway_))
+    return errc::internal;
+  return code;
 }
 
 bool session::on_data(const wire::data& f) {

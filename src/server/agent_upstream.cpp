@@ -32,6 +32,28 @@ asio::awaitable<opened> open_on_agent(std::shared_ptr<const agent_link> link, mu
   co_return out;
 }
 
+// What the client is told of an open the agent's session could not make. Outcomes of the
+// open itself pass through; anything about the agent's session (it ended, it is going away,
+// an error of its connection) means the device is offline now. Passed through, those would
+// speak of the client's own session, which is fine, and make it drop that session.
+errc refusal_for_client(const asio::error_code& ec) {
+  if (ec.category() != tether_category()) return errc::unreachable;
+  switch (const auto code = static_cast<errc>(ec.value())) {
+    case errc::unknown_device:
+    case errc::forbidden:
+    case errc::refused:
+    case errc::unreachable:
+    case errc::timed_out:
+    case errc::too_many_streams:
+    case errc::limit_reached:
+    case errc::unsupported:
+    case errc::internal:
+      return code;
+    default:
+      return errc::unreachable;
+  }
+}
+
 }  // namespace
 
 agent_upstream::agent_upstream(asio::any_io_executor own, std::shared_ptr<const agent_link> link,
@@ -55,10 +77,12 @@ asio::awaitable<std::optional<refusal>> agent_upstream::connect() {
     stream_ = std::move(r.stream);
     co_return std::nullopt;
   }
-  const auto code =
-      r.ec.category() == tether_category() ? static_cast<errc>(r.ec.value()) : errc::unreachable;
+  const auto code = refusal_for_client(r.ec);
   const auto where = "device " + target_.device + " port " + std::to_string(target_.port);
   auto message = r.message.empty() ? where + ": " + r.ec.message() : r.message;
+  if (code == errc::unreachable && r.message.empty())
+    message = "device " + target_.device + " is offline (its agent's session ended: " +
+              r.ec.message() + ")";
   auto detail = where + " through its agent (" + link_->peer + "): " + message;
   co_return refusal{code, std::move(message), std::move(detail)};
 }

@@ -158,6 +158,70 @@ class AgentOfflineTest(AgentFixture):
         self.assertRegex(ev["message"], r"device dev-77 is offline \(agent last seen \d+ s ago\)")
 
 
+class AgentAnswersBadlyTest(AgentFixture):
+    """An agent (a peer built by hand here) that refuses an open with a code about its own
+    session, or whose session ends while an open waits for it: that stream fails (the
+    device offline, or the agent's error), and the client's session goes on serving its
+    other mappings (it used to take the code as its own session lost, drop it, and never
+    reconnect)."""
+
+    def setUp(self):
+        super().setUp()
+        self.echo = self.echo_server(harness.device_addr(78))
+        self.start_server(extra_config=harness.device_toml("dev-78", self.echo.host))
+        self.client = self.connect(self.server, [(self.DEVICE, 22), ("dev-78", self.echo.port)])
+        self.agent_port = self.client.ports[0]
+        self.echo_port = self.client.ports[1]
+
+    def fake_agent(self):
+        after = self.server.proc.mark("stderr")
+        agent = wire.Conn.to_server(self.server)
+        self.addCleanup(agent.close)
+        agent.handshake(self.agent_token, role=wire.ROLE_AGENT)
+        self.server.proc.wait_for(AGENT_ONLINE.search, stream="stderr", after=after,
+                                  what="the hand-made agent online")
+        return agent
+
+    def assert_client_still_serves(self):
+        harness.echo_roundtrip(self.echo_port, os.urandom(4096), timeout=10)
+
+    def test_refusals_with_session_codes_fail_only_their_stream(self):
+        agent = self.fake_agent()
+        for code in (wire.SESSION_LOST, wire.GOING_AWAY):
+            after = self.client.proc.mark()
+            with socket.create_connection(("127.0.0.1", self.agent_port), timeout=10) as s:
+                f = agent.read_frame()
+                self.assertEqual(f.type, wire.OPEN)
+                agent.send(wire.open_result(f.stream_id, code, message="my session is gone"))
+                try:
+                    harness.recv_until_closed(s, timeout=harness.scaled(10))
+                except ConnectionResetError:
+                    pass
+            # A code no refusal of an open may carry: the agent's fault, in its words.
+            ev = self.client.proc.json_event("stream_error", after=after)
+            self.assertEqual(ev["reason"], "internal", ev)
+            self.assertIn("my session is gone", ev["message"])
+            self.assert_client_still_serves()
+
+    def test_agent_gone_while_an_open_waits(self):
+        agent = self.fake_agent()
+        after = self.client.proc.mark()
+        with socket.create_connection(("127.0.0.1", self.agent_port), timeout=10) as s:
+            self.assertEqual(agent.read_frame().type, wire.OPEN)
+            agent.close_abruptly()
+            try:
+                harness.recv_until_closed(s, timeout=harness.scaled(10))
+            except ConnectionResetError:
+                pass
+        ev = self.client.proc.json_event("stream_error", after=after)
+        self.assertEqual(ev["reason"], "unreachable", ev)
+        self.assertIn("dev-77 is offline", ev["message"])
+        self.assert_client_still_serves()
+        # and a stop still ends it at once
+        self.client.proc.popen.terminate()
+        self.assertEqual(self.client.proc.wait(timeout=harness.scaled(15)), 0)
+
+
 class AgentCredentialTest(AgentFixture):
     def setUp(self):
         super().setUp()

@@ -182,6 +182,7 @@ class session final : public tunnel, public std::enable_shared_from_this<session
   bool handle(const wire::frame& f);
   bool on_open(const wire::open& f);
   bool on_open_result(const wire::open_result& f);
+  errc open_refusal(errc code) const noexcept;  // what a peer's refusal of an open means here
   bool on_data(const wire::data& f);
   bool on_datagram(const wire::datagram& f);
   bool on_window_update(const wire::window_update& f);
