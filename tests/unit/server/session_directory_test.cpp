@@ -169,27 +169,35 @@ TEST(SessionDirectory, CountsFromManyThreadsWhileRead) {
 }
 
 TEST(DeviceActivity, CatalogSaysWhetherEachDeviceIsReachable) {
-  const registry reg(std::vector<device>{
-      {"dev-1", "10.0.0.1"}, {"dev-2", "10.0.0.2"}, {"dev-3", "10.0.0.3"}, {"dev-77", "", true}});
+  const registry reg(std::vector<device>{{"dev-1", "10.0.0.1"},
+                                         {"dev-2", "10.0.0.2"},
+                                         {"dev-3", "10.0.0.3"},
+                                         {"dev-4", "10.0.0.4"},
+                                         {"dev-77", "", true}});
   device_activity activity;
-  activity.dialed("dev-1", {true, errc::ok, "port 22 answered", std::chrono::system_clock::now()});
-  activity.dialed("dev-2", {false, errc::refused, "port 22: connection refused",
-                            std::chrono::system_clock::now()});
+  const auto now = std::chrono::system_clock::now();
+  activity.dialed("dev-1", {true, errc::ok, "port 22 answered", now});
+  activity.dialed("dev-2", {false, errc::refused, "port 22: connection refused", now});
+  activity.dialed("dev-4", {false, errc::timed_out, "port 22: timed out", now});
   agent_directory agents;
   auto all = parse_acl_rule("*");
   ASSERT_TRUE(all.ok());
   const auto doc =
       nlohmann::json::parse(catalog_json(reg, acl({all.value()}), &agents, &activity));
   const auto& list = doc["devices"];
-  ASSERT_EQ(list.size(), 4u);
+  ASSERT_EQ(list.size(), 5u);
   EXPECT_EQ(list[0]["reachable"], true);
   EXPECT_EQ(list[0]["last_dial"]["ok"], true);
-  EXPECT_EQ(list[1]["reachable"], false);
+  // A refusal came from the device's address: it is there, the port is closed.
+  EXPECT_EQ(list[1]["reachable"], true);
+  EXPECT_EQ(list[1]["last_dial"]["ok"], false);
   EXPECT_EQ(list[1]["last_dial"]["error"], "refused");
   EXPECT_TRUE(list[2]["reachable"].is_null());  // never dialed
   EXPECT_FALSE(list[2].contains("last_dial"));
-  EXPECT_EQ(list[3]["kind"], "agent");
-  EXPECT_EQ(list[3]["reachable"], false);  // no agent online
+  EXPECT_EQ(list[3]["reachable"], false);  // nothing answered
+  EXPECT_EQ(list[3]["last_dial"]["error"], "timed_out");
+  EXPECT_EQ(list[4]["kind"], "agent");
+  EXPECT_EQ(list[4]["reachable"], false);  // no agent online
   EXPECT_EQ(list[0]["streams_open"], 0);
   EXPECT_EQ(doc.dump().find("10.0.0"), std::string::npos);  // never an address
   // Without activity the catalog is as the tunnel's catalog stream carries it.
