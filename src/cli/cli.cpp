@@ -13,6 +13,7 @@
 #include "completion.hpp"
 #include "man_page.hpp"
 #include "map_command.hpp"
+#include "output.hpp"
 #include "tether/version.hpp"
 #include "usage.hpp"
 
@@ -41,6 +42,15 @@ std::string exit_codes_footer() {
   for (const auto& e : exit_code_meanings)
     out << "\n  " << std::left << std::setw(5) << e.code << e.meaning;
   return out.str();
+}
+
+// --log-level is checked as the command line is read, for every command that has it: a
+// level spdlog does not know is a mistake of the command line (exit 2), found before the
+// command does anything.
+void check_log_levels(CLI::App& app) {
+  for (auto* sub : app.get_subcommands([](CLI::App*) { return true; }))
+    if (auto* opt = sub->get_option_no_throw("--log-level"))
+      opt->check(CLI::Validator(log_level_problem, ""));
 }
 
 }  // namespace
@@ -78,6 +88,7 @@ int run(int argc, char** argv) {
   add_map_command(app, chosen);
   add_completion_command(app, chosen);
   add_man_command(app, chosen);
+  check_log_levels(app);
   try {
     app.parse(own_argc, argv);
     if (own_argc < argc && app.get_subcommands().front()->get_name() != "connect")

@@ -8,13 +8,20 @@
 #include <ctime>
 #include <iostream>
 
+#include "tether/printable.hpp"
+
 namespace tether::cli {
 
+std::string log_level_problem(const std::string& level) {
+  if (spdlog::level::from_str(level) != spdlog::level::off || level == "off") return {};
+  return "unknown log level '" + printable(level) +
+         "' (use trace, debug, info, warn, error or off)";
+}
+
 void setup_logging(const std::string& level) {
+  if (auto problem = log_level_problem(level); !problem.empty())
+    throw std::invalid_argument(problem);
   const auto lvl = spdlog::level::from_str(level);
-  if (lvl == spdlog::level::off && level != "off")
-    throw std::invalid_argument("unknown log level '" + level +
-                                "' (use trace, debug, info, warn, error or off)");
   // NO_COLOR (no-color.org): any non-empty value turns colours off.
   const char* no_color = std::getenv("NO_COLOR");
   auto logger = spdlog::stderr_color_mt(

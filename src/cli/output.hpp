@@ -11,8 +11,12 @@
 
 namespace tether::cli {
 
+/// Why `level` is not a log level spdlog knows, or "" when it is one. The commands check
+/// --log-level with it as the command line is read, so that a wrong level is a usage error.
+std::string log_level_problem(const std::string& level);
+
 /// Sets up spdlog on stderr at `level` (trace, debug, info, warn, error, off).
-/// Throws std::invalid_argument naming a level it does not know.
+/// Throws std::invalid_argument naming a level it does not know (log_level_problem).
 void setup_logging(const std::string& level);
 
 /// One event line on stdout, flushed at once (scripts read it through pipes). JSON events

@@ -82,6 +82,19 @@ class FirstRunTest(harness.TetherTest):
                 self.assertEqual(r.returncode, 2, r.stderr)
                 self.assertIn(words, r.stderr)
 
+    def test_a_bad_log_level_is_a_usage_error_of_every_command(self):
+        url = "tls://127.0.0.1:%d" % self.closed_port()
+        for argv in (["connect", url, "--token", "t", "-L", "0:d:22"],
+                     ["server", "--dev", "--state-dir", self.path("state")],
+                     ["up", "-f", self.path("tunnels.toml")],
+                     ["agent", url, "--token", "t", "--allow", "22"]):
+            with self.subTest(command=argv[0]):
+                r = self.run_tether(*argv, "--log-level", "loud")
+                self.assertEqual(r.returncode, 2, r.stderr)
+                self.assertIn("unknown log level 'loud' (use trace, debug, info, warn, error or "
+                              "off)", r.stderr)
+                self.assertNotIn("connecting", r.stdout + r.stderr)
+
     # -- the first attempt ----------------------------------------------------------------
 
     def test_an_unreachable_server_ends_the_first_attempt(self):
