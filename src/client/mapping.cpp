@@ -82,9 +82,7 @@ result<std::string> parse_device_field(const field& dev) {
     return std::move(h).value();
   }
   if (dev.text.empty()) return error{"empty device"};
-  if (dev.text.size() > 253 || !std::all_of(dev.text.begin(), dev.text.end(), is_device_char))
-    return error{"device '" + std::string(dev.text) +
-                 "' is not a device id or host name (A-Z a-z 0-9 . _ -)"};
+  if (auto problem = device_name_problem(dev.text); !problem.empty()) return error{problem};
   return std::string(dev.text);
 }
 
@@ -150,6 +148,19 @@ result<mapping> parse_local_address(std::string_view text) {
   if (!port) return error{port.message()};
   m.local_port = *port;
   return m;
+}
+
+std::string device_name_problem(std::string_view device) {
+  // The length first: a long name is refused for that, whatever its characters (the spec
+  // in front of the message already shows it).
+  if (device.size() > max_device_length)
+    return "the device is " + std::to_string(device.size()) +
+           " characters long; a device id or host name has at most " +
+           std::to_string(max_device_length);
+  if (!std::all_of(device.begin(), device.end(), is_device_char))
+    return "device '" + std::string(device) +
+           "' is not a device id or host name (A-Z a-z 0-9 . _ -)";
+  return {};
 }
 
 result<std::string> parse_device(std::string_view text) {

@@ -4,6 +4,7 @@
 #include <charconv>
 #include <string>
 
+#include "tether/client/mapping.hpp"
 #include "tether/client/url.hpp"
 #include "tether/transport/host.hpp"
 
@@ -11,12 +12,6 @@ namespace tether::client {
 namespace {
 
 constexpr std::string_view form = "expected DEVICE:PORT (or [IPv6]:PORT)";
-
-// The characters of a device id or host name, as in -L specs.
-bool is_device_char(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-         c == '_' || c == '-';
-}
 
 bool is_digits(std::string_view s) {
   return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
@@ -53,9 +48,7 @@ result<mux::target> parse_stdio_target(std::string_view text) {
       return fail(std::string(form) + " (write IPv6 addresses in brackets, like [::1]:22)");
     t.device = std::string(host);
   } else {
-    if (host.size() > 253 || !std::all_of(host.begin(), host.end(), is_device_char))
-      return fail("device '" + std::string(host) +
-                  "' is not a device id or host name (A-Z a-z 0-9 . _ -)");
+    if (auto problem = device_name_problem(host); !problem.empty()) return fail(problem);
     t.device = std::string(host);
   }
 

@@ -45,6 +45,14 @@ result<mapping> parse_socks_mapping(std::string_view spec);
 /// local_port of the result. Errors name the text and the part.
 result<mapping> parse_local_address(std::string_view text);
 
+/// The longest device id or host name (DNS's limit on a name).
+inline constexpr std::size_t max_device_length = 253;
+
+/// Why `device` (not bracketed) is not a device id or host name, or "" when it is one: "device
+/// 'dev 42' is not a device id or host name (A-Z a-z 0-9 . _ -)", "the device is 300
+/// characters long; a device id or host name has at most 253".
+std::string device_name_problem(std::string_view device);
+
 /// A DEVICE written on its own: a device id, a host name or an IPv6 literal (with or without
 /// brackets, since no port follows). Returns it without brackets.
 result<std::string> parse_device(std::string_view text);

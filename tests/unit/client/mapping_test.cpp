@@ -95,6 +95,12 @@ TEST(Mapping, PartErrors) {
   EXPECT_EQ(mapping_error("2222:dev 42:22"),
             "-L '2222:dev 42:22': device 'dev 42' is not a device id or host name (A-Z a-z 0-9 . "
             "_ -)");
+  const std::string long_id(300, 'd');
+  EXPECT_EQ(mapping_error("2222:" + long_id + ":22"),
+            "-L '2222:" + long_id +
+                ":22': the device is 300 characters long; a device id or "
+                "host name has at most 253");
+  EXPECT_EQ(mapping_error("2222:" + std::string(253, 'd') + ":22"), "parsed");
   EXPECT_EQ(mapping_error("2222:[dev]:22"),
             "-L '2222:[dev]:22': device: host '[dev]': brackets must hold an IPv6 address");
   EXPECT_EQ(mapping_error("bad host:2222:dev:22"),
