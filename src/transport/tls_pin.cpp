@@ -3,6 +3,7 @@
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 
+#include <cctype>
 #include <string>
 #include <vector>
 
@@ -31,8 +32,11 @@ std::string pin_text(const key_digest& d) {
 }
 
 bool parse_pin(std::string_view text, key_digest& out) {
+  // "SHA256:" too: the case of a copied fingerprint is no reason to refuse it.
   constexpr std::string_view prefix = "sha256:";
-  if (text.substr(0, prefix.size()) != prefix) return false;
+  if (text.size() < prefix.size()) return false;
+  for (std::size_t i = 0; i < prefix.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(text[i])) != prefix[i]) return false;
   text.remove_prefix(prefix.size());
   if (text.size() != 2 * out.size()) return false;
   const auto nibble = [](char c) -> int {

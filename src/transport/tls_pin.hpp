@@ -18,7 +18,7 @@ key_digest public_key_digest(X509* cert);
 /// "sha256:" and 64 lowercase hex digits.
 std::string pin_text(const key_digest& d);
 
-/// Parses pin_text()'s format (hex in either case). False when malformed.
+/// Parses pin_text()'s format (the prefix and the hex in either case). False when malformed.
 bool parse_pin(std::string_view text, key_digest& out);
 
 /// Makes `ctx` accept exactly the certificates whose key has digest `pin` (the chain and the

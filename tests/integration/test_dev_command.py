@@ -89,6 +89,12 @@ class DevCommandTest(harness.TetherTest):
         p.json_event("connected", timeout=harness.scaled(15))
         port = harness.split_hostport(p.json_event("listening")["local"])[1]
         harness.echo_roundtrip(port, b"pinned")
+        p.stop()
+        # A fingerprint copied in capitals is the same fingerprint.
+        p = self.tether("connect", server.url, "--pin", pin.upper(), "--token-file",
+                        server.token_file, "-L", "0:d1:%d" % echo.port, "--json",
+                        name="tether-connect")
+        p.json_event("connected", timeout=harness.scaled(15))
 
     def test_another_pin_is_refused_with_exit_4_and_a_bad_one_is_a_usage_error(self):
         server = self.dev_server(devices={"d1": "127.0.0.1"})

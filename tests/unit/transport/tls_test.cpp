@@ -23,6 +23,7 @@
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
 #include <asio/write.hpp>
+#include <cctype>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -548,6 +549,18 @@ TEST_F(TlsTest, APinnedKeyIsTrustedWithoutACaAndWhateverTheName) {
     auto [s, c] = co_await connect_pair(sctx, pinned);
     EXPECT_FALSE(c.first) << describe_tls_error(c.first);
     EXPECT_FALSE(s.first) << describe_tls_error(s.first);
+  });
+}
+
+TEST_F(TlsTest, APinInCapitalsIsTheSamePin) {
+  auto sctx = server_ctx();
+  auto pin = public_key_pin(pki_.server_cert);
+  for (auto& c : pin) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  ASSERT_EQ(pin.rfind("SHA256:", 0), 0u);
+  tls_client_context pinned({"", "", pin});
+  run([&]() -> asio::awaitable<void> {
+    auto [s, c] = co_await connect_pair(sctx, pinned);
+    EXPECT_FALSE(c.first) << describe_tls_error(c.first);
   });
 }
 
