@@ -39,6 +39,7 @@ struct connect_flags {
   double udp_idle_s = 60;
   long long udp_max_flows = 4096;
   std::uint64_t max_stream_window = 0;  // 0: the session's default
+  std::string max_stream_window_text;   // as typed ("99G"), for the message when out of range
   std::string log_level = "info";
   std::string control;  // the control socket; empty: the default folder's <pid>.sock
   std::string stdio;    // --stdio DEVICE:PORT: relay stdin/stdout instead of listening
@@ -168,7 +169,7 @@ int run_connect(const connect_flags& f) {
     // The same bounds as the server's windows (docs/CONFIG.md).
     if (f.max_stream_window != 0 &&
         (f.max_stream_window < mux::min_window || f.max_stream_window > mux::max_window))
-      throw std::invalid_argument("--max-stream-window " + std::to_string(f.max_stream_window) +
+      throw std::invalid_argument("--max-stream-window " + f.max_stream_window_text +
                                   ": give a size from 64K to 1G");
     if (ssh && f.max_stream_window != 0)
       throw std::invalid_argument("--max-stream-window is for tls:// servers (SSH channels "
@@ -341,7 +342,9 @@ void add_connect_command(CLI::App& app, action& run, std::vector<std::string> co
   cmd->add_option("--max-stream-window", f->max_stream_window,
                   "tls://: how far a stream's receive window may grow on a long, fast path "
                   "(bytes, or with K, M, G; default 16M); the session's grows to twice it")
-      ->transform(CLI::AsSizeValue(false));
+      ->transform(CLI::AsSizeValue(false))
+      // Goes in front of the size conversion (transforms run newest first): it sees the text.
+      ->transform([f](std::string typed) { return f->max_stream_window_text = typed; });
   cmd->add_option("--stdio", f->stdio,
                   "DEVICE:PORT: relay stdin and stdout to that one port and exit when the "
                   "stream ends, e.g. as ssh's ProxyCommand (tether connect URL --stdio %h:%p)");

@@ -76,6 +76,9 @@ class FirstRunTest(harness.TetherTest):
         url = "tls://127.0.0.1:%d" % self.closed_port()
         for args, words in ((["--connect-timeout", "-1"], "--connect-timeout -1: give seconds"),
                             (["--wait-for-session", "1e9"], "--wait-for-session 1e+09: give"),
+                            # Echoed as typed, not as the number of bytes it stands for.
+                            (["--max-stream-window", "99G"],
+                             "error: --max-stream-window 99G: give a size from 64K to 1G"),
                             (["--retry", "often"], "--retry 'often': give a number of attempts")):
             with self.subTest(args=args):
                 r, _ = self.run_connect(url, "--token", "t", "-L", "0:d:22", *args)
