@@ -63,7 +63,7 @@ struct running_server {
 
   // The server as applied, for a reload to compare the file with.
   client::server_spec spec() const {
-    client::server_spec s{settings, {}, line};
+    client::server_spec s{settings, {}, line, 0};
     for (const auto& t : tunnels) s.tunnels.push_back(t.spec);
     return s;
   }
@@ -193,16 +193,22 @@ class tunnel_process {
  private:
   std::shared_ptr<running_server> make_server(const client::server_spec& spec) {
     const auto& s = spec.settings;
-    const std::string at = file_.string() + ":" + std::to_string(spec.line) + ": server " +
-                           s.url.text() + ": ";
+    // "tunnels.toml:4: server tls://...: ": at the token_file line for a problem of that file.
+    const auto at = [&](std::uint32_t line) {
+      return file_.string() + ":" + std::to_string(line) + ": server " + s.url.text() + ": ";
+    };
     client::dialer dial;
     found_token token;
     try {
       if (s.url.kind == client::scheme::tls)
         token = find_token(s, "", "no token: give token_file, or set TETHER_TOKEN");
+    } catch (const std::exception& e) {
+      throw server_error(at(s.token_file.empty() ? spec.line : spec.token_file_line) + e.what());
+    }
+    try {
       dial = make_dialer(io_.get_executor(), s, std::move(token.token));
     } catch (const std::exception& e) {
-      throw server_error(at + e.what());
+      throw server_error(at(spec.line) + e.what());
     }
     auto r = std::make_shared<running_server>(json_, spec);
     r->token_source = std::move(token.source);

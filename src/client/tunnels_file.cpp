@@ -122,12 +122,14 @@ tunnel_spec parse_tunnel(const toml_checker& c, const toml::table& t, const std:
 server_spec parse_server(const toml_checker& c, const toml::table& t, std::string_view url_key,
                          const std::string& at, std::span<const std::string_view> outer_keys) {
   server_spec spec;
-  spec.line = t.source().begin.line;
   auto& s = spec.settings;
 
   const std::string url_name = at + std::string(url_key);
   const std::string& url_text =
       c.require_string(t, url_key, url_name, "tls://HOST[:PORT] or ssh://[USER@]HOST[:PORT]");
+  // The root table "begins" at line 1 whatever comes first: there, the URL's line says where
+  // the server is.
+  spec.line = at.empty() ? t.get(url_key)->source().begin.line : t.source().begin.line;
   auto url = parse_server_url(url_text);
   if (!url) c.fail(t.get(url_key), url_name, url.message());
   s.url = std::move(url).value();
@@ -154,6 +156,7 @@ server_spec parse_server(const toml_checker& c, const toml::table& t, std::strin
       c.fail(n, at + "pin", "give ca or pin, not both (a pinned key is trusted without a CA)");
   }
   s.token_file = c.path(t, "token_file", at + "token_file");
+  if (const toml::node* n = t.get("token_file")) spec.token_file_line = n->source().begin.line;
   s.max_stream_window = static_cast<std::uint32_t>(c.integer(
       t, "max_stream_window", at + "max_stream_window", 0, mux::min_window, mux::max_window));
   if (const toml::node* n = t.get("identity")) {

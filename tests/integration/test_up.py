@@ -235,6 +235,18 @@ class UpTest(harness.TetherTest):
         self.assertEqual(r.returncode, 2)
         self.assertEqual(r.stderr.strip(), "error: %s:1: server tls://127.0.0.1:1: no token: give "
                                            "token_file, or set TETHER_TOKEN" % path)
+        # Below comments, the line is the server's, not the top of the file; a token file that
+        # cannot be read is named at its own line.
+        tunnel = '[[tunnel]]\nlocal = 0\ndevice = "d"\nport = 22\n'
+        path = self.write('# tunnels\n\nserver = "tls://127.0.0.1:1"\n' + tunnel)
+        r = self.run_up(path)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("error: %s:3: server tls://127.0.0.1:1: no token" % path, r.stderr)
+        path = self.write('# tunnels\n\nserver = "tls://127.0.0.1:1"\n\ntoken_file = "nope"\n' +
+                          tunnel)
+        r = self.run_up(path)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("error: %s:5: server tls://127.0.0.1:1: token file '" % path, r.stderr)
 
     def test_a_port_in_use_at_startup_names_the_tunnel(self):
         echo = self.echo_server(harness.device_addr(78))

@@ -77,7 +77,10 @@ struct tunnel_spec {
 struct server_spec {
   server_settings settings;
   std::vector<tunnel_spec> tunnels;
+  // Where the server is in the file, for messages: its [[server]] line, or in the
+  // one-server shape the line of `server = ...` (the top of the file holds comments).
   std::uint32_t line = 0;
+  std::uint32_t token_file_line = 0;  // the line of its token_file, when it has one
 };
 
 struct tunnels_file {

@@ -50,6 +50,10 @@ TEST(TunnelsFile, OneServer) {
   EXPECT_EQ(s.settings.token_file, "/secrets/token");
   EXPECT_EQ(s.settings.connect_timeout, std::chrono::milliseconds(2500));
   EXPECT_EQ(s.settings.wait_for_session, std::chrono::milliseconds(30000));
+  // Messages about the server point at its URL's line, not at the top of the file; those
+  // about its token file at that key's.
+  EXPECT_EQ(s.line, 2u);
+  EXPECT_EQ(s.token_file_line, 4u);
   ASSERT_EQ(s.tunnels.size(), 2u);
   EXPECT_EQ(s.tunnels[0].name, "pi-ssh");
   EXPECT_EQ(s.tunnels[0].map.text(), "127.0.0.1:2222 -> dev-42:22 tcp");
@@ -81,6 +85,9 @@ device = "10.0.0.7"
 port = 22
 )");
   ASSERT_EQ(f.servers.size(), 2u);
+  EXPECT_EQ(f.servers[0].line, 2u);  // its [[server]] line
+  EXPECT_EQ(f.servers[1].line, 11u);
+  EXPECT_EQ(f.servers[1].token_file_line, 0u);  // none
   EXPECT_EQ(f.servers[0].settings.pin, "sha256:00");
   EXPECT_EQ(f.servers[0].tunnels[0].map.bind_host, "::1");
   const auto& ssh = f.servers[1].settings;
