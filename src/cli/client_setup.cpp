@@ -49,8 +49,14 @@ found_token find_token(const client::server_settings& s, const std::string& inli
     if (b == std::string_view::npos) return std::string();
     return std::string(t.substr(b, t.find_last_not_of(blank) - b + 1));
   };
-  if (!s.token_file.empty())
+  if (!s.token_file.empty()) {
+    // Reading a directory fails with no reason worth showing ("read failed").
+    std::error_code ec;
+    if (std::filesystem::is_directory(s.token_file, ec))
+      throw std::invalid_argument("token file '" + s.token_file.string() +
+                                  "' is a directory, not a file holding a token");
     return {server::read_token_file(s.token_file), "file " + s.token_file.string()};
+  }
   if (auto t = trimmed(inline_token); !t.empty()) return {t, "--token"};
   if (const char* env = std::getenv("TETHER_TOKEN"))
     if (auto t = trimmed(env); !t.empty()) return {t, "TETHER_TOKEN"};
@@ -64,7 +70,11 @@ client::dialer make_dialer(asio::any_io_executor ex, const client::server_settin
     o.host = s.url.host;
     o.port = s.url.port;
     o.user = s.url.user.empty() ? local_user() : s.url.user;
-    for (const auto& i : s.identity_files) o.identity_files.emplace_back(i.string());
+    for (const auto& i : s.identity_files) {
+      if (auto problem = transport::identity_file_problem(i, "identity"); !problem.empty())
+        throw std::invalid_argument("identity " + i.string() + ": " + problem);
+      o.identity_files.emplace_back(i.string());
+    }
     if (!s.passphrase_file.empty()) o.passphrase = read_passphrase(s.passphrase_file);
     o.known_hosts = s.known_hosts.string();
     o.accept_new_host_key = s.accept_new_host_key;

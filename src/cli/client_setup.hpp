@@ -30,12 +30,14 @@ struct found_token {
 
 /// The token for a tls:// server: the token file's, else `inline_token`, else TETHER_TOKEN;
 /// blanks around it are trimmed wherever it came from. Throws std::invalid_argument with
-/// `missing` when there is none, std::runtime_error when the file cannot be read.
+/// `missing` when there is none or naming a token file that is a directory,
+/// std::runtime_error when the file cannot be read.
 found_token find_token(const client::server_settings& s, const std::string& inline_token,
                        const std::string& missing);
 
 /// A dialer for `s` (tls:// with `token`, or ssh://). Throws std::invalid_argument or
-/// std::runtime_error (a CA, key or passphrase file that cannot be used).
+/// std::runtime_error (a CA, key or passphrase file that cannot be used: an identity file
+/// is checked here, before any dial).
 client::dialer make_dialer(asio::any_io_executor ex, const client::server_settings& s,
                            std::string token);
 

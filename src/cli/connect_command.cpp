@@ -182,6 +182,10 @@ int run_connect(const connect_flags& f) {
                  !f.passphrase_file.empty()))
       throw std::invalid_argument("-i, --known-hosts, --accept-new-host-key and --passphrase-file "
                                   "are for ssh:// servers");
+    // A key file that cannot be one is a mistake of the command line, said before dialling.
+    for (const auto& file : f.identity_files)
+      if (auto problem = transport::identity_file_problem(file, "-i"); !problem.empty())
+        throw std::invalid_argument("-i " + file + ": " + problem);
     settings = settings_of(f, url);
     std::string token;
     if (!ssh) {

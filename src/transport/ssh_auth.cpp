@@ -3,7 +3,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <memory>
 #include <optional>
@@ -242,3 +244,47 @@ asio::awaitable<result<std::monostate>> ssh_core::authenticate() {
 }
 
 }  // namespace tether::transport::detail
+
+namespace tether::transport {
+
+namespace {
+
+// A public key as ssh-keygen writes it beside the private one ("ssh-ed25519 AAAA... comment"),
+// or a public key in the PEM and RFC 4716 armours.
+bool is_public_key_text(const std::string& text) {
+  if (text.starts_with("-----BEGIN PUBLIC KEY-----") ||
+      text.starts_with("---- BEGIN SSH2 PUBLIC KEY ----"))
+    return true;
+  std::istringstream in(text);
+  std::string type, b64;
+  if (!(in >> type >> b64)) return false;
+  const auto blob = base64_decode(b64);
+  return blob && !type.empty() && ssh_key_type_of_blob(*blob) == type;
+}
+
+}  // namespace
+
+std::string identity_file_problem(const std::filesystem::path& file, std::string_view option) {
+  std::error_code ec;
+  const auto status = std::filesystem::status(file, ec);
+  if (status.type() == std::filesystem::file_type::not_found) return "the file does not exist";
+  if (ec) return "cannot be read: " + ec.message();
+  if (std::filesystem::is_directory(status)) return "is a directory, not a private key file";
+  if (!std::filesystem::is_regular_file(status)) return "is not a regular file";
+  std::ifstream in(file, std::ios::binary);
+  if (!in) return std::string("cannot be read: ") + std::strerror(errno);
+  std::string head(4096, '\0');  // a public key line is shorter; a private key starts so
+  in.read(head.data(), std::streamsize(head.size()));
+  head.resize(std::size_t(in.gcount()));
+  if (!is_public_key_text(head)) return {};
+  // ssh-keygen's pair: the private key is the same name without ".pub".
+  std::string hint = "the private key";
+  if (file.extension() == ".pub") {
+    auto key = file;
+    key.replace_extension();
+    if (std::filesystem::is_regular_file(key, ec)) hint = "the private key, e.g. " + key.string();
+  }
+  return "is a public key; " + std::string(option) + " wants " + hint;
+}
+
+}  // namespace tether::transport

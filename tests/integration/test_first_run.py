@@ -98,6 +98,27 @@ class FirstRunTest(harness.TetherTest):
                               "off)", r.stderr)
                 self.assertNotIn("connecting", r.stdout + r.stderr)
 
+    def test_key_and_token_files_that_cannot_be_one_are_named_before_any_dial(self):
+        ssh = "ssh://u@127.0.0.1:%d" % self.closed_port()
+        key = self.path("id_ed25519")
+        harness.ssh_keygen(key, "test key")
+        missing = self.path("no-such-key")
+        for path, words in ((missing, "-i %s: the file does not exist" % missing),
+                            (key + ".pub", "-i %s.pub: is a public key; -i wants the private "
+                                           "key, e.g. %s" % (key, key)),
+                            (self.tmp, "-i %s: is a directory" % self.tmp)):
+            with self.subTest(path=path):
+                r, seconds = self.run_connect(ssh, "-i", path, "-L", "0:d:22")
+                self.assertEqual(r.returncode, 2, r.stderr)
+                self.assertIn("error: " + words, r.stderr)
+                self.assertNotIn("connecting", r.stdout + r.stderr)
+                self.assertLess(seconds, harness.scaled(5))
+        r, _ = self.run_connect("tls://127.0.0.1:%d" % self.closed_port(), "--token-file",
+                                self.tmp, "-L", "0:d:22")
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("error: token file '%s' is a directory, not a file holding a token"
+                      % self.tmp, r.stderr)
+
     # -- the first attempt ----------------------------------------------------------------
 
     def test_an_unreachable_server_ends_the_first_attempt(self):

@@ -15,6 +15,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "tether/mux/tunnel.hpp"
@@ -47,6 +48,14 @@ struct ssh_options {
   /// Receive window per channel; larger keeps fast links busy over long round trips.
   std::uint32_t channel_window = 2 * 1024 * 1024;
 };
+
+/// Why `file` cannot be a private key file for ssh_options::identity_files, in words that
+/// follow its name: "the file does not exist", "is a directory, not a private key file",
+/// "is a public key; -i wants the private key, e.g. ~/.ssh/id_ed25519" (`option` names the
+/// flag or setting that gave the file); empty when it may be one (whether the server takes
+/// it shows only when authenticating). Reads at most the first 4 KiB of the file. Callers
+/// check key files with it before dialling: a wrong file is a mistake of the command line.
+std::string identity_file_problem(const std::filesystem::path& file, std::string_view option);
 
 /// Connects to opts.host:opts.port, performs the SSH handshake, checks the host key against
 /// known_hosts and authenticates. Completes with the tunnel, or with an error whose message
