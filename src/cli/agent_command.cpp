@@ -43,7 +43,7 @@ int run_agent(const agent_flags& f) {
   client::server_settings settings;
   agent::agent_options options;
   std::string token;
-  std::string token_source;
+  credential_origin origin;  // for the message of a failed dial
   try {
     auto parsed = client::parse_server_url(f.url);
     if (!parsed) throw std::invalid_argument(parsed.message());
@@ -52,7 +52,7 @@ int run_agent(const agent_flags& f) {
     settings = tls_settings_of(f.tls, *parsed);
     auto found = tls_token_of(f.tls, settings);
     token = std::move(found.token);
-    token_source = std::move(found.source);
+    origin = origin_of(f.tls.pin, std::move(found.source));
     auto allow = agent::parse_allow_list(f.allow);
     if (!allow) throw std::invalid_argument("--allow '" + f.allow + "': " + allow.message());
     if (!transport::is_valid_host(f.target))
@@ -100,7 +100,7 @@ int run_agent(const agent_flags& f) {
     events.connecting();
     const auto end = co_await a.run();
     if (end.kind != client::dial_outcome::failure::none)
-      exit_code = report_dial_failure(end, settings.url, f.json, token_source);
+      exit_code = report_dial_failure(end, settings.url, f.json, origin);
     signals.cancel();
   });
   return exit_code;

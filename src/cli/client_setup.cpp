@@ -97,8 +97,12 @@ client::tls_dial_options tls_options_of(const client::server_settings& s, std::s
   return o;
 }
 
+credential_origin origin_of(const std::string& pin, std::string token_source) {
+  return {std::move(token_source), pin.empty() ? "--ca" : "--pin"};
+}
+
 int report_dial_failure(const client::dial_outcome& o, const client::server_url& url, bool json,
-                        const std::string& token_source) {
+                        const credential_origin& from) {
   using kind = client::dial_outcome::failure;
   const bool tls = url.kind == client::scheme::tls;
   const auto server = server_label(url);
@@ -106,7 +110,7 @@ int report_dial_failure(const client::dial_outcome& o, const client::server_url&
     // The server's own words, when it said more than the code does (escaped by mux).
     std::string m = "authentication failed: token rejected by " + server;
     if (o.error != describe(errc::bad_token)) m += " (" + o.error + ")";
-    if (!token_source.empty()) m += "; the token came from " + token_source;
+    if (!from.token.empty()) m += "; the token came from " + from.token;
     report_error(json, exit_bad_credentials, "bad_token", m);
     return exit_bad_credentials;
   }
@@ -119,7 +123,9 @@ int report_dial_failure(const client::dial_outcome& o, const client::server_url&
     // say which names the certificate is for.
     const bool wrong_name = o.error.starts_with("the server certificate is for");
     report_error(json, exit_untrusted_server, "untrusted_server",
-                 !tls || wrong_name ? o.error : o.error + " (server " + server + "; check --ca)");
+                 !tls || wrong_name
+                     ? o.error
+                     : o.error + " (server " + server + "; check " + from.trust + ")");
     return exit_untrusted_server;
   }
   if (o.kind == kind::transient)

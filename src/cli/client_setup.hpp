@@ -45,11 +45,23 @@ client::dialer make_dialer(asio::any_io_executor ex, const client::server_settin
 /// and stream handler on them).
 client::tls_dial_options tls_options_of(const client::server_settings& s, std::string token);
 
+/// Where a client's token and its trust in the server came from: what a failed dial's
+/// message tells the user to check.
+struct credential_origin {
+  std::string token;           // found_token::source; empty for ssh://
+  std::string trust = "--ca";  // what decides which server is trusted: "--ca", "--pin", or
+                               // a tunnels file's setting ("ca in tunnels.toml")
+};
+
+/// The origin for the TLS flags of a command: --pin when it was given, else --ca.
+credential_origin origin_of(const std::string& pin, std::string token_source);
+
 /// Reports a failed dial as a fatal error (report_error: one "error: ..." line, and an
 /// error event with `json`) and returns its exit code: exit_bad_credentials,
-/// exit_untrusted_server or exit_failure. `token_source` is said when the token is rejected.
+/// exit_untrusted_server or exit_failure. A rejected token names where it came from, an
+/// untrusted server what to check (`from`): every command reports a dial the same way.
 int report_dial_failure(const client::dial_outcome& o, const client::server_url& url, bool json,
-                        const std::string& token_source = {});
+                        const credential_origin& from = {});
 
 /// Where a client's control socket goes: `flag` (--control) if given, else the default
 /// folder's <pid>.sock; its folder checked and a stale socket cleared. Throws

@@ -109,7 +109,7 @@ int run_connect(const connect_flags& f) {
   client::server_url url;
   client::server_settings settings;
   client::dialer dial;
-  std::string token_source;
+  credential_origin origin;  // for the message of a failed dial
   std::optional<std::size_t> retries;
   std::filesystem::path control_path;
   std::optional<mux::target> stdio;
@@ -191,7 +191,7 @@ int run_connect(const connect_flags& f) {
     if (!ssh) {
       auto found = tls_token_of(f.tls, settings);
       token = std::move(found.token);
-      token_source = std::move(found.source);
+      origin = origin_of(f.tls.pin, std::move(found.source));
     }
     settings.max_stream_window = static_cast<std::uint32_t>(f.max_stream_window);
     dial = make_dialer(io.get_executor(), settings, std::move(token));
@@ -201,7 +201,7 @@ int run_connect(const connect_flags& f) {
     report_error(f.json && f.stdio.empty(), exit_usage, "usage", e.what());
     return exit_usage;
   }
-  if (stdio) return run_stdio(io, std::move(dial), url, std::move(*stdio));
+  if (stdio) return run_stdio(io, std::move(dial), url, std::move(*stdio), origin);
 
   if (!f.command.empty()) print_events_on_stderr();  // stdout is the command's
   event_printer events(f.json, server_label(url));
@@ -235,7 +235,7 @@ int run_connect(const connect_flags& f) {
   std::optional<child_command> command;
   auto report_fatal = [&](const client::dial_outcome& o) {
     if (o.kind != client::dial_outcome::failure::none)
-      exit_code = report_dial_failure(o, url, f.json, token_source);
+      exit_code = report_dial_failure(o, url, f.json, origin);
   };
 
   asio::signal_set signals(io, SIGINT, SIGTERM);

@@ -38,11 +38,11 @@ struct catalog_result {
 };
 
 asio::awaitable<catalog_result> fetch_catalog(client::dialer dial, client::server_url url,
-                                              bool json, std::string token_source) {
+                                              bool json, credential_origin origin) {
   catalog_result out;
   auto dialed = co_await dial();
   if (!dialed.tunnel) {
-    out.exit_code = report_dial_failure(dialed, url, json, token_source);
+    out.exit_code = report_dial_failure(dialed, url, json, origin);
     co_return out;
   }
   auto tunnel = std::move(dialed.tunnel);
@@ -130,7 +130,7 @@ int run_devices(const devices_flags& f) {
   setup_logging("warn");
   client::server_url url;
   client::dialer dial;
-  std::string token_source;
+  credential_origin origin;  // for the message of a failed dial
   asio::io_context io(1);
   try {
     auto parsed = client::parse_server_url(f.url);
@@ -141,7 +141,7 @@ int run_devices(const devices_flags& f) {
                                   "no device registry");
     const auto s = tls_settings_of(f.tls, url);
     auto token = tls_token_of(f.tls, s);
-    token_source = token.source;
+    origin = origin_of(f.tls.pin, token.source);
     dial = make_dialer(io.get_executor(), s, std::move(token.token));
   } catch (const std::invalid_argument& e) {
     report_error(f.json, exit_usage, "usage", e.what());
@@ -161,7 +161,7 @@ int run_devices(const devices_flags& f) {
   });
   catalog_result result;
   run_main(io, f.json, result.exit_code, [&]() -> asio::awaitable<void> {
-    result = co_await fetch_catalog(std::move(dial), url, f.json, token_source);
+    result = co_await fetch_catalog(std::move(dial), url, f.json, origin);
     signals.cancel();
   });
   if (interrupted) return exit_interrupted;

@@ -44,14 +44,14 @@ int take_over(int fd) {
 }
 
 // The one line on stderr, and the exit code. A failed dial is worded as connect words it.
-int report(const stdio_outcome& o, const client::server_url& url) {
+int report(const stdio_outcome& o, const client::server_url& url, const credential_origin& from) {
   using stage = stdio_outcome::stage;
   if (o.at == stage::done) return exit_ok;
   if (o.at == stage::dial) {
     client::dial_outcome failed;
     failed.error = o.error;
     failed.kind = o.kind;
-    return report_dial_failure(failed, url, false);
+    return report_dial_failure(failed, url, false, from);
   }
   std::cerr << "error: " << o.error << std::endl;
   return exit_failure;
@@ -74,7 +74,7 @@ struct stdio_run {
 }  // namespace
 
 int run_stdio(asio::io_context& io, client::dialer dial, const client::server_url& url,
-              mux::target target) {
+              mux::target target, const credential_origin& from) {
   const auto server = server_label(url);
   std::shared_ptr<stdio_run> run;
   try {
@@ -125,7 +125,7 @@ int run_stdio(asio::io_context& io, client::dialer dial, const client::server_ur
   io.run();
   if (run->crashed) return exit_failure;
   if (!run->finished) return exit_ok;  // stopped by a second signal
-  return report(run->outcome, url);
+  return report(run->outcome, url, from);
 }
 
 }  // namespace tether::cli

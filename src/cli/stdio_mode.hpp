@@ -5,6 +5,7 @@
 
 #include <asio/io_context.hpp>
 
+#include "client_setup.hpp"
 #include "tether/client/dialer.hpp"
 #include "tether/client/url.hpp"
 #include "tether/mux/tunnel.hpp"
@@ -21,8 +22,9 @@ namespace tether::cli {
 /// Returns the exit code: exit_ok when the stream ended cleanly or a signal ended it;
 /// exit_bad_credentials, exit_untrusted_server as with connect; exit_failure for the rest
 /// (server unreachable, the stream refused, reset or cut by a lost session, a local I/O
-/// error). Never retries.
+/// error). Never retries. A failed dial is reported as connect reports it, naming where the
+/// token and the trust came from (`from`).
 int run_stdio(asio::io_context& io, client::dialer dial, const client::server_url& url,
-              mux::target target);
+              mux::target target, const credential_origin& from);
 
 }  // namespace tether::cli

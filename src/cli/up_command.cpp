@@ -58,7 +58,7 @@ struct running_server {
   std::uint32_t line;
   std::vector<running_tunnel> tunnels;  // those that listen
   event_printer events;
-  std::string token_source;  // for the message when the token is rejected
+  credential_origin origin;  // for the message of a failed dial
   bool dialing_first = true;
 
   // The server as applied, for a reload to compare the file with.
@@ -211,7 +211,8 @@ class tunnel_process {
       throw server_error(at(spec.line) + e.what());
     }
     auto r = std::make_shared<running_server>(json_, spec);
-    r->token_source = std::move(token.source);
+    // The file's settings, not flags: what to check is named as the file names it.
+    r->origin = {std::move(token.source), (s.pin.empty() ? "ca in " : "pin in ") + file_.string()};
     client::proxy_options o;
     o.server = server_label(s.url);
     o.wait_for_session = s.wait_for_session;
@@ -254,7 +255,7 @@ class tunnel_process {
     r->dialing_first = false;
     if (outcome.kind == client::dial_outcome::failure::none) outcome = co_await r->proxy->run();
     if (outcome.kind != client::dial_outcome::failure::none)
-      fail(report_dial_failure(outcome, r->settings.url, json_, r->token_source));
+      fail(report_dial_failure(outcome, r->settings.url, json_, r->origin));
   }
 
   // A failure retrying cannot fix ends the process, as it ends `connect`: the first one

@@ -102,7 +102,9 @@ class DevCommandTest(harness.TetherTest):
         r = self.run_tether("connect", server.url, "--pin", other, "--token-file",
                             server.token_file, "-L", "0:d1:22", timeout=harness.scaled(20))
         self.assertEqual(r.returncode, 4, r.stderr)
-        self.assertIn("not the pinned one", r.stderr)
+        # The hint names the flag that was given: the pin, not a CA.
+        self.assertIn("the server's public key is not the pinned one (server 127.0.0.1:%d; "
+                      "check --pin)" % server.port, r.stderr)
         r = self.run_tether("connect", server.url, "--pin", "sha256:abc", "--token-file",
                             server.token_file, "-L", "0:d1:22")
         self.assertEqual(r.returncode, 2, r.stderr)

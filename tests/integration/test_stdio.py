@@ -200,6 +200,8 @@ class StdioTlsTest(StdioBase):
         self.assertEqual(r.stdout, b"")
         self.assertIn(b"error: authentication failed: token rejected by 127.0.0.1:%d"
                       % self.server.port, r.stderr)
+        # Said as `connect -L` says it: where the rejected token came from.
+        self.assertIn(b"; the token came from file %s\n" % bad.encode(), r.stderr)
 
     def test_wrong_ca_exits_4(self):
         other = self.path("other-ca")

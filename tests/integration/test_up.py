@@ -272,6 +272,7 @@ class UpTest(harness.TetherTest):
         self.assertEqual(r.returncode, 3, r.stderr)
         self.assertIn("error: authentication failed: token rejected by 127.0.0.1:%d"
                       % server.port, r.stderr)
+        self.assertIn("; the token came from file %s" % self.path("wrong.token"), r.stderr)
 
 if __name__ == "__main__":
     unittest.main()
