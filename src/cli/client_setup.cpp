@@ -129,7 +129,7 @@ int report_dial_failure(const client::dial_outcome& o, const client::server_url&
     return exit_untrusted_server;
   }
   if (o.kind == kind::transient)
-    report_error(json, exit_failure, "unreachable", "cannot reach " + server + ": " + o.error);
+    report_error(json, exit_failure, "unreachable", o.sentence(server));
   else
     report_error(json, exit_failure, "failed", o.error);
   return exit_failure;

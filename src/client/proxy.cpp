@@ -127,6 +127,14 @@ struct proxy::impl : std::enable_shared_from_this<impl> {
     session_ready.cancel();
   }
 
+  // A dial that failed and is retried in `delay`: a warning and a `disconnected` event. A
+  // peer that answered as no tether server would is named in the reason ("127.0.0.1:22 is
+  // not a TLS server ..."): the error alone has no subject.
+  void failed_dial(const dial_outcome& outcome, std::chrono::milliseconds delay) {
+    spdlog::warn("{}; retrying in {} ms", outcome.sentence(options.server), delay.count());
+    events.disconnected(outcome.answered ? outcome.sentence(options.server) : outcome.error, delay);
+  }
+
   // Sleeps, unless stop() comes first. Returns false when stopping.
   asio::awaitable<bool> pause(std::chrono::milliseconds d) {
     asio::steady_timer t(executor, d);
@@ -150,9 +158,7 @@ struct proxy::impl : std::enable_shared_from_this<impl> {
             co_return;
           }
           const auto delay = retry.next_delay();
-          spdlog::warn("cannot reach {}: {}; retrying in {} ms", options.server, outcome.error,
-                       delay.count());
-          events.disconnected(outcome.error, delay);
+          failed_dial(outcome, delay);
           if (!co_await pause(delay)) co_return;
           continue;
         }
@@ -427,9 +433,7 @@ asio::awaitable<dial_outcome> proxy::connect_first() {
   }
   if (!reconnect_policy::is_fatal(outcome) && impl_->retry.may_retry()) {
     const auto delay = impl_->retry.next_delay();
-    spdlog::warn("cannot reach {}: {}; retrying in {} ms", impl_->options.server, outcome.error,
-                 delay.count());
-    impl_->events.disconnected(outcome.error, delay);
+    impl_->failed_dial(outcome, delay);
     impl_->first_retry = delay;
     co_return dial_outcome{};
   }

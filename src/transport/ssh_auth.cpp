@@ -135,8 +135,7 @@ asio::awaitable<result<std::monostate>> ssh_core::authenticate() {
     return error{"authentication failed for user " + user + ": " + why, errc::bad_token};
   };
   const auto lost = [this, &failed](int rc) -> error {
-    if (deadline_passed_ || rc == LIBSSH2_ERROR_TIMEOUT)
-      return error{"timed out authenticating to " + opts_.host + ":" + std::to_string(opts_.port)};
+    if (deadline_passed_ || rc == LIBSSH2_ERROR_TIMEOUT) return error{"timed out authenticating"};
     if (peer_eof_) {
       std::string m = "connection closed by the server";
       if (!server_disconnect_.empty()) m += " (" + server_disconnect_ + ")";

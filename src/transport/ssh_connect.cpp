@@ -54,10 +54,6 @@ std::filesystem::path known_hosts_path(const ssh_options& o) {
   return std::filesystem::path(home ? home : ".") / ".ssh" / "known_hosts";
 }
 
-std::string host_port(const ssh_options& o) {
-  return o.host + ":" + std::to_string(o.port);
-}
-
 }  // namespace
 
 asio::awaitable<result<std::monostate>> ssh_core::start() {
@@ -94,8 +90,8 @@ asio::awaitable<bool> ssh_core::wait_socket() {
 
 asio::awaitable<result<std::monostate>> ssh_core::connect_socket() {
   const auto timed_out = [this] {
-    return error{"timed out connecting to " + host_port(opts_) + " (after " +
-                 std::to_string(opts_.connect_timeout.count()) + " ms)"};
+    return error{"timed out connecting (after " + std::to_string(opts_.connect_timeout.count()) +
+                 " ms)"};
   };
   asio::ip::tcp::resolver resolver(ex_);
   auto [rec, endpoints] =
@@ -105,9 +101,8 @@ asio::awaitable<result<std::monostate>> ssh_core::connect_socket() {
 
   auto [cec, ep] = co_await asio::async_connect(sock_, endpoints, use_tuple);
   if (deadline_passed_) co_return timed_out();
-  if (cec == asio::error::connection_refused)
-    co_return error{"connect to " + host_port(opts_) + ": connection refused"};
-  if (cec) co_return error{"connect to " + host_port(opts_) + ": " + cec.message()};
+  if (cec == asio::error::connection_refused) co_return error{"connection refused"};
+  if (cec) co_return error{cec.message()};
 
   asio::error_code ignored;
   sock_.set_option(asio::ip::tcp::no_delay(true), ignored);  // libssh2 writes whole packets
@@ -144,20 +139,19 @@ asio::awaitable<result<std::monostate>> ssh_core::handshake_and_check_host() {
       co_await drive([this] { return libssh2_session_handshake(s_, sock_.native_handle()); });
   if (rc != 0) {
     if (deadline_passed_ || rc == LIBSSH2_ERROR_TIMEOUT)
-      co_return error{"timed out in the SSH handshake with " + host_port(opts_)};
+      co_return error{"timed out in the SSH handshake"};
     if (peer_eof_) {
-      std::string m =
-          "SSH handshake with " + host_port(opts_) + " failed: connection closed by the server";
+      std::string m = "SSH handshake failed: connection closed by the server";
       if (!server_disconnect_.empty()) m += " (" + server_disconnect_ + ")";
       co_return error{m};
     }
-    co_return error{"SSH handshake with " + host_port(opts_) + " failed: " + last_error_text()};
+    co_return error{"SSH handshake failed: " + last_error_text()};
   }
 
   std::size_t len = 0;
   int type = 0;
   const char* key = libssh2_session_hostkey(s_, &len, &type);
-  if (!key || len == 0) co_return error{"the server at " + host_port(opts_) + " sent no host key"};
+  if (!key || len == 0) co_return error{"the server sent no host key"};
   const std::string blob(key, len);
   const auto key_type = ssh_key_type_of_blob(blob);
   const auto shown = ssh_key_display_name(key_type) + " key " + ssh_fingerprint_sha256(blob);

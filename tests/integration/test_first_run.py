@@ -6,6 +6,7 @@ tokens are trimmed and their source named, and `-- CMD` runs a command through t
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -37,6 +38,39 @@ class SilentServer:
         self.sock.close()
         for c in self.conns:
             c.close()
+
+
+class PeerServer:
+    """Accepts TCP connections and hands each to `handle(conn)` on its own thread, then
+    closes it: a peer at a port where a tether server was expected."""
+
+    def __init__(self, handle):
+        self.handle = handle
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        try:
+            while True:
+                conn = self.sock.accept()[0]
+                threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+        except OSError:
+            pass
+
+    def _serve(self, conn):
+        try:
+            conn.settimeout(10)
+            self.handle(conn)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def stop(self):
+        self.sock.close()
 
 
 class FirstRunTest(harness.TetherTest):
@@ -157,6 +191,48 @@ class FirstRunTest(harness.TetherTest):
         self.assertEqual(r.returncode, 1, r.stderr)
         self.assertIn("error: cannot reach 127.0.0.1:%d: TLS handshake failed" % plain.port,
                       r.stderr)
+
+    def serve(self, handle):
+        peer = PeerServer(handle)
+        self.addCleanup(peer.stop)
+        return peer
+
+    def test_a_peer_that_is_no_tether_server_is_said_to_be_what_it_is(self):
+        def ssh_banner(conn):
+            conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+            conn.recv(4096)
+
+        def hang_up(conn):
+            conn.recv(4096)
+
+        pki = harness.shared_pki()
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(pki["cert"], pki["key"])
+
+        def tls_but_not_tether(conn):
+            with tls.wrap_socket(conn, server_side=True) as s:
+                s.recv(4096)  # the HELLO, unanswered
+
+        for handle, words in ((ssh_banner, "is not a TLS server (it sent "
+                                           "'SSH-2.0-OpenSSH_9.6\\r\\n')"),
+                              (hang_up, "closed the connection during the TLS handshake (not a "
+                                        "tether server?)"),
+                              (tls_but_not_tether, "completed the TLS handshake but closed the "
+                                                   "connection instead of answering tether's "
+                                                   "hello (not a tether server?)")):
+            with self.subTest(peer=handle.__name__):
+                peer = self.serve(handle)
+                r, _ = self.run_connect("tls://127.0.0.1:%d" % peer.port, "--token", "t",
+                                        "--ca", pki["ca"], "-L", "0:d:22")
+                self.assertEqual(r.returncode, 1, r.stderr)
+                self.assertIn("error: 127.0.0.1:%d %s\n" % (peer.port, words), r.stderr)
+
+    def test_an_ssh_server_that_cannot_be_reached_is_named_once(self):
+        port = self.closed_port()
+        r, _ = self.run_connect("ssh://u@127.0.0.1:%d" % port, "-L", "0:d:22")
+        self.assertEqual(r.returncode, 1, r.stderr)
+        error = [l for l in r.stderr.splitlines() if l.startswith("error:")]
+        self.assertEqual(error, ["error: cannot reach 127.0.0.1:%d: connection refused" % port])
 
     def test_ctrl_c_cancels_a_connect_in_progress(self):
         silent = SilentServer()

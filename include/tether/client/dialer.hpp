@@ -19,6 +19,16 @@ struct dial_outcome {
   // untrusted_server: TLS certificate verification or SSH host key check failed.
   enum class failure { none, transient, bad_credentials, untrusted_server, fatal } kind =
       failure::none;
+  // Something answered at the address, but not as a tether server does (it is not a TLS
+  // server, or does not speak tether's protocol): `error` says what it did, as a sentence
+  // whose subject is the server ("is not a TLS server (it sent 'SSH-2.0-...')").
+  bool answered = false;
+
+  /// The failure in one sentence naming `server` ("host:port") once: "cannot reach SERVER:
+  /// ERROR", or "SERVER ERROR" when something answered there.
+  std::string sentence(const std::string& server) const {
+    return answered ? server + " " + error : "cannot reach " + server + ": " + error;
+  }
 };
 
 using dialer = std::function<asio::awaitable<dial_outcome>()>;

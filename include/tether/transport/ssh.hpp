@@ -59,9 +59,11 @@ std::string identity_file_problem(const std::filesystem::path& file, std::string
 
 /// Connects to opts.host:opts.port, performs the SSH handshake, checks the host key against
 /// known_hosts and authenticates. Completes with the tunnel, or with an error whose message
-/// is fit to show the user ("connect to h:p: connection refused", "timed out ...",
-/// "host key for [h]:p is not known (ED25519 key SHA256:...); pass --accept-new-host-key to
-/// trust it", "HOST KEY CHANGED ...", "authentication failed for user u: ...").
+/// is fit to show the user ("host key for [h]:p is not known (ED25519 key SHA256:...); pass
+/// --accept-new-host-key to trust it", "HOST KEY CHANGED ...", "authentication failed for
+/// user u: ..."). Failures to reach the server ("connection refused", "timed out connecting
+/// (after 10000 ms)", "SSH handshake failed: ...") do not name it: the caller says
+/// "cannot reach h:p: " in front, as it does for a tls:// server.
 ///
 /// The tunnel's open(target) opens a direct-tcpip channel to target.device:target.port and
 /// fails with errc::ssh_forwarding_denied when the server refuses to forward (prohibited by
