@@ -212,7 +212,6 @@ int run_connect(const connect_flags& f) {
   options.udp_max_flows = settings.udp_max_flows;
   options.udp_supported = url.kind == client::scheme::tls;
   options.retries = retries;
-  const auto mapping_count = mappings.size();
   client::proxy proxy(io.get_executor(), std::move(mappings), std::move(dial), events, options);
 
   // Every local port is bound before the first dial: a port in use is a mistake of the
@@ -282,9 +281,12 @@ int run_connect(const connect_flags& f) {
     if (exit_code == exit_ok) exit_code = code;
     proxy.stop();
   };
-  events.ready_when_connected(mapping_count, [&] {
-    if (!f.command.empty()) asio::co_spawn(io, run_command(), asio::detached);
-  });
+  // Counted when ready is said: `tether map` may have added or removed mappings since.
+  events.ready_when_connected([&proxy] { return proxy.list().size(); },
+                              [&] {
+                                if (!f.command.empty())
+                                  asio::co_spawn(io, run_command(), asio::detached);
+                              });
 
   run_main(io, f.json, exit_code, [&]() -> asio::awaitable<void> {
     events.connecting();

@@ -104,15 +104,17 @@ void event_printer::listening(const client::mapping& m, const std::string& name,
 void event_printer::connected(const std::string& server) {
   print_event(json_, {{"event", "connected"}, {"server", server}}, "connected to " + server);
   connected_ = true;
-  if (ready_pending_) ready();
+  // A reconnection makes the listeners usable again, as the first session did.
+  if (ready_pending_ || mappings_) ready();
 }
 
 void event_printer::connecting() {
   print_event(json_, {{"event", "connecting"}, {"server", server_}}, "connecting to " + server_);
 }
 
-void event_printer::ready_when_connected(std::size_t mappings, std::function<void()> then) {
-  ready_mappings_ = mappings;
+void event_printer::ready_when_connected(std::function<std::size_t()> mappings,
+                                         std::function<void()> then) {
+  mappings_ = std::move(mappings);
   ready_pending_ = true;
   on_ready_ = std::move(then);
   if (connected_) ready();
@@ -120,9 +122,10 @@ void event_printer::ready_when_connected(std::size_t mappings, std::function<voi
 
 void event_printer::ready() {
   ready_pending_ = false;
-  print_event(json_, {{"event", "ready"}, {"server", server_}, {"mappings", ready_mappings_}},
-              "ready: " + std::to_string(ready_mappings_) +
-                  (ready_mappings_ == 1 ? " mapping" : " mappings") + " through " + server_);
+  const auto n = mappings_();
+  print_event(
+      json_, {{"event", "ready"}, {"server", server_}, {"mappings", n}},
+      "ready: " + std::to_string(n) + (n == 1 ? " mapping" : " mappings") + " through " + server_);
   if (auto then = std::exchange(on_ready_, nullptr)) then();
 }
 
@@ -134,6 +137,20 @@ void event_printer::disconnected(const std::string& reason, std::chrono::millise
                {"retry_in_ms", retry_in.count()}},
               "disconnected from " + server_ + ": " + reason + "; retrying in " +
                   std::to_string(retry_in.count()) + " ms");
+}
+
+void event_printer::going_away(std::size_t continuing) {
+  print_event(json_,
+              {{"event", "disconnected"},
+               {"server", server_},
+               {"reason", "going away"},
+               {"retry_in_ms", 0},
+               {"continuing_streams", continuing}},
+              "disconnected from " + server_ + ": going away (the server is stopping); " +
+                  std::to_string(continuing) +
+                  (continuing == 1 ? " open stream continues until it ends"
+                                   : " open streams continue until they end") +
+                  "; reconnecting now");
 }
 
 void event_printer::stream_error(const client::mapping& m, const std::string& local, errc reason,

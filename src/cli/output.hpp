@@ -43,6 +43,8 @@ class event_printer final : public client::event_sink {
                  const std::string& local) override;
   void connected(const std::string& server) override;
   void disconnected(const std::string& reason, std::chrono::milliseconds retry_in) override;
+  /// A `disconnected` event with reason "going away" and `continuing_streams`.
+  void going_away(std::size_t continuing) override;
   void stream_error(const client::mapping& m, const std::string& local, errc reason,
                     const std::string& message) override;
 
@@ -50,8 +52,10 @@ class event_printer final : public client::event_sink {
   void connecting();
   /// Prints `ready` with the next `connected`, or now if the session is up (once every
   /// listener is bound and a session is established, connections go straight through),
-  /// then calls `then` once.
-  void ready_when_connected(std::size_t mappings, std::function<void()> then = {});
+  /// then calls `then` once. From then on every `connected` (a reconnection) is followed by
+  /// `ready` again: the tunnel is usable once more. `mappings` counts the mappings at the
+  /// time (`tether map` and reloads change them).
+  void ready_when_connected(std::function<std::size_t()> mappings, std::function<void()> then = {});
 
  private:
   void ready();
@@ -59,7 +63,7 @@ class event_printer final : public client::event_sink {
   bool json_;
   std::string server_;
   bool connected_ = false;
-  std::size_t ready_mappings_ = 0;
+  std::function<std::size_t()> mappings_;  // set by ready_when_connected
   bool ready_pending_ = false;
   std::function<void()> on_ready_;
 };

@@ -249,7 +249,8 @@ class tunnel_process {
   }
 
   asio::awaitable<void> serve(std::shared_ptr<running_server> r) {
-    r->events.ready_when_connected(r->tunnels.size());
+    // The events belong to `r`: a plain pointer keeps it from owning itself.
+    r->events.ready_when_connected([s = r.get()] { return s->tunnels.size(); });
     r->events.connecting();
     auto outcome = co_await r->proxy->connect_first();
     r->dialing_first = false;

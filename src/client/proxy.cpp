@@ -170,12 +170,20 @@ struct proxy::impl : std::enable_shared_from_this<impl> {
       const auto why = std::get<0>(ended);
       // Streams still open on a session that said GOAWAY keep it alive through their channels.
       current.reset();
-      const bool graceful = why == make_error_code(errc::going_away);
-      const auto delay = graceful ? std::chrono::milliseconds(0) : retry.next_delay();
+      if (why == make_error_code(errc::going_away)) {
+        const auto continuing = open_streams();
+        spdlog::info(
+            "{} is going away: {} open stream{} continue{} on its session until they "
+            "end; reconnecting now",
+            options.server, continuing, continuing == 1 ? "" : "s", continuing == 1 ? "s" : "");
+        events.going_away(continuing);
+        continue;
+      }
+      const auto delay = retry.next_delay();
       spdlog::warn("session to {} ended: {}; reconnecting in {} ms", options.server, why.message(),
                    delay.count());
       events.disconnected(why.message(), delay);
-      if (delay.count() > 0 && !co_await pause(delay)) co_return;
+      if (!co_await pause(delay)) co_return;
     }
   }
 
@@ -295,6 +303,14 @@ struct proxy::impl : std::enable_shared_from_this<impl> {
     for (const auto& e : entries)
       if (e->tcp) n += e->tcp->open_connections();
     for (const auto& f : retired) n += f->open_connections();
+    return n;
+  }
+
+  // Streams open now: a TCP connection or a UDP flow is one each.
+  std::size_t open_streams() const {
+    std::size_t n = active();
+    for (const auto& e : entries)
+      if (e->udp) n += e->udp->flow_count();
     return n;
   }
 

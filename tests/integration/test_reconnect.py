@@ -2,6 +2,8 @@
 port: the client keeps its listeners, reconnects, and new connections carry correct bytes,
 including one accepted while the session was down."""
 
+import signal
+import socket
 import threading
 import unittest
 
@@ -52,6 +54,9 @@ class ReconnectTest(harness.TetherTest):
         self.assertEqual(second.port, first.port)
         ev = client.proc.json_event("connected", after=mark, timeout=90)
         self.assertTrue(ev["server"].endswith(":%d" % first.port), ev)
+        # The tunnel is usable again, and scripts waiting for `ready` are told so.
+        ev = client.proc.json_event("ready", after=mark, timeout=10)
+        self.assertEqual(ev["mappings"], 1)
 
         r = harness.transfer(client.port, up=16 * MiB, down=16 * MiB, timeout=120)
         self.assertEqual((r.sent, r.received), (16 * MiB, 16 * MiB))
@@ -61,6 +66,24 @@ class ReconnectTest(harness.TetherTest):
         if "error" in pending:
             raise pending["error"]
         self.assertEqual(pending["result"].received, MiB)
+
+    def test_a_server_going_away_says_that_open_streams_carry_on(self):
+        echo = self.echo_server(harness.device_addr(17))
+        server = self.dev_server(devices={"d": echo.host})
+        client = self.connect(server, [("d", echo.port)])
+        client.proc.json_event("ready")
+        conn = socket.create_connection(("127.0.0.1", client.port), timeout=10)
+        self.addCleanup(conn.close)
+        conn.sendall(b"a")
+        self.assertEqual(harness.recv_exact(conn, 1), b"a")
+        mark = client.proc.mark()
+        server.proc.popen.send_signal(signal.SIGINT)  # a graceful stop: GOAWAY
+        ev = client.proc.json_event("disconnected", after=mark, timeout=30)
+        self.assertEqual((ev["reason"], ev["retry_in_ms"], ev["continuing_streams"]),
+                         ("going away", 0, 1), ev)
+        # As the event says: the stream goes on through the session that is going away.
+        conn.sendall(b"b")
+        self.assertEqual(harness.recv_exact(conn, 1), b"b")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 // tests can collect them.
 
 #include <chrono>
+#include <cstddef>
 #include <string>
 #include <string_view>
 
@@ -21,6 +22,13 @@ class event_sink {
   virtual void connected(const std::string& server) = 0;
   /// The session ended or could not be made; the next attempt is in `retry_in`.
   virtual void disconnected(const std::string& reason, std::chrono::milliseconds retry_in) = 0;
+  /// The server is going away (GOAWAY: it stops gracefully). Its session takes no new
+  /// streams, but the `continuing` streams open on it carry on until they end; a new session
+  /// is dialled at once for new ones.
+  virtual void going_away(std::size_t continuing) {
+    (void)continuing;
+    disconnected("going away", std::chrono::milliseconds(0));
+  }
   /// A local connection could not be tunnelled and was closed.
   virtual void stream_error(const mapping& m, const std::string& local, errc reason,
                             const std::string& message) = 0;
