@@ -1,7 +1,7 @@
 #pragma once
-// A warning that a flood could repeat thousands of times a second (a refused connection, a
-// failed accept) is logged at most once a second; the lines left out are counted and the
-// next line says how many. Thread-safe: workers share one per kind of warning, so the
+// A line that a flood could repeat thousands of times a second (a refused connection, a
+// failed accept, a connection dropped before its session began) is logged at most once a
+// second; the lines left out are counted and the next line says how many. Thread-safe: workers share one per kind of warning, so the
 // once-a-second bound holds for the whole server.
 
 #include <spdlog/spdlog.h>
@@ -20,6 +20,19 @@ class rate_limited_log {
 
   template <typename... Args>
   void warn(spdlog::format_string_t<Args...> fmt, Args&&... args) {
+    log(spdlog::level::warn, fmt, std::forward<Args>(args)...);
+  }
+
+  template <typename... Args>
+  void info(spdlog::format_string_t<Args...> fmt, Args&&... args) {
+    log(spdlog::level::info, fmt, std::forward<Args>(args)...);
+  }
+
+ private:
+  template <typename... Args>
+  void log(spdlog::level::level_enum level, spdlog::format_string_t<Args...> fmt,
+           Args&&... args) {
+    if (!spdlog::should_log(level)) return;
     const auto now = std::chrono::steady_clock::now();
     std::lock_guard lock(mutex_);
     if (logged_once_ && now - last_ < interval_) {
@@ -28,15 +41,14 @@ class rate_limited_log {
     }
     const auto text = fmt::format(fmt, std::forward<Args>(args)...);
     if (suppressed_ > 0)
-      spdlog::warn("{} ({} more like this not logged)", text, suppressed_);
+      spdlog::log(level, "{} ({} more like this not logged)", text, suppressed_);
     else
-      spdlog::warn("{}", text);
+      spdlog::log(level, "{}", text);
     suppressed_ = 0;
     last_ = now;
     logged_once_ = true;
   }
 
- private:
   std::chrono::milliseconds interval_;
   std::mutex mutex_;
   std::chrono::steady_clock::time_point last_{};

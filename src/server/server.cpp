@@ -243,6 +243,8 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   rate_limited_log connection_refusals;
   rate_limited_log accept_failures;
   rate_limited_log auth_refusals;
+  rate_limited_log early_drops;  // connections that ended before their session began
+  rate_limited_log refused_sessions;
   rate_limited_log datagram_drops{std::chrono::seconds(10)};
 
   // Raises the open-files limit once, at startup, and logs it.
@@ -382,8 +384,8 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
                                   deadline.async_wait(use_tuple));
       if (woke.index() == 1) {
         ++counters.sessions_refused;
-        spdlog::info("connection from {} dropped: nothing sent within {} ms", peer,
-                     handshake_timeout.count());
+        early_drops.info("connection from {} dropped: nothing sent within {} ms", peer,
+                         handshake_timeout.count());
         co_return;
       }
     }
@@ -394,10 +396,11 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     if (ec) {
       ++counters.sessions_refused;
       if (ec == asio::error::timed_out)
-        spdlog::info("connection from {} dropped: TLS handshake not done within {} ms", peer,
-                     handshake_timeout.count());
+        early_drops.info("connection from {} dropped: TLS handshake not done within {} ms",
+                         peer, handshake_timeout.count());
       else
-        spdlog::info("connection from {} dropped: {}", peer, transport::describe_tls_error(ec));
+        early_drops.info("connection from {} dropped: {}", peer,
+                         transport::describe_tls_error(ec));
       co_return;
     }
     auto session = mux::session::make(std::move(stream), session_settings(*s));
@@ -421,12 +424,12 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     if (sec) {
       ++counters.sessions_refused;
       if (sec == errc::timed_out)
-        spdlog::info("session from {} refused: no HELLO within {} ms", peer,
-                     handshake_timeout.count());
+        early_drops.info("session from {} refused: no HELLO within {} ms", peer,
+                         handshake_timeout.count());
       else if (!session->refusal().empty())
-        spdlog::warn("session from {} refused: {}", peer, session->refusal());
+        refused_sessions.warn("session from {} refused: {}", peer, session->refusal());
       else
-        spdlog::info("session from {} dropped before its HELLO: {}", peer, sec.message());
+        early_drops.info("session from {} dropped before its HELLO: {}", peer, sec.message());
       co_return;
     }
     ++counters.sessions_accepted;

@@ -517,6 +517,43 @@ class RefusalLogTest(LimitsTest):
         _, port = self.client("alice")
         harness.echo_roundtrip(port, os.urandom(64 * KiB), timeout=10)
 
+    def test_a_flood_of_failed_handshakes_is_logged_at_a_bounded_rate(self):
+        """300 connections that send bytes that are not TLS each end at once, but the log
+        has at most one line per second for them, and later lines count the rest."""
+        self.start_server("")
+        server = self.server
+        pattern = re.compile(r"connection from 127\.0\.0\.41:\d+ dropped: .*?"
+                             r"(?: \((\d+) more like this not logged\))?$")
+
+        def garbage_connection():
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind(("127.0.0.41", 0))
+                s.connect((server.host, server.port))
+                s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                try:
+                    harness.recv_until_closed(s, timeout=5)
+                except ConnectionResetError:
+                    pass
+
+        started = time.monotonic()
+        for _ in range(self.FLOOD):
+            garbage_connection()
+
+        def matches():
+            return [m for m in map(pattern.search, log_lines(server.proc)) if m]
+
+        def flood_accounted():
+            if sum(1 + int(m.group(1) or 0) for m in matches()) >= self.FLOOD:
+                return True
+            garbage_connection()
+            return False
+
+        harness.wait_until(flood_accounted, 5, "log lines that account for the %d dropped "
+                           "connections" % self.FLOOD)
+        lines = [m.group(0) for m in matches()]
+        self.assertLessEqual(len(lines), time.monotonic() - started + 2, lines)
+        self.assertTrue(any("more like this not logged" in l for l in lines), lines)
+
 
 if __name__ == "__main__":
     unittest.main()
