@@ -1,7 +1,8 @@
 #include "child_command.hpp"
 
+#include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -10,7 +11,9 @@
 #include <asio/use_awaitable.hpp>
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
+#include <stdexcept>
 #include <system_error>
 #include <thread>
 
@@ -31,6 +34,53 @@ std::string env_suffix(const std::string& name) {
 
 std::string port_of(const std::string& local) {
   return local.substr(local.rfind(':') + 1);
+}
+
+// The files execvp would try for `name`, in its order: found here, because between fork and
+// exec only async-signal-safe calls are allowed (no PATH lookup that may allocate).
+std::vector<std::string> candidates(const std::string& name) {
+  if (name.find('/') != std::string::npos) return {name};
+  const char* path = std::getenv("PATH");
+  const std::string_view dirs = path ? path : "/bin:/usr/bin";
+  std::vector<std::string> out;
+  for (std::size_t b = 0;;) {
+    const auto e = std::min(dirs.find(':', b), dirs.size());
+    const auto dir = dirs.substr(b, e - b);
+    out.push_back((dir.empty() ? std::string(".") : std::string(dir)) + "/" + name);
+    if (e == dirs.size()) break;
+    b = e + 1;
+  }
+  return out;
+}
+
+// The child between fork and exec: async-signal-safe calls only. Reports why it could not
+// exec (an errno) on `report` and exits 127.
+[[noreturn]] void exec_child(pid_t parent, int report, const std::vector<std::string>& files,
+                             char* const* args, char* const* envp) {
+  // The command gets the default signal dispositions and an empty mask, not tether's (which
+  // ignores SIGPIPE, and whose handlers must not run here).
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  for (int sig = 1; sig < NSIG; ++sig) ::sigaction(sig, &dfl, nullptr);
+  // The command must not outlive tether, even one killed with SIGKILL: the kernel sends it
+  // SIGTERM when the thread that forked it ends. If tether died before this line, the child
+  // already belongs to another parent and no signal would come: it ends now instead.
+  ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+  if (::getppid() != parent) ::_exit(128 + SIGTERM);
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  int err = ENOENT;
+  bool denied = false;
+  for (const auto& f : files) {
+    ::execve(f.c_str(), args, envp);
+    err = errno;
+    denied = denied || err == EACCES;
+    if (err != ENOENT && err != ENOTDIR && err != EACCES) break;
+  }
+  if (denied && (err == ENOENT || err == ENOTDIR)) err = EACCES;  // as execvp says it
+  [[maybe_unused]] const auto n = ::write(report, &err, sizeof err);
+  ::_exit(127);
 }
 
 }  // namespace
@@ -86,21 +136,43 @@ void child_command::start(const std::vector<std::pair<std::string, std::string>>
   for (auto& a : argv_) args.push_back(a.data());
   args.push_back(nullptr);
 
-  // The command gets the default signal dispositions and mask, not tether's (which ignores
-  // SIGPIPE).
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  sigset_t none, all;
-  sigemptyset(&none);
+  // The death signal is tied to the thread that forks, not to the process: only the main
+  // thread lasts as long as tether does.
+  if (::syscall(SYS_gettid) != ::getpid())
+    throw std::logic_error("a command must be started from the main thread");
+  const auto files = candidates(argv_.front());
+  int report[2];
+  if (::pipe2(report, O_CLOEXEC) != 0)
+    throw std::system_error(errno, std::generic_category(), "pipe");
+  // Every signal is blocked across fork, so that none reaches one of tether's handlers in
+  // the child before exec_child has reset them.
+  sigset_t all, old;
   sigfillset(&all);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setsigdefault(&attr, &all);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  const int rc = ::posix_spawnp(&pid_, args[0], nullptr, &attr, args.data(), envp.data());
-  posix_spawnattr_destroy(&attr);
-  if (rc != 0) {
+  ::pthread_sigmask(SIG_SETMASK, &all, &old);
+  const pid_t parent = ::getpid();
+  pid_ = ::fork();
+  if (pid_ == 0) exec_child(parent, report[1], files, args.data(), envp.data());
+  const int fork_errno = errno;
+  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  ::close(report[1]);
+  if (pid_ < 0) {
+    ::close(report[0]);
     pid_ = -1;
-    throw std::system_error(rc, std::generic_category(), "cannot run '" + argv_.front() + "'");
+    throw std::system_error(fork_errno, std::generic_category(),
+                            "cannot run '" + argv_.front() + "'");
+  }
+  // Closed by a successful exec (close-on-exec); an errno when exec failed.
+  int exec_errno = 0;
+  ssize_t got;
+  while ((got = ::read(report[0], &exec_errno, sizeof exec_errno)) < 0 && errno == EINTR) {
+  }
+  ::close(report[0]);
+  if (got == sizeof exec_errno) {
+    while (::waitpid(pid_, nullptr, 0) < 0 && errno == EINTR) {
+    }
+    pid_ = -1;
+    throw std::system_error(exec_errno, std::generic_category(),
+                            "cannot run '" + argv_.front() + "'");
   }
   const int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0));
   if (fd < 0) {

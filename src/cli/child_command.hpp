@@ -29,7 +29,10 @@ class child_command {
 
   /// Starts the command (found on PATH, as a shell would) with `env` added to this
   /// process's environment, sharing stdin, stdout and stderr. Throws std::system_error
-  /// naming the command when it cannot be started.
+  /// naming the command when it cannot be started. The command gets SIGTERM when tether
+  /// ends in any way, SIGKILL included (PR_SET_PDEATHSIG). The kernel sends it when the
+  /// thread that started the command ends: call this from the main thread (std::logic_error
+  /// otherwise).
   void start(const std::vector<std::pair<std::string, std::string>>& env);
 
   /// Waits for the command to end: its exit code, or 128 + N when signal N ended it.

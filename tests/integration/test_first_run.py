@@ -73,6 +73,15 @@ class PeerServer:
         self.sock.close()
 
 
+def process_gone(pid):
+    """True once `pid` has ended (a zombie nobody reaped yet counts as ended)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
 class FirstRunTest(harness.TetherTest):
 
     def closed_port(self):
@@ -328,6 +337,19 @@ class FirstRunTest(harness.TetherTest):
         self.assertLess(time.monotonic() - start, harness.scaled(15))
         with self.assertRaises(ProcessLookupError):
             os.kill(pid, 0)
+
+    def test_the_command_ends_when_tether_is_killed(self):
+        server = self.dev_server(devices={"d": "127.0.0.1"})
+        pid_file = self.path("command.pid")
+        p = self.tether("connect", server.url, "--ca", server.ca, "--token-file",
+                        server.token_file, "-L", "0:d:22", "--json", "--", "sh", "-c",
+                        'echo $$ > %s; exec sleep 60' % pid_file)
+        harness.wait_until(lambda: os.path.exists(pid_file) and open(pid_file).read().strip(),
+                           harness.scaled(20), "the command's pid file")
+        pid = int(open(pid_file).read())
+        self.addCleanup(lambda: process_gone(pid) or os.kill(pid, signal.SIGKILL))
+        p.kill()  # SIGKILL: tether cannot stop the command itself; the kernel does
+        harness.wait_until(lambda: process_gone(pid), 10, "the command to end with tether")
 
 
 if __name__ == "__main__":
