@@ -506,7 +506,7 @@ bool session::on_open_result(const wire::open_result& f) {
     st.send_credit = f.window;
     st.send_wake.notify();
   } else {
-    last_open_error_ = printable(f.message);
+    it->second->refusal = printable(f.message);
     auto keep = it->second;
     streams_.erase(it);
     keep->state = stream_state::phase::done;
@@ -916,6 +916,9 @@ void session::fail(asio::error_code why, std::string_view log_reason) {
 
 asio::awaitable<std::pair<asio::error_code, std::unique_ptr<channel>>> session::open(target t) {
   using result_type = std::pair<asio::error_code, std::unique_ptr<channel>>;
+  // last_open_error() speaks of the open that returned last, never of an earlier one's
+  // refusal (its caller reads it before anything else can run on this executor).
+  last_open_error_.clear();
   if (closed_) co_return result_type{make_error_code(errc::session_lost), nullptr};
   // At the end of its ids a session goes on with its streams but opens no more: callers
   // treat it like the peer's GOAWAY and open on a new session.
@@ -947,6 +950,7 @@ asio::awaitable<std::pair<asio::error_code, std::unique_ptr<channel>>> session::
                           deadline.async_wait(use_tuple));
     if (woke.index() == 1) break;
   }
+  last_open_error_ = st->refusal;
   if (st->failure) co_return result_type{st->failure, nullptr};
   if (st->state != stream_state::phase::open) {
     // No answer in time: tell the server we gave up, forget the stream.

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "tether/mux/async_signal.hpp"
@@ -50,6 +51,7 @@ struct stream_state {
   phase state = phase::opening;
   bool datagrams = false;    // a UDP flow: whole datagrams in DATAGRAM frames, no FIN
   asio::error_code failure;  // set once: reset by the peer, refused, or session lost
+  std::string refusal;       // the peer's words when it refused to open the stream
 
   // Sending: the peer's credit for this stream, and credit taken by wait_send_credit()
   // but not yet used by send().

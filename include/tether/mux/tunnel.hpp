@@ -63,8 +63,9 @@ class tunnel {
   virtual asio::awaitable<std::pair<asio::error_code, std::unique_ptr<channel>>> open(
       target t) = 0;
 
-  /// The peer's own words for the last refused open() ("unknown device 'dev-9'"), for
-  /// messages and logs; empty when it gave none.
+  /// The peer's own words for the refusal of the open() that completed last ("unknown device
+  /// 'dev-9'"), for messages and logs; empty when it gave none or that open was not refused
+  /// by the peer. Read it right after open() returns, before anything else awaits.
   virtual std::string last_open_error() const { return {}; }
 
   /// Completes when the session has ended, with the reason.
