@@ -12,8 +12,10 @@
 #include <spdlog/spdlog.h>
 
 #include <asio/co_spawn.hpp>
+#include <mutex>
 #include <restinio/all.hpp>
 #include <restinio/tls.hpp>
+#include <unordered_map>
 
 #include "tether/api/http.hpp"
 #include "tether/transport/tls.hpp"
@@ -21,9 +23,52 @@
 namespace tether::api {
 namespace {
 
+// Connections open from each address. The IP blocker counts one as it is accepted (before
+// a TLS handshake, which RESTinio does not time) and refuses it past the limit; the state
+// listener forgets it as it closes. So one client that holds connections open, or opens
+// them faster than they time out, keeps out only itself, not everyone past max_connections.
+class per_source_limit {
+ public:
+  explicit per_source_limit(std::size_t max) : max_(max) {}
+
+  restinio::ip_blocker::inspection_result_t inspect(
+      const restinio::ip_blocker::incoming_info_t& info) noexcept {
+    const auto address = info.remote_endpoint().address();
+    std::lock_guard lock(mutex_);
+    auto& open = open_[address];
+    if (open >= max_) {
+      if (const auto now = std::chrono::steady_clock::now(); now - last_logged_ >= log_every) {
+        spdlog::warn("API connection from {} refused: max_connections_per_source ({}) reached",
+                     address.to_string(), max_);
+        last_logged_ = now;
+      }
+      return restinio::ip_blocker::deny();
+    }
+    ++open;
+    return restinio::ip_blocker::allow();
+  }
+
+  void state_changed(const restinio::connection_state::notice_t& notice) noexcept {
+    if (!restinio::holds_alternative<restinio::connection_state::closed_t>(notice.cause()))
+      return;
+    std::lock_guard lock(mutex_);
+    const auto it = open_.find(notice.remote_endpoint().address());
+    if (it != open_.end() && --it->second == 0) open_.erase(it);
+  }
+
+ private:
+  static constexpr std::chrono::seconds log_every{1};
+  const std::size_t max_;
+  std::mutex mutex_;  // RESTinio calls both from the listener's thread; cheap insurance
+  std::unordered_map<asio::ip::address, std::size_t> open_;
+  std::chrono::steady_clock::time_point last_logged_{};
+};
+
 template <class Base>
 struct counted_traits : Base {
   static constexpr bool use_connection_count_limiter = true;
+  using ip_blocker_t = per_source_limit;
+  using connection_state_listener_t = per_source_limit;
 };
 
 using plain_traits = counted_traits<restinio::default_single_thread_traits_t>;
@@ -138,6 +183,9 @@ class listener final : public http_listener {
   listener(asio::io_context& io, const http_options& o, http_handler handler,
            std::shared_ptr<asio::ssl::context> tls) {
     restinio::server_settings_t<Traits> s;
+    const auto per_source = std::make_shared<per_source_limit>(o.max_connections_per_source);
+    s.ip_blocker(per_source);
+    s.connection_state_listener(per_source);
     s.address(o.bind.address())
         .port(o.bind.port())
         .acceptor_post_bind_hook(

@@ -88,6 +88,7 @@ std::unique_ptr<api_runtime> start_api(asio::io_context& io, server::server& srv
   o.max_header_bytes = a.max_header_bytes;
   o.max_headers = a.max_headers;
   o.max_connections = a.max_connections;
+  o.max_connections_per_source = a.max_connections_per_source;
   o.request_timeout = a.request_timeout;
   o.idle_timeout = a.idle_timeout;
   auto listener =

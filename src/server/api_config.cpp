@@ -26,11 +26,11 @@ void parse_api_settings(const toml_checker& c, const toml::table& root, api_sett
   if (const toml::node* n = root.get("api")) {
     const toml::table* t = n->as_table();
     if (!t) c.fail(n, "api", "expected an [api] table");
-    static constexpr std::array<std::string_view, 14> known{
+    static constexpr std::array<std::string_view, 15> known{
         "tls",           "max_payload",        "max_wait_ms",     "max_reply",
         "max_devices_per_message", "max_header_bytes", "max_headers", "request_timeout_ms",
-        "idle_timeout_ms", "max_connections",  "retention_days",  "retention_count",
-        "webhook_rate_per_minute", "webhook_burst"};
+        "idle_timeout_ms", "max_connections",  "max_connections_per_source",
+        "retention_days",  "retention_count", "webhook_rate_per_minute", "webhook_burst"};
     c.only_known_keys(*t, "api.", known, api_top_level_keys);
     api.tls = c.boolean(*t, "tls", "api.tls", api.tls);
     api.max_payload = static_cast<std::size_t>(
@@ -52,6 +52,9 @@ void parse_api_settings(const toml_checker& c, const toml::table& root, api_sett
                                     api.idle_timeout.count(), 100, max_ms));
     api.max_connections = static_cast<std::uint32_t>(c.integer(
         *t, "max_connections", "api.max_connections", api.max_connections, 1, 1'000'000));
+    api.max_connections_per_source = static_cast<std::uint32_t>(
+        c.integer(*t, "max_connections_per_source", "api.max_connections_per_source",
+                  api.max_connections_per_source, 1, 1'000'000));
     api.retention_age = std::chrono::hours(
         24 * c.integer(*t, "retention_days", "api.retention_days",
                        api.retention_age.count() / 24, 1, 100 * 365));

@@ -1,9 +1,12 @@
 """A burst of 1,000 messages from 20 concurrent clients: every one answered, stored, and
-its reply matched to its own message id in the log."""
+its reply matched to its own message id in the log. And one address that holds connections
+open keeps out only itself (max_connections_per_source)."""
 
+import socket
 import threading
 import unittest
 
+import harness
 from api_fixtures import ApiTest, reply_text
 from harness import device_addr
 
@@ -53,6 +56,48 @@ class ApiBurstTest(ApiTest):
         self.assertEqual({i: "reply:" + d for i, d in sent.items()}, replies)
         for payload, answer in answers.items():
             self.assertEqual(sent[answer["id"]], payload)
+
+
+class ApiConnectionsPerSourceTest(ApiTest):
+    def test_one_address_holding_connections_keeps_out_only_itself(self):
+        _, keys = self.api_server({}, {"ops": ["*"]}, api_table="max_connections_per_source = 4")
+        api = keys["ops"]
+
+        def connect_from(source):
+            s = socket.socket()
+            self.addCleanup(s.close)
+            s.bind((source, 0))
+            s.connect((api.host, api.port))
+            return s
+
+        # Four slow requests from one address: its whole share.
+        held = [connect_from("127.0.0.50") for _ in range(4)]
+        for s in held:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        # A fifth from there is closed without an answer; everyone else is still served.
+        fifth = connect_from("127.0.0.50")
+        fifth.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        try:
+            data, _ = harness.recv_until_closed(fifth, timeout=harness.scaled(5))
+        except ConnectionResetError:
+            data = b""
+        self.assertEqual(data, b"")
+        self.assertEqual(api.call("GET", "/healthz", key="")[0], 200)
+
+        # Once they close, the address is served again.
+        for s in held:
+            s.close()
+
+        def served_again():
+            s = connect_from("127.0.0.50")
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            try:
+                data, _ = harness.recv_until_closed(s, timeout=harness.scaled(5))
+            except ConnectionResetError:
+                return False
+            return data.startswith(b"HTTP/1.1 200")
+
+        harness.wait_until(served_again, 5, "127.0.0.50 served after its connections closed")
 
 
 if __name__ == "__main__":

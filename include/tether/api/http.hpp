@@ -69,6 +69,7 @@ struct http_options {
   std::size_t max_header_bytes = 8 * 1024;
   std::size_t max_headers = 64;
   std::size_t max_connections = 1024;
+  std::size_t max_connections_per_source = 64;  // from one address; more are closed at accept
   std::chrono::milliseconds request_timeout{30000};
   std::chrono::milliseconds idle_timeout{15000};
 };

@@ -76,6 +76,7 @@ struct api_settings {
   std::chrono::milliseconds request_timeout{40000};  // reading a request and answering it
   std::chrono::milliseconds idle_timeout{15000};     // a kept-alive connection between requests
   std::uint32_t max_connections = 1024;
+  std::uint32_t max_connections_per_source = 64;
   std::chrono::hours retention_age{24 * 30};  // messages older than this are deleted
   std::uint64_t retention_count = 1'000'000;  // and the oldest past this many
   std::uint32_t webhook_rate_per_minute = 600;  // each webhook's sustained rate; more: 429
