@@ -72,6 +72,7 @@ asio::awaitable<http_answer> service::deliver_and_keep(server::message_request r
                                                        std::vector<std::string> topics,
                                                        std::string sender) {
   const auto device = request.target.device;
+  if (auto busy = refuse_if_busy(1)) co_return std::move(*busy);
   std::vector<server::message_request> one;
   one.push_back(request);  // `request` keeps the payload for the log
   auto outcomes = co_await deliver_all(std::move(one));
@@ -96,6 +97,7 @@ asio::awaitable<http_answer> service::post_messages(const http_request& req,
       req.body, {settings_.max_payload, settings_.max_wait, settings_.max_devices_per_message});
   if (auto* refused = std::get_if<http_answer>(&parsed)) co_return std::move(*refused);
   auto& body = std::get<message_body>(parsed);
+  if (auto busy = refuse_if_busy(body.device_ids.size())) co_return std::move(*busy);
   std::vector<server::message_request> requests;
   for (const auto& device : body.device_ids) {
     server::message_request r;

@@ -169,6 +169,7 @@ asio::awaitable<std::vector<server::message_outcome>> service::deliver_all(
   auto g = std::make_shared<gathering>();
   g->outcomes.resize(requests.size());
   g->left = requests.size();
+  deliveries_in_flight_ += requests.size();
   for (std::size_t i = 0; i < requests.size(); ++i) {
     asio::co_spawn(executor_, deliver_(std::move(requests[i])),
                    [g, i](std::exception_ptr e, server::message_outcome o) {
@@ -178,7 +179,19 @@ asio::awaitable<std::vector<server::message_outcome>> service::deliver_all(
                    });
   }
   while (g->left > 0) co_await g->done.wait();
+  deliveries_in_flight_ -= g->outcomes.size();
   co_return std::move(g->outcomes);
+}
+
+std::optional<http_answer> service::refuse_if_busy(std::size_t n) const {
+  if (deliveries_in_flight_ + n <= settings_.max_messages_in_flight) return std::nullopt;
+  auto a = error_answer(503, "busy",
+                        std::to_string(deliveries_in_flight_) +
+                            " messages are being delivered (max_messages_in_flight " +
+                            std::to_string(settings_.max_messages_in_flight) +
+                            "); try again shortly");
+  a.response.headers.emplace_back("Retry-After", "1");
+  return a;
 }
 
 result<std::vector<stored_message>> service::keep(const server::message_request& request,

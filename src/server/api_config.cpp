@@ -26,9 +26,10 @@ void parse_api_settings(const toml_checker& c, const toml::table& root, api_sett
   if (const toml::node* n = root.get("api")) {
     const toml::table* t = n->as_table();
     if (!t) c.fail(n, "api", "expected an [api] table");
-    static constexpr std::array<std::string_view, 15> known{
+    static constexpr std::array<std::string_view, 16> known{
         "tls",           "max_payload",        "max_wait_ms",     "max_reply",
-        "max_devices_per_message", "max_header_bytes", "max_headers", "request_timeout_ms",
+        "max_devices_per_message", "max_messages_in_flight", "max_header_bytes",
+        "max_headers",   "request_timeout_ms",
         "idle_timeout_ms", "max_connections",  "max_connections_per_source",
         "retention_days",  "retention_count", "webhook_rate_per_minute", "webhook_burst"};
     c.only_known_keys(*t, "api.", known, api_top_level_keys);
@@ -42,6 +43,9 @@ void parse_api_settings(const toml_checker& c, const toml::table& root, api_sett
     api.max_devices_per_message = static_cast<std::uint32_t>(
         c.integer(*t, "max_devices_per_message", "api.max_devices_per_message",
                   api.max_devices_per_message, 1, 10000));
+    api.max_messages_in_flight = static_cast<std::uint32_t>(
+        c.integer(*t, "max_messages_in_flight", "api.max_messages_in_flight",
+                  api.max_messages_in_flight, 1, 1'000'000));
     api.max_header_bytes = static_cast<std::size_t>(
         c.integer(*t, "max_header_bytes", "api.max_header_bytes", 8 * 1024, 256, 1024 * 1024));
     api.max_headers = static_cast<std::uint32_t>(

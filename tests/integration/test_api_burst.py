@@ -1,6 +1,7 @@
 """A burst of 1,000 messages from 20 concurrent clients: every one answered, stored, and
 its reply matched to its own message id in the log. And one address that holds connections
-open keeps out only itself (max_connections_per_source)."""
+open keeps out only itself (max_connections_per_source), and messages being delivered at
+once are bounded (max_messages_in_flight)."""
 
 import socket
 import threading
@@ -98,6 +99,36 @@ class ApiConnectionsPerSourceTest(ApiTest):
             return data.startswith(b"HTTP/1.1 200")
 
         harness.wait_until(served_again, 5, "127.0.0.50 served after its connections closed")
+
+
+class ApiMessagesInFlightTest(ApiTest):
+    def test_past_max_messages_in_flight_a_request_is_told_to_come_back(self):
+        silent = self.silent_server(device_addr(62))
+        replier = self.reply_server(device_addr(63))
+        _, keys = self.api_server({"dev-62": device_addr(62), "dev-63": device_addr(63)},
+                                  {"ops": ["*"]}, api_table="max_messages_in_flight = 2")
+        api = keys["ops"]
+        # Two deliveries that wait 3 s for a reply that never comes take both places.
+        waiting = {}
+
+        def wait_on_silent():
+            waiting["answer"] = api.call("POST", "/api/v1/messages", {
+                "deviceids": ["dev-62", "dev-62"], "port": silent.port, "data": "hold",
+                "wait_for_reply_ms": 3000})
+
+        t = threading.Thread(target=wait_on_silent)
+        t.start()
+        self.addCleanup(t.join)
+        harness.wait_until(lambda: len(silent.stats) >= 2, 5, "both deliveries to connect")
+        status, answer, headers = api.send("dev-63", replier.port, "now?")
+        self.assertEqual((status, answer["error"]), (503, "busy"), answer)
+        self.assertIn("max_messages_in_flight 2", answer["message"])
+        self.assertEqual(dict((k.lower(), v) for k, v in headers.items())["retry-after"], "1")
+        t.join()
+        self.assertEqual(waiting["answer"][0], 200)
+        # Once they are done there is room again.
+        status, answer, _ = api.send("dev-63", replier.port, "now?")
+        self.assertEqual((status, answer["status"]), (200, "delivered"), answer)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -110,6 +111,9 @@ class service : public std::enable_shared_from_this<service> {
   // Sends to each target at once; results in order.
   asio::awaitable<std::vector<server::message_outcome>> deliver_all(
       std::vector<server::message_request> requests);
+  // A 503 when `n` more deliveries would pass max_messages_in_flight: each holds a stream of
+  // the server, from the budget the tunnels use too.
+  std::optional<http_answer> refuse_if_busy(std::size_t n) const;
   // Stores a delivered message and its replies; the stored rows, or why not.
   result<std::vector<stored_message>> keep(const server::message_request& request,
                                            const server::message_outcome& outcome,
@@ -133,6 +137,7 @@ class service : public std::enable_shared_from_this<service> {
   std::vector<std::shared_ptr<session_feed>> session_feeds_;
   std::vector<std::shared_ptr<subscriber>> subscribers_;
   std::map<std::int64_t, webhook_bucket> buckets_;
+  std::size_t deliveries_in_flight_ = 0;
   bool closed_ = false;
 };
 

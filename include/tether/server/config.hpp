@@ -71,6 +71,7 @@ struct api_settings {
   std::chrono::milliseconds max_wait{30000};    // the most wait_for_reply_ms may ask
   std::size_t max_reply = 64 * 1024;            // bytes kept of one reply
   std::uint32_t max_devices_per_message = 100;  // deviceids of POST /api/v1/messages
+  std::uint32_t max_messages_in_flight = 1000;  // being delivered at once; more: 503
   std::size_t max_header_bytes = 8 * 1024;      // one header field, and the URL
   std::uint32_t max_headers = 64;
   std::chrono::milliseconds request_timeout{40000};  // reading a request and answering it
