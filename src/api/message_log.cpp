@@ -234,7 +234,8 @@ result<std::vector<stored_message>> message_log::find(const message_query& q) co
     s.bind(1, q.since).bind(2, q.device).bind(3, q.topic).bind(4, static_cast<std::int64_t>(q.limit));
     statement topics(db_, "SELECT topic FROM topics WHERE message_id = ?");
     std::vector<stored_message> out;
-    while (s.step()) {
+    std::size_t bytes = 0;
+    while ((q.max_bytes == 0 || bytes < q.max_bytes) && s.step()) {
       stored_message m;
       m.id = s.integer(0);
       m.created_ms = s.integer(1);
@@ -246,6 +247,7 @@ result<std::vector<stored_message>> message_log::find(const message_query& q) co
       m.status = s.text(7);
       m.sender = s.text(8);
       m.data = s.text(9);
+      bytes += m.data.size();
       out.push_back(std::move(m));
     }
     for (auto& m : out) {

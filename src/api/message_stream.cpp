@@ -15,6 +15,7 @@ namespace {
 
 constexpr auto heartbeat_every = std::chrono::seconds(5);
 constexpr std::size_t catch_up_pages = 10;  // of 1000: what a returning client may have missed
+constexpr std::size_t catch_up_page_bytes = 4 * 1024 * 1024;  // of message data per page
 constexpr std::size_t max_subscribers = 256;
 
 std::string event_text(const stored_message& m) {
@@ -77,10 +78,11 @@ http_answer service::stream_messages(const http_request& req,
     for (std::size_t page = 0; page < catch_up_pages && sub->stream->open(); ++page) {
       auto q = sub->filter;
       q.limit = 1000;
+      q.max_bytes = catch_up_page_bytes;
       auto rows = self->log_.find(q);
       if (!rows || rows->empty()) break;
       for (const auto& m : *rows)
-        if (sub->wants(m)) sub->stream->write(event_text(m));
+        if (sub->wants(m) && !sub->stream->write(event_text(m))) break;  // it has gone
       sub->filter.since = rows->back().id;
     }
     sub->stream->write(": live\n\n");

@@ -12,6 +12,7 @@ using nlohmann::json;
 
 constexpr std::size_t default_page = 100;
 constexpr std::size_t max_page = 1000;
+constexpr std::size_t max_page_bytes = 4 * 1024 * 1024;  // of message data; then the page ends
 
 // One device's answer: the stored message's id and status, and its replies.
 json outcome_json(const std::string& device, const server::message_outcome& o,
@@ -135,6 +136,7 @@ http_answer service::get_messages(const http_request& req, const server::credent
   if (!fields) return error_answer(400, "bad_request", "the query string: " + fields.message());
   message_query q;
   q.limit = default_page;
+  q.max_bytes = max_page_bytes;
   for (const auto& [name, value] : *fields) {
     if (name == "device") {
       q.device = value;

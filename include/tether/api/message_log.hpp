@@ -42,6 +42,9 @@ struct message_query {
   std::int64_t since = 0;  // ids above this one (the cursor)
   std::size_t limit = 100;
   bool newest_first = false;  // the newest `limit` rows after `since`, newest first
+  // Fewer rows once their data reaches this many bytes (at least one row); 0: no bound. A
+  // page of 1,000 messages of a MiB each must not be read, and held, whole.
+  std::size_t max_bytes = 0;
 };
 
 struct stored_webhook {

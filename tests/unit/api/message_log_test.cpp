@@ -97,6 +97,24 @@ TEST_F(MessageLogTest, NewestFirstGivesTheLastPageInReverse) {
   EXPECT_EQ(seen, (std::vector<std::string>{"4", "3", "1"}));  // ids above 1, dev-1 only
 }
 
+TEST_F(MessageLogTest, APageEndsOnceItsDataReachesMaxBytes) {
+  message_log log(dir_ / "m.db", {});
+  for (int i = 0; i < 5; ++i)
+    ASSERT_TRUE(log.store(message("dev-1", std::string(1000, static_cast<char>('a' + i))), {}));
+  // 2,500 bytes: the row that reaches them is the last; the cursor carries on from it.
+  auto page = log.find({.limit = 10, .max_bytes = 2500});
+  ASSERT_TRUE(page);
+  ASSERT_EQ(page->size(), 3u);
+  auto rest = log.find({.since = page->back().id, .limit = 10, .max_bytes = 2500});
+  ASSERT_TRUE(rest);
+  ASSERT_EQ(rest->size(), 2u);
+  EXPECT_EQ(rest->front().data, std::string(1000, 'd'));
+  // A row larger than the bound still comes, alone.
+  auto one = log.find({.limit = 10, .max_bytes = 10});
+  ASSERT_TRUE(one);
+  EXPECT_EQ(one->size(), 1u);
+}
+
 TEST_F(MessageLogTest, RetentionKeepsTheNewestByCount) {
   {
     message_log log(dir_ / "m.db", {.max_count = 3});
