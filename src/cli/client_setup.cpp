@@ -11,6 +11,7 @@
 #include "commands.hpp"
 #include "output.hpp"
 #include "tether/client/control_path.hpp"
+#include "tether/relay/open_files.hpp"
 #include "tether/server/token.hpp"
 
 namespace tether::cli {
@@ -171,6 +172,9 @@ void report_internal_error(bool json, std::exception_ptr e) {
 
 void run_main(asio::io_context& io, bool json, int& exit_code,
               std::function<asio::awaitable<void>()> main) {
+  // Every connection relayed is a descriptor or two: the soft limit of 1,024 a shell gives
+  // would refuse connections long before memory or CPU runs out (the server does the same).
+  relay::raise_open_files_limit();
   asio::co_spawn(io, std::move(main), [&io, json, &exit_code](std::exception_ptr e) {
     if (!e) return;
     report_internal_error(json, e);

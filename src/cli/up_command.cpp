@@ -19,6 +19,7 @@
 #include "tether/client/reload_plan.hpp"
 #include "tether/client/tunnels_file.hpp"
 #include "tether/printable.hpp"
+#include "tether/relay/open_files.hpp"
 #include "tether/toml_check.hpp"
 
 namespace tether::cli {
@@ -372,6 +373,7 @@ int run_up(const up_flags& f) {
   };
   await_reload();
 
+  relay::raise_open_files_limit();  // as run_main() does for connect and agent
   io.run();
   return forced != exit_ok ? forced : process.exit_code();
 }

@@ -49,10 +49,10 @@
 #include "tether/mux/async_signal.hpp"
 #include "tether/mux/session.hpp"
 #include "tether/mux/use_tuple.hpp"
+#include "tether/relay/open_files.hpp"
 #include "tether/server/agent_directory.hpp"
 #include "tether/server/catalog.hpp"
 #include "tether/server/limit_books.hpp"
-#include "tether/server/open_files.hpp"
 #include "tether/server/router.hpp"
 #include "tether/server/session_directory.hpp"
 #include "tether/server/worker_pool.hpp"
@@ -249,7 +249,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
 
   // Raises the open-files limit once, at startup, and logs it.
   static std::uint64_t open_files_limit() {
-    const auto files = raise_open_files_limit();
+    const auto files = relay::raise_open_files_limit();
     if (files.now > files.before)
       spdlog::info("open files limit raised from {} to {} (the hard limit)", files.before,
                    files.now);

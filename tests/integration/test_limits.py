@@ -16,6 +16,7 @@ test_hostile_auth.py and test_hostile_session.py.
 
 import os
 import re
+import resource
 import socket
 import ssl
 import time
@@ -553,6 +554,28 @@ class RefusalLogTest(LimitsTest):
         lines = [m.group(0) for m in matches()]
         self.assertLessEqual(len(lines), time.monotonic() - started + 2, lines)
         self.assertTrue(any("more like this not logged" in l for l in lines), lines)
+
+
+class ClientOpenFilesTest(harness.TetherTest):
+    def test_connect_raises_its_open_files_limit(self):
+        """Started with a soft open-files limit of 256 (a shell's default is 1,024), `tether
+        connect` raises it to the hard limit: 300 connections at once, two descriptors each
+        on the client, all go through."""
+        echo = self.echo_server(harness.device_addr(44))
+        server = self.dev_server(devices={"dev-44": echo.host})
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard != resource.RLIM_INFINITY and hard < 4096:
+            self.skipTest("the hard open-files limit (%d) leaves nothing to raise" % hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+        try:
+            client = self.connect(server, [("dev-44", echo.port)])
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        with open("/proc/%d/limits" % client.proc.popen.pid) as f:
+            line = next(l for l in f if l.startswith("Max open files"))
+        self.assertEqual(line.split()[3], "unlimited" if hard == resource.RLIM_INFINITY
+                         else str(hard), line)
+        harness.run_echo_clients(client.port, 300, 4096)
 
 
 if __name__ == "__main__":

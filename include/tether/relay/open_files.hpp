@@ -1,10 +1,11 @@
 #pragma once
-// The process's open-files limit: every session, pending handshake and device stream of the
-// server is one descriptor, so the limit bounds what the server can carry.
+// The process's open-files limit: every connection a tether process relays is a descriptor
+// (two, on a client: the local one and its share of the tunnel), so the limit bounds what it
+// can carry. Linux starts processes at a soft limit of 1,024 whatever the hard limit allows.
 
 #include <cstdint>
 
-namespace tether::server {
+namespace tether::relay {
 
 struct open_files_limit {
   std::uint64_t before = 0;  // soft limit at start
@@ -15,4 +16,4 @@ struct open_files_limit {
 /// Raises the soft limit as far as the hard limit allows and reports what it did.
 open_files_limit raise_open_files_limit() noexcept;
 
-}  // namespace tether::server
+}  // namespace tether::relay

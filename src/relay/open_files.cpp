@@ -1,8 +1,8 @@
-#include "tether/server/open_files.hpp"
+#include "tether/relay/open_files.hpp"
 
 #include <sys/resource.h>
 
-namespace tether::server {
+namespace tether::relay {
 
 open_files_limit raise_open_files_limit() noexcept {
   rlimit rl{};
@@ -16,4 +16,4 @@ open_files_limit raise_open_files_limit() noexcept {
   return out;
 }
 
-}  // namespace tether::server
+}  // namespace tether::relay
