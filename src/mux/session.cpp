@@ -78,7 +78,8 @@ session::session(std::unique_ptr<byte_stream> stream, session_settings settings)
       peer_(stream_->peer()),
       recv_window_(settings.session_window, session_window_cap(settings),
                    std::chrono::steady_clock::now()),
-      keepalive_timer_(executor_) {
+      keepalive_timer_(executor_),
+      hoarding_timer_(executor_) {
   read_buf_.resize(handshake_buffer_size);
 }
 
@@ -571,7 +572,9 @@ bool session::on_data(const wire::data& f) {
     }
     auto& chunk = st.inbound.back();
     chunk.insert(chunk.end(), f.payload.begin(), f.payload.end());
+    if (st.inbound_bytes == 0) st.unread_since = last_receive_;
     st.inbound_bytes += f.payload.size();
+    if (hoarding_limit_.count() > 0 && window_used_up()) arm_hoarding_check();
   }
   if (f.fin) st.fin_received = true;
   if (received_.empty() || received_.back() != it->second) received_.push_back(it->second);
@@ -743,6 +746,7 @@ void session::forget(stream_state& st) {
 void session::deliver_credit(stream_state& st, std::size_t n) {
   st.inbound_bytes -= n;
   const auto now = std::chrono::steady_clock::now();
+  st.unread_since = now;  // the reader moves: what is left has waited from now
   // After the peer's FIN nothing more comes on the stream: only the session gets credit.
   if (!st.fin_received) {
     if (const auto credit = st.recv.consume(n, now, rtt_)) {
@@ -754,6 +758,50 @@ void session::deliver_credit(stream_state& st, std::size_t n) {
     queue(wire::window_update{0, credit});
     if (recv_window_.can_grow()) measure_rtt_if_stale(now);
   }
+}
+
+// ---- streams that hold the session's window -------------------------------------------
+
+void session::reset_streams_holding_the_window_after(std::chrono::milliseconds limit) {
+  hoarding_limit_ = limit;
+}
+
+// The peer can send less than an eighth of the window: what it was granted waits here.
+bool session::window_used_up() const noexcept {
+  return recv_window_.remaining() < static_cast<std::int64_t>(recv_window_.size() / 8);
+}
+
+void session::arm_hoarding_check() {
+  if (hoarding_check_armed_) return;
+  hoarding_check_armed_ = true;
+  hoarding_timer_.expires_after(hoarding_limit_);
+  hoarding_timer_.async_wait([weak = weak_from_this()](const asio::error_code& ec) {
+    const auto self = weak.lock();
+    if (!self) return;
+    self->hoarding_check_armed_ = false;
+    if (!ec && !self->closed_) self->reset_hoarding_streams();
+  });
+}
+
+// Still used up a whole limit later: the streams whose bytes have waited unread as long
+// are what holds it. Resetting one gives its bytes' credit back to the session (forget()).
+void session::reset_hoarding_streams() {
+  if (!window_used_up()) return;
+  const auto now = std::chrono::steady_clock::now();
+  std::vector<std::shared_ptr<stream_state>> stuck;
+  for (const auto& [id, st] : streams_)
+    if (st->inbound_bytes > 0 && !st->datagrams && now - st->unread_since >= hoarding_limit_)
+      stuck.push_back(st);
+  for (const auto& st : stuck) {
+    const auto words = "its reader took none of " + std::to_string(st->inbound_bytes) +
+                       " bytes in " + std::to_string(hoarding_limit_.count()) +
+                       " ms while they held the window of a session others share";
+    spdlog::info("session with {}: stream {} reset: {}", peer_, st->id, words);
+    queue(wire::reset{st->id, static_cast<std::uint8_t>(errc::stream_reset), words});
+    st->fail(make_error_code(errc::stream_reset));
+    forget(*st);
+  }
+  if (window_used_up()) arm_hoarding_check();  // others may reach the limit later
 }
 
 void session::deliver_credit_session_only(std::size_t n) {

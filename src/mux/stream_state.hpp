@@ -2,6 +2,7 @@
 // What a session knows of one stream. Shared by the session's table and the stream's
 // channel object; only ever touched from the session's executor.
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -74,6 +75,9 @@ struct stream_state {
   // element is one whole datagram.
   std::vector<std::vector<std::byte>> inbound;
   std::size_t inbound_bytes = 0;
+  // Since when the oldest of them waits: set as they start to wait and whenever the local
+  // side takes some (see session::reset_streams_holding_the_window_after).
+  std::chrono::steady_clock::time_point unread_since{};
   bool front_handed_out = false;
   bool fin_received = false;
   receive_window recv;  // what the peer may send on this stream, and how that grows

@@ -68,6 +68,11 @@ using clock = std::chrono::steady_clock;
 // limit: the listener, sessions and pending handshakes need theirs too.
 constexpr std::uint64_t descriptors_kept_for_sessions = 1024;
 
+// How long a stream of an agent's session may hold unread bytes while the session's window
+// is used up (mux::session::reset_streams_holding_the_window_after): the other clients of
+// the device wait that long at most.
+constexpr auto agent_hoarding_limit = std::chrono::seconds(3);
+
 // How long a stop waits, after cutting the sessions, for them to end and their streams to
 // count their bytes. Each needs its worker to run once, a matter of milliseconds; what is
 // still there after this is stuck elsewhere (a stream dialing its device), and the final
@@ -434,6 +439,10 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     }
     ++counters.sessions_accepted;
     spdlog::info("session from {} up, credential '{}', worker {}", peer, ctx->cred->name, w.index);
+    // An agent's session carries the streams of every client of its device: one client
+    // that stops reading must not hold the window they all share.
+    if (!ctx->cred->agent_for.empty())
+      session->reset_streams_holding_the_window_after(agent_hoarding_limit);
     ctx->listed = sessions_dir.add(ctx->cred->name, peer, ctx->cred->agent_for);
     count_guard unlisted([this, ctx] { sessions_dir.remove(ctx->listed); });
     const auto it = w.sessions.insert(w.sessions.end(), live_session{session, ctx});

@@ -114,6 +114,31 @@ class AgentTrafficTest(AgentFixture):
                             "%s RSS grew from %d KiB to %d KiB" % (k, baseline[k], peak[k]))
         harness.read_expected(stalled, STALLED_SEED, 16 * MiB)
 
+    def test_a_client_that_stops_reading_does_not_stall_the_others(self):
+        """Eight streams of one client that never read hold the whole window of the agent's
+        session (8 x 2 MiB): after 3 s the server resets those holding it, and another
+        client's streams to the same device go on (they used to wait until the keepalive
+        gave up)."""
+        greedy = self.connect(self.server, [(self.DEVICE, self.source.port)])
+        victim = self.connect(self.server, [(self.DEVICE, self.echo.port)])
+        harness.echo_roundtrip(victim.port, os.urandom(64 * 1024), timeout=10)
+        stalled = []
+        for i in range(8):
+            s = harness.open_source(greedy.port, 1024 * MiB, seed=STALLED_SEED + i)
+            self.addCleanup(s.close)
+            stalled.append(s)
+        started = time.monotonic()
+        harness.echo_roundtrip(victim.port, os.urandom(4 * MiB), timeout=20)
+        self.assertLess(time.monotonic() - started, harness.scaled(15))
+        self.server.proc.wait_for("while they held the window of a session others share",
+                                  stream="stderr", timeout=20)
+        # Those of the stopped reader's streams that held the window were ended (the others'
+        # bytes wait in the client's own session and the kernel, which no one else shares).
+        resets = [line for line in self.server.proc.lines["stderr"]
+                  if "while they held the window of a session others share" in line]
+        self.assertGreaterEqual(len(resets), 1)
+        self.assertLessEqual(len(resets), len(stalled))
+
     def test_agent_killed_mid_transfer_then_restarted(self):
         client = self.connect(self.server, [(self.DEVICE, self.source.port)])
         sock = harness.open_source(client.port, 1024 * MiB, seed=99)

@@ -132,6 +132,13 @@ class session final : public tunnel, public std::enable_shared_from_this<session
   asio::awaitable<asio::error_code> wait_ended();
   void close() override;
 
+  /// For a session that carries the streams of many others (an agent's, on the server): a
+  /// stream whose received bytes have waited unread for `limit` while the session's receive
+  /// window is used up is reset, with words saying so. Its reader has stopped (a client that
+  /// does not read what its device sends), and every other stream of the session waits
+  /// behind the window it holds. Zero (the default): never.
+  void reset_streams_holding_the_window_after(std::chrono::milliseconds limit);
+
   /// Announces graceful shutdown: no new streams; open ones continue until they end.
   void goaway(errc reason, std::string_view message);
 
@@ -297,6 +304,14 @@ class session final : public tunnel, public std::enable_shared_from_this<session
   std::string end_reason_;
   async_signal closed_signal_;
   asio::steady_timer keepalive_timer_;
+
+  // See reset_streams_holding_the_window_after().
+  std::chrono::milliseconds hoarding_limit_{0};
+  asio::steady_timer hoarding_timer_;
+  bool hoarding_check_armed_ = false;
+  bool window_used_up() const noexcept;
+  void arm_hoarding_check();
+  void reset_hoarding_streams();
 };
 
 }  // namespace tether::mux

@@ -109,6 +109,61 @@ TEST_F(SessionLimits, ARefusalsWordsAreOnlyThoseOfTheOpenThatReturnedLast) {
   EXPECT_EQ(client->last_open_error(), "");  // not the earlier refusal's
 }
 
+TEST_F(SessionLimits, StreamsWhoseReaderStoppedAreResetWhenTheyHoldTheSharedWindow) {
+  session_settings settings;
+  settings.stream_window = min_window;  // 64 KiB, fixed
+  settings.max_stream_window = min_window;
+  settings.session_window = 4 * min_window;
+  std::vector<std::unique_ptr<channel>> unread;  // the first four are never read
+  auto [client, server] = connect_pair(settings, [&, this](incoming_stream in) {
+    if (unread.size() < 4)
+      unread.push_back(in.accept());
+    else
+      echo(std::move(in), ex());
+  });
+  server->reset_streams_holding_the_window_after(std::chrono::milliseconds(200));
+  target t{"dev-1", 22, protocol::tcp};
+  const std::string block(min_window, 'x');
+  std::vector<std::unique_ptr<channel>> stuck;
+  for (int i = 0; i < 4; ++i) {
+    auto opened = start(client->open(t));
+    ASSERT_TRUE(run_until([&] { return opened->has_value(); }));
+    ASSERT_FALSE(opened->value().first);
+    stuck.push_back(std::move(opened->value().second));
+    auto sent = start(testing::send_all(*stuck.back(), as_bytes(block)));
+    ASSERT_TRUE(run_until([&] { return *sent; }));
+  }
+  // The four hold the server's whole window: a fifth stream's bytes cannot come until they
+  // are reset, 200 ms on; then it works, and the four see why they ended.
+  auto opened = start(client->open(t));
+  ASSERT_TRUE(run_until([&] { return opened->has_value(); }));
+  ASSERT_FALSE(opened->value().first);
+  auto round = start(testing::echo_round(*opened->value().second, "still served"));
+  ASSERT_TRUE(run_until([&] { return round->has_value(); }));
+  EXPECT_FALSE(round->value().first) << round->value().first.message();
+  EXPECT_EQ(round->value().second, "still served");
+  for (const auto& ch : stuck) EXPECT_EQ(ch->error(), make_error_code(errc::stream_reset));
+  EXPECT_FALSE(server->closed());
+}
+
+TEST_F(SessionLimits, WithoutTheLimitAStoppedReaderOnlyHoldsTheWindow) {
+  session_settings settings;
+  settings.stream_window = min_window;
+  settings.max_stream_window = min_window;
+  settings.session_window = min_window;
+  std::vector<std::unique_ptr<channel>> unread;
+  auto [client, server] =
+      connect_pair(settings, [&](incoming_stream in) { unread.push_back(in.accept()); });
+  target t{"dev-1", 22, protocol::tcp};
+  auto opened = start(client->open(t));
+  ASSERT_TRUE(run_until([&] { return opened->has_value(); }));
+  const std::string block(min_window, 'x');
+  auto sent = start(testing::send_all(*opened->value().second, as_bytes(block)));
+  ASSERT_TRUE(run_until([&] { return *sent; }));
+  run_until([] { return false; }, std::chrono::milliseconds(300));
+  EXPECT_FALSE(opened->value().second->error());  // the default: never reset
+}
+
 // ---- the end of the stream id space -------------------------------------------------------
 
 // A session keeps its next stream id to itself, and opening two billion streams is no unit
