@@ -182,6 +182,18 @@ class AgentAnswersBadlyTest(AgentFixture):
                                   what="the hand-made agent online")
         return agent
 
+    def connect_and_answer(self, agent, answer):
+        """A connection to the agent device's mapping: `answer(open_frame)` plays the agent's
+        part; returns once the client has ended the connection."""
+        with socket.create_connection(("127.0.0.1", self.agent_port), timeout=10) as s:
+            f = agent.read_frame()
+            self.assertEqual(f.type, wire.OPEN)
+            answer(f)
+            try:
+                harness.recv_until_closed(s, timeout=harness.scaled(10))
+            except ConnectionResetError:
+                pass
+
     def assert_client_still_serves(self):
         harness.echo_roundtrip(self.echo_port, os.urandom(4096), timeout=10)
 
@@ -189,14 +201,8 @@ class AgentAnswersBadlyTest(AgentFixture):
         agent = self.fake_agent()
         for code in (wire.SESSION_LOST, wire.GOING_AWAY):
             after = self.client.proc.mark()
-            with socket.create_connection(("127.0.0.1", self.agent_port), timeout=10) as s:
-                f = agent.read_frame()
-                self.assertEqual(f.type, wire.OPEN)
-                agent.send(wire.open_result(f.stream_id, code, message="my session is gone"))
-                try:
-                    harness.recv_until_closed(s, timeout=harness.scaled(10))
-                except ConnectionResetError:
-                    pass
+            self.connect_and_answer(agent, lambda f, code=code: agent.send(
+                wire.open_result(f.stream_id, code, message="my session is gone")))
             # A code no refusal of an open may carry: the agent's fault, in its words.
             ev = self.client.proc.json_event("stream_error", after=after)
             self.assertEqual(ev["reason"], "internal", ev)
@@ -206,13 +212,7 @@ class AgentAnswersBadlyTest(AgentFixture):
     def test_agent_gone_while_an_open_waits(self):
         agent = self.fake_agent()
         after = self.client.proc.mark()
-        with socket.create_connection(("127.0.0.1", self.agent_port), timeout=10) as s:
-            self.assertEqual(agent.read_frame().type, wire.OPEN)
-            agent.close_abruptly()
-            try:
-                harness.recv_until_closed(s, timeout=harness.scaled(10))
-            except ConnectionResetError:
-                pass
+        self.connect_and_answer(agent, lambda f: agent.close_abruptly())
         ev = self.client.proc.json_event("stream_error", after=after)
         self.assertEqual(ev["reason"], "unreachable", ev)
         self.assertIn("dev-77 is offline", ev["message"])
