@@ -64,6 +64,11 @@ int run(int argc, char** argv) {
   app.set_version_flag("--version", std::string("tether ") + tether::version);
   app.require_subcommand(1);
   app.footer(exit_codes_footer());
+  // A mistake on the command line reads like every other error ("error: --device is
+  // required"), so that scripts and people can tell it from output.
+  app.failure_message([](const CLI::App*, const CLI::Error& e) {
+    return "error: " + std::string(e.what()) + "\nRun with --help for more information.\n";
+  });
   // `connect ... -- CMD ARGS...`: the words after the first "--" are a command to run, not
   // arguments of tether's, whatever they look like (CLI11 would read "-c" as an option).
   int own_argc = argc;

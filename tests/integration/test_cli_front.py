@@ -94,6 +94,15 @@ class FrontDoorTest(harness.TetherTest):
         # "needs --config FILE or --dev is required" says it twice over (server_command.cpp)
         self.assertNotIn("is required", first)
 
+    def test_a_command_line_mistake_reads_like_every_other_error(self):
+        for args in (("send", "--port", "5"), ("connect", "tls://127.0.0.1:1", "--log-level",
+                                               "loud", "-L", "0:dev:22")):
+            r = self.run_tether(*args, timeout=10)
+            self.assertEqual(r.returncode, 2, r.stderr)
+            first = r.stderr.splitlines()[0]
+            self.assertTrue(first.startswith("error: "), first)
+            self.assertFalse(first.startswith("error: error:"), first)
+
     def test_help_documents_the_exit_codes(self):
         r = self.run_tether("--help")
         self.assertEqual(r.returncode, 0, r.stderr)
