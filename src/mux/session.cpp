@@ -792,15 +792,18 @@ void session::reset_hoarding_streams() {
   for (const auto& [id, st] : streams_)
     if (st->inbound_bytes > 0 && !st->datagrams && now - st->unread_since >= hoarding_limit_)
       stuck.push_back(st);
+  const auto words = "its reader took none of its bytes in " +
+                     std::to_string(hoarding_limit_.count()) +
+                     " ms while they held the window of a session others share";
   for (const auto& st : stuck) {
-    const auto words = "its reader took none of " + std::to_string(st->inbound_bytes) +
-                       " bytes in " + std::to_string(hoarding_limit_.count()) +
-                       " ms while they held the window of a session others share";
-    spdlog::info("session with {}: stream {} reset: {}", peer_, st->id, words);
     queue(wire::reset{st->id, static_cast<std::uint8_t>(errc::stream_reset), words});
     st->fail(make_error_code(errc::stream_reset));
     forget(*st);
   }
+  // One line per check, however many streams a peer made stall.
+  if (!stuck.empty())
+    spdlog::info("session with {}: {} stream(s) reset (stream {} among them): {}", peer_,
+                 stuck.size(), stuck.front()->id, words);
   if (window_used_up()) arm_hoarding_check();  // others may reach the limit later
 }
 
