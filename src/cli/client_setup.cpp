@@ -95,7 +95,15 @@ client::tls_dial_options tls_options_of(const client::server_settings& s, std::s
   o.token = std::move(token);
   o.connect_timeout = s.connect_timeout;
   if (s.max_stream_window != 0) o.session.max_stream_window = s.max_stream_window;
+  o.session.lanes = s.lanes;
   return o;
+}
+
+client::lane_dialer lane_dialer_of(const client::server_settings& s, std::string token) {
+  if (s.url.kind != client::scheme::tls || !s.lanes) return {};
+  auto o = tls_options_of(s, std::move(token));
+  o.session.bulk_lane = true;
+  return [o = std::move(o)](asio::any_io_executor ex) { return client::make_tls_dialer(ex, o); };
 }
 
 credential_origin origin_of(const std::string& pin, std::string token_source) {

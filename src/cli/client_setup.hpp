@@ -41,6 +41,10 @@ found_token find_token(const client::server_settings& s, const std::string& inli
 client::dialer make_dialer(asio::any_io_executor ex, const client::server_settings& s,
                            std::string token);
 
+/// The dialer of the bulk lane (docs/PROTOCOL.md, "Lanes") for `s`: empty for ssh:// or
+/// when lanes are off.
+client::lane_dialer lane_dialer_of(const client::server_settings& s, std::string token);
+
 /// The options of a tls:// dialer for `s` with `token` (a client's; an agent sets its role
 /// and stream handler on them).
 client::tls_dial_options tls_options_of(const client::server_settings& s, std::string token);

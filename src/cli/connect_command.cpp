@@ -39,6 +39,7 @@ struct connect_flags {
   double udp_idle_s = 60;
   long long udp_max_flows = 4096;
   std::uint64_t max_stream_window = 0;  // 0: the session's default
+  bool no_lanes = false;
   std::string max_stream_window_text;   // as typed ("99G"), for the message when out of range
   std::string log_level = "info";
   std::string control;  // the control socket; empty: the default folder's <pid>.sock
@@ -109,6 +110,7 @@ int run_connect(const connect_flags& f) {
   client::server_url url;
   client::server_settings settings;
   client::dialer dial;
+  client::lane_dialer lanes;  // empty: no bulk lane
   credential_origin origin;  // for the message of a failed dial
   std::optional<std::size_t> retries;
   std::filesystem::path control_path;
@@ -171,6 +173,9 @@ int run_connect(const connect_flags& f) {
         (f.max_stream_window < mux::min_window || f.max_stream_window > mux::max_window))
       throw std::invalid_argument("--max-stream-window " + f.max_stream_window_text +
                                   ": give a size from 64K to 1G");
+    if (ssh && f.no_lanes)
+      throw std::invalid_argument("--no-lanes is for tls:// servers (an SSH server keeps one "
+                                  "connection)");
     if (ssh && f.max_stream_window != 0)
       throw std::invalid_argument("--max-stream-window is for tls:// servers (SSH channels "
                                   "have the server's windows)");
@@ -194,6 +199,8 @@ int run_connect(const connect_flags& f) {
       origin = origin_of(f.tls.pin, std::move(found.source));
     }
     settings.max_stream_window = static_cast<std::uint32_t>(f.max_stream_window);
+    settings.lanes = !f.no_lanes && !stdio;  // one stream needs no second lane
+    lanes = lane_dialer_of(settings, token);
     dial = make_dialer(io.get_executor(), settings, std::move(token));
     if (!stdio) control_path = control_socket_path(f.control);
   } catch (const std::exception& e) {
@@ -212,6 +219,7 @@ int run_connect(const connect_flags& f) {
   options.udp_max_flows = settings.udp_max_flows;
   options.udp_supported = url.kind == client::scheme::tls;
   options.retries = retries;
+  options.bulk_lane = std::move(lanes);
   client::proxy proxy(io.get_executor(), std::move(mappings), std::move(dial), events, options);
 
   // Every local port is bound before the first dial: a port in use is a mistake of the
@@ -351,6 +359,9 @@ void add_connect_command(CLI::App& app, action& run, std::vector<std::string> co
       ->transform(CLI::AsSizeValue(false))
       // Goes in front of the size conversion (transforms run newest first): it sees the text.
       ->transform([f](std::string typed) { return f->max_stream_window_text = typed; });
+  cmd->add_flag("--no-lanes", f->no_lanes,
+                "tls://: keep every stream on one session (by default streams that turn bulk "
+                "move to a second one, so that interactive ones stay quick beside them)");
   cmd->add_option("--stdio", f->stdio,
                   "DEVICE:PORT: relay stdin and stdout to that one port and exit when the "
                   "stream ends, e.g. as ssh's ProxyCommand (tether connect URL --stdio %h:%p)");

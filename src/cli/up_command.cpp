@@ -199,6 +199,7 @@ class tunnel_process {
       return file_.string() + ":" + std::to_string(line) + ": server " + s.url.text() + ": ";
     };
     client::dialer dial;
+    client::lane_dialer lanes;
     found_token token;
     try {
       if (s.url.kind == client::scheme::tls)
@@ -207,6 +208,7 @@ class tunnel_process {
       throw server_error(at(s.token_file.empty() ? spec.line : spec.token_file_line) + e.what());
     }
     try {
+      lanes = lane_dialer_of(s, token.token);
       dial = make_dialer(io_.get_executor(), s, std::move(token.token));
     } catch (const std::exception& e) {
       throw server_error(at(spec.line) + e.what());
@@ -222,6 +224,7 @@ class tunnel_process {
     o.udp_supported = s.url.kind == client::scheme::tls;
     o.names = names_;
     o.retries = s.retries;
+    o.bulk_lane = std::move(lanes);
     r->proxy = std::make_unique<client::proxy>(io_.get_executor(), std::vector<client::mapping>{},
                                                std::move(dial), r->events, o);
     return r;

@@ -4,6 +4,7 @@
 // Everything else passes straight to the channel it wraps; the relay never sees the
 // difference.
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 
@@ -11,9 +12,10 @@
 
 namespace tether::client {
 
+// Atomic: a connection that moved to the bulk lane counts from the lane's thread.
 struct byte_totals {
-  std::uint64_t out = 0;  // handed to the tunnel, toward the device
-  std::uint64_t in = 0;   // received from the tunnel and delivered to the local socket
+  std::atomic<std::uint64_t> out{0};  // handed to the tunnel, toward the device
+  std::atomic<std::uint64_t> in{0};   // received from the tunnel and delivered to the local socket
 };
 
 class counting_channel final : public mux::channel {
@@ -29,7 +31,7 @@ class counting_channel final : public mux::channel {
   // frame per send. A send that then fails ends the stream, so the count is off by at
   // most one frame of a connection that failed.
   asio::awaitable<asio::error_code> send(std::span<const std::byte> data) override {
-    totals_.out += data.size();
+    totals_.out.fetch_add(data.size(), std::memory_order_relaxed);
     return inner_->send(data);
   }
   asio::awaitable<asio::error_code> send_eof() override { return inner_->send_eof(); }
@@ -43,12 +45,17 @@ class counting_channel final : public mux::channel {
     inner_->when_receivable(std::move(wake));
   }
   void consumed(std::size_t n) override {
-    totals_.in += n;
+    totals_.in.fetch_add(n, std::memory_order_relaxed);
     inner_->consumed(n);
   }
   mux::datagram_status try_send_datagram(std::span<const std::byte> d) override {
     return inner_->try_send_datagram(d);
   }
+  bool can_move() const noexcept override { return inner_->can_move(); }
+  asio::awaitable<asio::error_code> send_move(const wire::move_token& token) override {
+    return inner_->send_move(token);
+  }
+  std::optional<wire::move_token> moved_away() const override { return inner_->moved_away(); }
   void reset(errc reason) override { inner_->reset(reason); }
   asio::error_code error() const noexcept override { return inner_->error(); }
 

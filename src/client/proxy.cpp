@@ -9,6 +9,7 @@
 #include <asio/ip/udp.hpp>
 #include <asio/steady_timer.hpp>
 
+#include "bulk_lane.hpp"
 #include "tether/client/reconnect.hpp"
 #include "tether/client/udp_forwarder.hpp"
 #include "tether/mux/async_signal.hpp"
@@ -119,7 +120,18 @@ struct proxy::impl : std::enable_shared_from_this<impl> {
   std::chrono::milliseconds first_retry{0};  // after a failed connect_first()
   std::shared_ptr<relay::buffer_pool> pool = std::make_shared<relay::buffer_pool>();
 
+  // Lanes: made with the first session; it dials once a stream first turns bulk.
+  std::shared_ptr<bulk_lane> lane;
+
+  void make_lane() {
+    if (!options.bulk_lane || lane) return;
+    lane = std::make_shared<bulk_lane>(options.bulk_lane, options.server);
+    for (auto& e : entries)
+      if (e->tcp) e->tcp->use_lane(lane);
+  }
+
   void became_connected(std::shared_ptr<mux::tunnel> t) {
+    make_lane();
     current = std::move(t);
     retry.connected();
     spdlog::info("connected to {}", options.server);
@@ -364,6 +376,7 @@ struct proxy::impl : std::enable_shared_from_this<impl> {
     else
       e.tcp = std::make_unique<tcp_forwarder>(std::move(acceptor), m, e.local,
                                               opener_for(m, e.local, e.health), pool, ended);
+    if (lane) e.tcp->use_lane(lane);
     return {};
   }
 
@@ -595,6 +608,7 @@ asio::awaitable<dial_outcome> proxy::run() {
   }
   if (s->current) s->current->close();
   s->current.reset();
+  if (s->lane) s->lane->stop();
   co_return std::move(s->fatal);
 }
 

@@ -6,6 +6,7 @@
 #include <asio/steady_timer.hpp>
 #include <list>
 
+#include "bulk_lane.hpp"
 #include "counting_channel.hpp"
 #include "tether/client/socks5.hpp"
 #include "tether/mux/use_tuple.hpp"
@@ -23,6 +24,7 @@ struct tcp_forwarder::state : std::enable_shared_from_this<state> {
   struct connection {
     tcp::socket* sock;
     mux::channel* ch = nullptr;  // null while its stream is being opened
+    std::shared_ptr<bulk_lane::carried> moved;  // set once it moved to the bulk lane
     bool cut = false;
   };
 
@@ -43,6 +45,10 @@ struct tcp_forwarder::state : std::enable_shared_from_this<state> {
   target_opener open_target;  // -D: the target each SOCKS connection asks for
   std::shared_ptr<relay::buffer_pool> pool;
   std::function<void()> on_connection_end;
+
+  // Lanes: where streams that turn bulk move, and when they do. Null: they stay.
+  std::shared_ptr<bulk_lane> lane;
+  relay::move_policy policy;
 
   std::list<connection*> open_connections;
   std::uint64_t accepted = 0;
@@ -103,8 +109,17 @@ struct tcp_forwarder::state : std::enable_shared_from_this<state> {
     }
     counting_channel counted(std::move(ch), s.bytes);
     c.ch = &counted;
-    const auto r = co_await relay::splice(sock, counted, *s.pool);
+    auto r = co_await relay::splice(sock, counted, *s.pool, s.lane ? &s.policy : nullptr);
     c.ch = nullptr;
+    if (r.moved && c.cut) relay::abort_socket(sock);
+    if (r.moved && !c.cut) {
+      // Bulk now: the rest goes through the bulk lane, on its thread.
+      c.moved = s.lane->make_carried();
+      const auto before = r;
+      r = co_await s.lane->carry(c.moved, relay::detached_socket::take(sock), r.token, s.bytes);
+      r.to_channel += before.to_channel;
+      r.from_channel += before.from_channel;
+    }
     spdlog::debug("connection on {} to {}:{} closed: {} bytes sent, {} received{}{}", s.local,
                   s.map.device, s.map.device_port, r.to_channel, r.from_channel,
                   r.error ? ", " : "", r.error ? r.error.message() : "");
@@ -141,6 +156,7 @@ struct tcp_forwarder::state : std::enable_shared_from_this<state> {
       c->cut = true;
       if (c->ch) c->ch->reset(errc::stream_reset);
       relay::abort_socket(*c->sock);
+      if (c->moved) lane->cut(c->moved);
     }
   }
 };
@@ -161,6 +177,16 @@ tcp_forwarder::tcp_forwarder(tcp::acceptor acceptor, mapping m, std::string loca
 
 tcp_forwarder::~tcp_forwarder() {
   state_->stop(stop_mode::drain);
+}
+
+void tcp_forwarder::use_lane(std::shared_ptr<bulk_lane> lane) {
+  auto& s = *state_;
+  s.lane = std::move(lane);
+  if (!s.lane) return;
+  s.policy.lane_ready = [weak = std::weak_ptr<bulk_lane>(s.lane)] {
+    const auto l = weak.lock();
+    return l && l->ready();
+  };
 }
 
 void tcp_forwarder::start() {

@@ -24,10 +24,11 @@ constexpr std::int64_t max_udp_flows = 1000000;
 constexpr std::int64_t max_retries = 1000000;
 
 // What a server has besides its URL; in the one-server shape these are top-level keys.
-constexpr std::array<std::string_view, 14> setting_keys{"ca",
+constexpr std::array<std::string_view, 15> setting_keys{"ca",
                                                         "pin",
                                                         "token_file",
                                                         "max_stream_window",
+                                                        "lanes",
                                                         "identity",
                                                         "known_hosts",
                                                         "accept_new_host_key",
@@ -144,6 +145,7 @@ server_spec parse_server(const toml_checker& c, const toml::table& t, std::strin
   only_for("token_file", tls, "for tls:// servers only (ssh:// uses identity or ssh-agent)");
   only_for("max_stream_window", tls,
            "for tls:// servers only (SSH channels have the server's windows)");
+  only_for("lanes", tls, "for tls:// servers only (an SSH server keeps one connection)");
   only_for("identity", !tls, "for ssh:// servers only (tls:// uses token_file)");
   only_for("known_hosts", !tls, "for ssh:// servers only (tls:// uses ca or pin)");
   only_for("accept_new_host_key", !tls, "for ssh:// servers only");
@@ -159,6 +161,7 @@ server_spec parse_server(const toml_checker& c, const toml::table& t, std::strin
   if (const toml::node* n = t.get("token_file")) spec.token_file_line = n->source().begin.line;
   s.max_stream_window = static_cast<std::uint32_t>(c.integer(
       t, "max_stream_window", at + "max_stream_window", 0, mux::min_window, mux::max_window));
+  s.lanes = c.boolean(t, "lanes", at + "lanes", true);
   if (const toml::node* n = t.get("identity")) {
     const std::string key = at + "identity";
     if (const auto* arr = n->as_array()) {

@@ -146,7 +146,8 @@ asio::awaitable<asio::error_code> session::start_client(std::string token, wire:
   next_local_id_ = 1;
   std::vector<std::byte> hello_bytes;
   wire::encode(wire::hello{wire::protocol_version, role, settings_.session_window,
-                           settings_.stream_window, token},
+                           settings_.stream_window, token, settings_.lanes,
+                           settings_.bulk_lane},
                hello_bytes);
   if (auto ec = co_await stream_->write(asio::buffer(hello_bytes))) co_return ec;
 
@@ -172,6 +173,7 @@ asio::awaitable<asio::error_code> session::start_client(std::string token, wire:
   }
   send_credit_ = w->session_window;
   peer_stream_window_ = w->stream_window;
+  lanes_ = settings_.lanes && w->lanes;
   if (w->keepalive_ms > 0) settings_.keepalive = std::chrono::milliseconds(w->keepalive_ms);
   drop_handshake_frame();
   start_loops();
@@ -204,11 +206,13 @@ asio::awaitable<asio::error_code> session::start_server(authenticator auth, open
 
   send_credit_ = h->session_window;
   peer_stream_window_ = h->stream_window;
+  lanes_ = settings_.lanes && h->lanes;
+  peer_bulk_lane_ = h->bulk_lane;
   drop_handshake_frame();
   std::vector<std::byte> out;
   wire::encode(wire::welcome{wire::protocol_version, settings_.session_window,
                              settings_.stream_window,
-                             static_cast<std::uint32_t>(settings_.keepalive.count())},
+                             static_cast<std::uint32_t>(settings_.keepalive.count()), lanes_},
                out);
   if (auto wec = co_await stream_->write(asio::buffer(out))) {
     stream_->close();
@@ -321,13 +325,17 @@ asio::awaitable<void> session::write_loop([[maybe_unused]] std::shared_ptr<sessi
       }
       const auto take = std::min(st->pending.size(), wire::max_data_payload);
       const bool last = take == st->pending.size();
-      const bool fin = last && st->fin_pending;
+      const bool fin = last && st->fin_pending;  // a FIN, or a MOVE in its place
       if (take == 0 && !fin) continue;
-      wire::encode(wire::data{st->id, fin, st->pending.first(take)}, write_buf_);
+      if (take > 0 || !st->move_pending)
+        wire::encode(wire::data{st->id, fin && !st->move_pending, st->pending.first(take)},
+                     write_buf_);
+      if (fin && st->move_pending) wire::encode(wire::move{st->id, st->move_out}, write_buf_);
       counters_.bytes_out += take;
       st->pending = st->pending.subspan(take);
       if (fin) {
         st->fin_pending = false;
+        st->move_pending = false;
         st->fin_sent = true;
       }
       if (!st->pending.empty() || st->fin_pending) {
@@ -457,6 +465,8 @@ bool session::handle(const wire::frame& f) {
           return on_ping(x);
         } else if constexpr (std::is_same_v<T, wire::goaway>) {
           return on_goaway(x);
+        } else if constexpr (std::is_same_v<T, wire::move>) {
+          return on_move(x);
         } else {
           return violation(errc::protocol_error, "handshake frame after the handshake");
         }
@@ -479,13 +489,17 @@ bool session::on_open(const wire::open& f) {
   if (local_goaway_) return refuse(errc::going_away);
   if (streams_.size() >= settings_.max_streams) return refuse(errc::too_many_streams);
 
+  // A claim of a moved stream is only for a session that offered lanes.
+  if (f.resume && !lanes_) return refuse(errc::unsupported);
+
   auto st = std::make_shared<stream_state>(f.stream_id, new_stream_window());
   st->datagrams = f.proto == static_cast<std::uint8_t>(protocol::udp);
   st->send_credit = f.window;
   streams_.emplace(f.stream_id, st);
   ++counters_.streams_opened;
-  on_open_(incoming_stream(shared_from_this(), std::move(st),
-                           target{std::string(f.device), f.port, static_cast<protocol>(f.proto)}));
+  auto t = f.resume ? target{{}, 0, protocol::tcp, wire::parse_move_token(f.device)}
+                    : target{std::string(f.device), f.port, static_cast<protocol>(f.proto), {}};
+  on_open_(incoming_stream(shared_from_this(), std::move(st), std::move(t)));
   return !closed_;
 }
 
@@ -505,6 +519,7 @@ bool session::on_open_result(const wire::open_result& f) {
   if (f.code == 0) {
     st.state = stream_state::phase::open;
     st.send_credit = f.window;
+    st.movable = f.movable && lanes_ && !st.datagrams;
     st.send_wake.notify();
   } else {
     it->second->refusal = printable(f.message);
@@ -577,6 +592,30 @@ bool session::on_data(const wire::data& f) {
     if (hoarding_limit_.count() > 0 && window_used_up()) arm_hoarding_check();
   }
   if (f.fin) st.fin_received = true;
+  if (received_.empty() || received_.back() != it->second) received_.push_back(it->second);
+  return true;
+}
+
+bool session::on_move(const wire::move& f) {
+  const auto on_stream = [&](const char* what) {
+    return "MOVE on stream " + std::to_string(f.stream_id) + what;
+  };
+  auto it = streams_.find(f.stream_id);
+  if (it == streams_.end()) {
+    if (!ever_opened(f.stream_id))
+      return violation(errc::protocol_error, on_stream(", which was never opened"));
+    if (peer_finished(f.stream_id))
+      return violation(errc::protocol_error, on_stream(" after FIN"));
+    return true;  // a stream we reset
+  }
+  auto& st = *it->second;
+  if (st.state != stream_state::phase::open)
+    return violation(errc::protocol_error, on_stream(" before it was accepted"));
+  if (st.fin_received) return violation(errc::protocol_error, on_stream(" after FIN"));
+  if (!st.movable) return violation(errc::protocol_error, on_stream(", which may not move"));
+  // Like a FIN: the reader gets what came before it, then end-of-stream (and moved_away()).
+  st.fin_received = true;
+  st.moved_in = f.token;
   if (received_.empty() || received_.back() != it->second) received_.push_back(it->second);
   return true;
 }
@@ -975,10 +1014,15 @@ asio::awaitable<std::pair<asio::error_code, std::unique_ptr<channel>>> session::
   // treat it like the peer's GOAWAY and open on a new session.
   if (peer_goaway_ || local_ids_exhausted_)
     co_return result_type{make_error_code(errc::going_away), nullptr};
-  // A catalog stream names no device (docs/PROTOCOL.md); every other stream names a valid one.
-  if (t.proto == protocol::catalog ? !t.device.empty() || t.port != 0
-                                   : !wire::valid_device_id(t.device))
+  // A catalog stream names no device (docs/PROTOCOL.md); every other stream names a valid
+  // one, but for the claim of a moved stream, which names its token instead.
+  if (t.resume) {
+    if (!lanes_ || t.proto != protocol::tcp)
+      co_return result_type{make_error_code(errc::unsupported), nullptr};
+  } else if (t.proto == protocol::catalog ? !t.device.empty() || t.port != 0
+                                          : !wire::valid_device_id(t.device)) {
     co_return result_type{make_error_code(errc::unknown_device), nullptr};
+  }
 
   const auto id = next_local_id_;
   if (id > std::numeric_limits<std::uint32_t>::max() - 2) {
@@ -990,8 +1034,9 @@ asio::awaitable<std::pair<asio::error_code, std::unique_ptr<channel>>> session::
   auto st = std::make_shared<stream_state>(id, new_stream_window());
   st->datagrams = t.proto == protocol::udp;
   streams_.emplace(id, st);
-  queue(wire::open{id, static_cast<std::uint8_t>(t.proto), t.port, settings_.stream_window,
-                   t.device});
+  const auto device = t.resume ? wire::move_token_text(*t.resume) : t.device;
+  queue(wire::open{id, static_cast<std::uint8_t>(t.proto), t.resume ? std::uint16_t{0} : t.port,
+                   settings_.stream_window, device, t.resume.has_value()});
 
   using namespace asio::experimental::awaitable_operators;
   auto self = shared_from_this();
@@ -1054,11 +1099,13 @@ incoming_stream::~incoming_stream() {
 
 std::uint32_t incoming_stream::id() const noexcept { return stream_ ? stream_->id : 0; }
 
-std::unique_ptr<channel> incoming_stream::accept() {
+std::unique_ptr<channel> incoming_stream::accept(bool movable) {
   auto st = std::move(stream_);
   if (st->failure) return std::make_unique<stream_channel>(session_, st);  // reports it
   st->state = stream_state::phase::open;
-  session_->queue(wire::open_result{st->id, 0, session_->settings_.stream_window, ""});
+  st->movable = movable && session_->lanes_ && !st->datagrams;
+  session_->queue(
+      wire::open_result{st->id, 0, session_->settings_.stream_window, "", st->movable});
   return std::make_unique<stream_channel>(session_, st);
 }
 

@@ -91,6 +91,15 @@ asio::awaitable<asio::error_code> stream_channel::send_eof() {
   co_return asio::error_code{};
 }
 
+asio::awaitable<asio::error_code> stream_channel::send_move(const wire::move_token& token) {
+  auto& st = *stream_;
+  if (!st.movable) co_return make_error_code(errc::unsupported);
+  if (st.fin_sent || st.fin_pending) co_return shut_down();  // nothing left to move
+  st.move_out = token;
+  st.move_pending = true;  // send_eof() queues a MOVE where it would queue the FIN
+  co_return co_await send_eof();
+}
+
 std::pair<asio::error_code, std::span<const std::byte>> stream_channel::try_receive() {
   auto& st = *stream_;
   if (!st.inbound.empty()) {

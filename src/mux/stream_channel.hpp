@@ -24,6 +24,9 @@ class stream_channel final : public channel {
   void when_receivable(std::function<void()> wake) override;
   void consumed(std::size_t n) override;
   datagram_status try_send_datagram(std::span<const std::byte> datagram) override;
+  bool can_move() const noexcept override { return stream_->movable && !stream_->failure; }
+  asio::awaitable<asio::error_code> send_move(const wire::move_token& token) override;
+  std::optional<wire::move_token> moved_away() const override { return stream_->moved_in; }
   void reset(errc reason) override;
   asio::error_code error() const noexcept override { return stream_->failure; }
 

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -12,6 +13,7 @@
 #include "tether/mux/async_signal.hpp"
 #include "tether/mux/receive_window.hpp"
 #include "tether/mux/tunnel.hpp"
+#include "tether/wire/frame.hpp"
 
 namespace tether::mux {
 
@@ -62,6 +64,12 @@ struct stream_state {
   std::span<const std::byte> pending;  // caller's bytes not yet copied into a frame
   bool fin_pending = false;            // send an (empty) DATA frame with FIN
   bool fin_sent = false;
+  // Lanes: the stream may move to another session (the server said so as it accepted it);
+  // our FIN is to be a MOVE with move_out; the peer's FIN was a MOVE with moved_in.
+  bool movable = false;
+  bool move_pending = false;  // with fin_pending
+  wire::move_token move_out{};
+  std::optional<wire::move_token> moved_in;
   bool scheduled = false;              // in the session's ready list
   async_signal send_wake;              // credit arrived, pending copied, open result, failure
   // Datagram streams: whole datagrams waiting for their round-robin turn, and the bytes

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <memory>
+#include <optional>
+#include <random>
 
 #include "tether/mux/async_signal.hpp"
 #include "tether/mux/yield.hpp"
@@ -15,6 +17,42 @@ void note(splice_result& r, asio::error_code ec) {
   if (!r.error) r.error = ec;
 }
 
+// Whether a stream is bulk by move_policy's measure: bytes in either direction within one
+// period. Shared by both directions of a splice.
+class bulk_watch {
+ public:
+  explicit bulk_watch(const move_policy* p) : policy_(p) {}
+
+  // Counts `n` bytes moved; true once the stream is bulk.
+  bool count(std::size_t n) {
+    if (!policy_ || bulk_) return bulk_;
+    const auto now = std::chrono::steady_clock::now();
+    if (now - since_ > policy_->bulk_period) {
+      since_ = now;
+      bytes_ = 0;
+    }
+    bytes_ += n;
+    bulk_ = bytes_ >= policy_->bulk_bytes;
+    return bulk_;
+  }
+
+ private:
+  const move_policy* policy_;
+  std::chrono::steady_clock::time_point since_{};
+  std::uint64_t bytes_ = 0;
+  bool bulk_ = false;
+};
+
+wire::move_token random_token() {
+  std::random_device rd;  // getrandom(): a token only its own credential may claim
+  wire::move_token t{};
+  for (std::size_t i = 0; i < t.size(); i += 4) {
+    const auto v = rd();
+    for (std::size_t j = 0; j < 4; ++j) t[i + j] = static_cast<std::byte>(v >> (8 * j));
+  }
+  return t;
+}
+
 // channel → socket, driven by callbacks rather than a coroutine: an idle connection then
 // holds one small pending callback, not a spawned coroutine (about a kilobyte each).
 // try_receive() lends the bytes; consumed() returns their credit once they are written.
@@ -23,12 +61,17 @@ void note(splice_result& r, asio::error_code ec) {
 // returns; detach() tells them that the socket, channel and result are gone.
 class downlink : public std::enable_shared_from_this<downlink> {
  public:
-  downlink(tcp::socket& sock, mux::channel& ch, splice_result& r, mux::async_signal& done)
-      : sock_(sock), ch_(ch), r_(r), done_(done) {}
+  downlink(tcp::socket& sock, mux::channel& ch, splice_result& r, mux::async_signal& done,
+           bulk_watch& bulk)
+      : sock_(sock), ch_(ch), r_(r), done_(done), bulk_(bulk) {}
 
   void start() { pump(); }
   bool finished() const noexcept { return finished_; }
   void detach() noexcept { detached_ = true; }
+  // The peer moved its direction to another session; everything before was written.
+  const std::optional<wire::move_token>& moved_in() const noexcept { return moved_in_; }
+  // The stream became bulk while its bytes came this way.
+  bool turned_bulk() const noexcept { return turned_bulk_; }
 
  private:
   void pump() {
@@ -44,6 +87,7 @@ class downlink : public std::enable_shared_from_this<downlink> {
           abort_socket(sock_);
           return finish();
         }
+        if (bytes.empty() && (moved_in_ = ch_.moved_away())) return finish();  // not an end
         if (bytes.empty()) {  // the far end half-closed
           asio::error_code ignored;
           sock_.shutdown(tcp::socket::shutdown_send, ignored);
@@ -66,6 +110,10 @@ class downlink : public std::enable_shared_from_this<downlink> {
       if (unwritten_.empty()) {
         ch_.consumed(lent_);
         r_.from_channel += lent_;
+        if (!turned_bulk_ && bulk_.count(lent_)) {
+          turned_bulk_ = true;
+          done_.notify();  // the uplink decides on the move
+        }
       }
     }
   }
@@ -140,6 +188,9 @@ class downlink : public std::enable_shared_from_this<downlink> {
   mux::channel& ch_;
   splice_result& r_;
   mux::async_signal& done_;
+  bulk_watch& bulk_;
+  std::optional<wire::move_token> moved_in_;
+  bool turned_bulk_ = false;
   std::span<const std::byte> unwritten_;  // of the bytes try_receive() lent
   std::size_t lent_ = 0;
   std::uint64_t watch_generation_ = 0;
@@ -163,7 +214,8 @@ void prepare_socket(tcp::socket& sock) {
   sock.non_blocking(true, ignored);
 }
 
-asio::awaitable<splice_result> splice(tcp::socket& sock, mux::channel& ch, buffer_pool& pool) {
+asio::awaitable<splice_result> splice(tcp::socket& sock, mux::channel& ch, buffer_pool& pool,
+                                      const move_policy* policy) {
   splice_result r;
   prepare_socket(sock);
   // One coroutine frame per connection: the uplink (socket → channel) runs here, the
@@ -171,11 +223,25 @@ asio::awaitable<splice_result> splice(tcp::socket& sock, mux::channel& ch, buffe
   // pending readiness callback and a pending channel callback; awaiting async_wait instead
   // would park one more coroutine frame per connection. Neither direction throws; each
   // ends the other by closing the socket or resetting the channel.
-  mux::async_signal wake;  // the socket became readable, or the downlink finished
-  const auto down = std::make_shared<downlink>(sock, ch, r, wake);
+  mux::async_signal wake;  // the socket became readable, or the downlink has news
+  bulk_watch bulk(policy);
+  const auto down = std::make_shared<downlink>(sock, ch, r, wake, bulk);
   down->start();
 
-  bool readable = false;
+  // A move stops the reading: ours once the stream is bulk and a lane can take it, or the
+  // peer's once everything it sent before its MOVE was written.
+  bool uplink_bulk = false;
+  const auto may_move = [&] {
+    return policy && ch.can_move() && !down->finished() && policy->lane_ready &&
+           policy->lane_ready();
+  };
+  bool moving_out = false;
+  const auto stop_reading = [&] {
+    if (!moving_out && (uplink_bulk || down->turned_bulk()) && may_move()) moving_out = true;
+    return moving_out || down->moved_in().has_value();
+  };
+
+  bool readable = true;  // no readiness wait pending
   asio::error_code wait_error;
   // After a read that filled the buffer more is likely waiting: read again at once instead
   // of asking the reactor (a syscall saved per read in bulk transfers). Only after the other
@@ -185,7 +251,7 @@ asio::awaitable<splice_result> splice(tcp::socket& sock, mux::channel& ch, buffe
   for (;;) {
     if (more_likely) {
       co_await mux::yield_turn();
-    } else {
+    } else if (!stop_reading()) {
       // Waits for readiness holding nothing, then borrows a buffer.
       readable = false;
       sock.async_wait(tcp::socket::wait_read, [&readable, &wait_error, &wake](asio::error_code ec) {
@@ -193,9 +259,10 @@ asio::awaitable<splice_result> splice(tcp::socket& sock, mux::channel& ch, buffe
         readable = true;
         wake.notify_here();
       });
-      while (!readable) co_await wake.wait();
-      if (wait_error) break;  // the downlink failed and closed the socket
+      while (!readable && !stop_reading()) co_await wake.wait();
+      if (readable && wait_error) break;  // the downlink failed and closed the socket
     }
+    if (stop_reading()) break;
     more_likely = false;
     auto [cec, credit] = co_await ch.wait_send_credit();
     if (cec) {
@@ -233,10 +300,31 @@ asio::awaitable<splice_result> splice(tcp::socket& sock, mux::channel& ch, buffe
     }
     r.to_channel += n;
     more_likely = n == space.size();
+    if (policy) uplink_bulk = bulk.count(n);
   }
 
+  // Ours to move: MOVE goes after what we sent, and the peer answers after what it sends.
+  const bool moving_in = down->moved_in().has_value();
+  if (moving_out && !moving_in && !r.error && sock.is_open()) {
+    r.token = random_token();
+    if (auto ec = co_await ch.send_move(r.token)) {
+      note(r, ec);
+      ch.reset(errc::stream_reset);
+      abort_socket(sock);
+    }
+  }
   while (!down->finished()) co_await wake.wait();
   down->detach();
+  if (!readable) {  // a readiness wait is still pending on our frame: end it first
+    asio::error_code ignored;
+    sock.cancel(ignored);
+    while (!readable) co_await wake.wait();
+  }
+  if ((moving_out || moving_in) && !r.error && sock.is_open()) {
+    r.moved = true;
+    if (moving_in && !moving_out) r.token = *down->moved_in();
+    co_return r;  // the socket goes on with the stream
+  }
   asio::error_code ignored;
   sock.close(ignored);
   co_return r;

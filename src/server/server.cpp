@@ -53,6 +53,7 @@
 #include "tether/server/agent_directory.hpp"
 #include "tether/server/catalog.hpp"
 #include "tether/server/limit_books.hpp"
+#include "tether/server/moved_streams.hpp"
 #include "tether/server/router.hpp"
 #include "tether/server/session_directory.hpp"
 #include "tether/server/worker_pool.hpp"
@@ -72,6 +73,8 @@ constexpr std::uint64_t descriptors_kept_for_sessions = 1024;
 // is used up (mux::session::reset_streams_holding_the_window_after): the other clients of
 // the device wait that long at most.
 constexpr auto agent_hoarding_limit = std::chrono::seconds(3);
+// How long a moved stream's device connection waits for the client's claim.
+constexpr auto moved_stream_ttl = std::chrono::milliseconds(10000);
 
 // How long a stop waits, after cutting the sessions, for them to end and their streams to
 // count their bytes. Each needs its worker to run once, a matter of milliseconds; what is
@@ -212,6 +215,9 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     // UDP flows being relayed: a graceful stop ends them at once, since a flow has no end
     // of its own to wait for.
     std::unordered_set<mux::channel*> udp_flows;
+    // Closes the moved streams nobody claimed in time (moved_streams), after the last one
+    // parked here; a stop cancels it.
+    asio::steady_timer moved_expiry{executor};
   };
 
   impl(worker_pool& pool, server_config c)
@@ -238,6 +244,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   device_activity activity;
   std::vector<std::unique_ptr<worker>> workers;
   limit_books books;
+  moved_streams moved{4096, moved_stream_ttl};  // thread-safe
   shared_counters counters;
   tcp::acceptor acceptor;
   std::atomic<bool> stopping{false};
@@ -299,6 +306,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     m.keepalive = s.config.keepalive;
     m.handshake_timeout = s.config.handshake_timeout;
     m.max_queued_bytes = s.limits.max_queued_bytes;
+    m.lanes = true;  // a client that offers them may move its bulk streams between sessions
     return m;
   }
 
@@ -438,12 +446,14 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
       co_return;
     }
     ++counters.sessions_accepted;
-    spdlog::info("session from {} up, credential '{}', worker {}", peer, ctx->cred->name, w.index);
+    spdlog::info("session from {} up, credential '{}', worker {}{}", peer, ctx->cred->name,
+                 w.index, session->peer_bulk_lane() ? " (its client's bulk lane)" : "");
     // An agent's session carries the streams of every client of its device: one client
     // that stops reading must not hold the window they all share.
     if (!ctx->cred->agent_for.empty())
       session->reset_streams_holding_the_window_after(agent_hoarding_limit);
-    ctx->listed = sessions_dir.add(ctx->cred->name, peer, ctx->cred->agent_for);
+    ctx->listed =
+        sessions_dir.add(ctx->cred->name, peer, ctx->cred->agent_for, session->peer_bulk_lane());
     count_guard unlisted([this, ctx] { sessions_dir.remove(ctx->listed); });
     const auto it = w.sessions.insert(w.sessions.end(), live_session{session, ctx});
     count_guard listed([&w, it] { w.sessions.erase(it); });
@@ -613,10 +623,15 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
       refuse(in, *ctx, errc::forbidden, "an agent's session carries streams the server opens");
       return;
     }
-    auto route = w.routes.route(in.target(), *ctx->cred);
-    if (!route) {
-      refuse(in, *ctx, route.code(), route.message());
-      return;
+    // A claim of a moved stream is routed once the stream it claims is found.
+    std::unique_ptr<upstream> up;
+    if (!in.target().resume) {
+      auto route = w.routes.route(in.target(), *ctx->cred);
+      if (!route) {
+        refuse(in, *ctx, route.code(), route.message());
+        return;
+      }
+      up = std::move(*route);
     }
     const auto s = current.load();
     if (ctx->streams >= s->config.max_streams_per_session) {
@@ -640,7 +655,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     });
     asio::co_spawn(
         w.executor,
-        relay_stream(shared_from_this(), w, std::move(slot), std::move(in), std::move(*route), ctx),
+        relay_stream(shared_from_this(), w, std::move(slot), std::move(in), std::move(up), ctx),
         [](std::exception_ptr e) {
           if (e) spdlog::error("stream handler failed unexpectedly");
         });
@@ -662,27 +677,38 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
                                      [[maybe_unused]] count_guard slot, mux::incoming_stream in,
                                      std::unique_ptr<upstream> up,
                                      std::shared_ptr<session_context> ctx) {
-    if (!co_await take_dial_turn(*ctx)) co_return;
-    const auto refused = co_await up->connect();
-    end_dial_turn(*ctx);
-    if (refused) {
-      refuse(in, *ctx, refused->code, refused->message, refused->log_detail);
-      co_return;
+    auto t = in.target();
+    if (t.resume) {
+      auto claimed = co_await claim_moved(w, in, *ctx);
+      if (!claimed) co_return;
+      t = std::move(claimed->target);
+      up = std::move(claimed->up);
+    } else {
+      if (!co_await take_dial_turn(*ctx)) co_return;
+      const auto refused = co_await up->connect();
+      end_dial_turn(*ctx);
+      if (refused) {
+        refuse(in, *ctx, refused->code, refused->message, refused->log_detail);
+        co_return;
+      }
     }
     ++counters.streams_opened;
-    const auto t = in.target();
     ++counters.streams_opened_by_proto[static_cast<std::size_t>(t.proto)];
     const bool udp = t.proto == mux::protocol::udp;
     spdlog::debug("stream {}:{}/{} open for '{}'", t.device, t.port, mux::protocol_name(t.proto),
                   ctx->cred->name);
-    auto ch = metered_channel(in.accept(), t.proto, ctx->listed,
+    auto ch = metered_channel(in.accept(up->movable()), t.proto, ctx->listed,
                               t.proto == mux::protocol::catalog ? nullptr : activity.meter(t.device));
     if (udp) w.udp_flows.insert(ch.get());
-    const auto r = co_await up->relay(*ch);
+    auto r = co_await up->relay(*ch);
     if (udp) w.udp_flows.erase(ch.get());
     counters.bytes_to_devices += r.bytes_to_device;
     counters.bytes_from_devices += r.bytes_from_device;
     counters.stream_ended(t.proto, r.error);
+    if (r.moved) {
+      co_await park_moved(w, *ch, std::move(r), t, *ctx);
+      co_return;
+    }
     if (!udp) {
       spdlog::debug("stream {}:{} closed: {} bytes to device, {} from it{}{}", t.device, t.port,
                     r.bytes_to_device, r.bytes_from_device, r.error ? ", " : "",
@@ -700,6 +726,72 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
                    t.port, ctx->cred->name);
     if (!drops.empty())
       datagram_drops.warn("flow {}:{}/udp for '{}': {}", t.device, t.port, ctx->cred->name, drops);
+  }
+
+  // ---- moving streams between a client's sessions (docs/PROTOCOL.md, "Lanes") ------------
+
+  // The client moved the stream: its device connection waits for the claim, then the
+  // server's direction ends here with a MOVE after everything it sent (unless a FIN went
+  // already: the device had closed its side).
+  asio::awaitable<void> park_moved(worker& w, mux::channel& ch, relay_outcome r,
+                                   const mux::target& t, const session_context& ctx) {
+    const auto token = *r.moved;
+    parked_stream p{std::move(r.connection), ctx.cred->name, t, r.bytes_to_device,
+                    r.bytes_from_device};
+    if (!moved.park(token, std::move(p))) {
+      spdlog::warn("stream {}:{} for '{}' could not move: {} moved streams wait already",
+                   t.device, t.port, ctx.cred->name, moved.size());
+      ch.reset(errc::limit_reached);
+      co_return;
+    }
+    spdlog::debug("stream {}:{} for '{}' moves to another of its sessions", t.device, t.port,
+                  ctx.cred->name);
+    // Nobody claims it if the client went away meanwhile: it is closed after the wait.
+    w.moved_expiry.expires_after(moved_stream_ttl + std::chrono::milliseconds(100));
+    w.moved_expiry.async_wait([self = shared_from_this()](asio::error_code ec) {
+      if (ec) return;  // a later park moved the deadline, or the server stops
+      if (const auto n = self->moved.expire())
+        spdlog::info("{} moved stream{} closed: not claimed within {} ms", n, n == 1 ? "" : "s",
+                     moved_stream_ttl.count());
+    });
+    co_await ch.send_move(token);
+  }
+
+  struct claimed_stream {
+    mux::target target;
+    std::unique_ptr<upstream> up;
+  };
+
+  // The stream a claim names, routed again (a reload may have changed the credential's
+  // rights meanwhile) and connected through the connection it left behind. The claim may
+  // come before the stream is parked: when the device had closed its side, the client
+  // claims as soon as it has that FIN, which may overtake the MOVE's handling there.
+  // Refuses `in` when there is none.
+  asio::awaitable<std::optional<claimed_stream>> claim_moved(worker& w, mux::incoming_stream& in,
+                                                             const session_context& ctx) {
+    const auto token = *in.target().resume;
+    std::optional<parked_stream> p;
+    asio::steady_timer pause(w.executor);
+    for (int tries = 0; !(p = moved.claim(token, ctx.cred->name)) && tries < 200 && !aborted;
+         ++tries) {
+      pause.expires_after(std::chrono::milliseconds(10));
+      co_await pause.async_wait(use_tuple);
+    }
+    if (!p) {
+      refuse(in, ctx, errc::timed_out, "no moved stream waits for this claim");
+      co_return std::nullopt;
+    }
+    auto route = w.routes.route(p->target, *ctx.cred);
+    if (!route) {
+      refuse(in, ctx, route.code(), route.message());
+      co_return std::nullopt;
+    }
+    if (!(*route)->movable()) {
+      refuse(in, ctx, errc::refused, "the device is no longer reached directly");
+      co_return std::nullopt;
+    }
+    (*route)->adopt(std::move(p->connection));
+    co_return claimed_stream{std::move(p->target), std::move(*route)};
   }
 
   // A burst of OPENs (a client accepting a thousand connections at once) is not refused:
@@ -835,7 +927,9 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     for_each_worker([](worker& w) {
       auto open = w.sessions;  // closing one erases it from the list later
       for (auto& l : open) l.session->close();
+      w.moved_expiry.cancel();
     });
+    moved.clear();  // streams half way between two sessions end with the sessions
   }
 
   // Runs `f` on every worker, each on its own thread, soon (posted).

@@ -59,6 +59,11 @@ class metered final : public mux::channel {
     if (s == mux::datagram_status::sent) from_device(datagram.size());
     return s;
   }
+  bool can_move() const noexcept override { return inner_->can_move(); }
+  asio::awaitable<asio::error_code> send_move(const wire::move_token& token) override {
+    return inner_->send_move(token);
+  }
+  std::optional<wire::move_token> moved_away() const override { return inner_->moved_away(); }
   void reset(errc reason) override { inner_->reset(reason); }
   asio::error_code error() const noexcept override { return inner_->error(); }
 
@@ -99,8 +104,9 @@ traffic_snapshot read_meter(const traffic_meter& m) noexcept {
 }
 
 std::shared_ptr<session_entry> session_directory::add(std::string credential, std::string peer,
-                                                      std::string agent_for) {
+                                                      std::string agent_for, bool bulk_lane) {
   auto e = std::make_shared<session_entry>();
+  e->bulk_lane = bulk_lane;
   e->credential = std::move(credential);
   e->peer = std::move(peer);
   e->agent_for = std::move(agent_for);
@@ -137,7 +143,7 @@ std::vector<session_snapshot> session_directory::snapshot(std::size_t max,
   std::vector<session_snapshot> out;
   out.reserve(listed.size());
   for (const auto& e : listed) {
-    session_snapshot s{e->id, e->credential, e->peer, e->agent_for, e->since, {}};
+    session_snapshot s{e->id, e->credential, e->peer, e->agent_for, e->bulk_lane, e->since, {}};
     for (std::size_t p = 0; p < mux::protocol_count; ++p)
       s.by_protocol[p] = read_meter(e->by_protocol[p]);
     out.push_back(std::move(s));
@@ -202,6 +208,7 @@ std::string sessions_json(const std::vector<session_snapshot>& sessions, std::si
                              {"peer", s.peer},
                              {"role", s.agent_for.empty() ? "client" : "agent"}};
     if (!s.agent_for.empty()) j["device"] = s.agent_for;
+    if (s.agent_for.empty()) j["bulk_lane"] = s.bulk_lane;
     j["since_ms"] = epoch_ms(s.since);
     traffic_snapshot all;
     auto by = nlohmann::ordered_json::object();

@@ -16,6 +16,7 @@ tcp_upstream::tcp_upstream(asio::any_io_executor ex, const device& dev, std::uin
       activity_(activity) {}
 
 asio::awaitable<std::optional<refusal>> tcp_upstream::connect() {
+  if (adopted_) co_return std::nullopt;
   const auto ec = co_await relay::dial_tcp(socket_, device_.address, port_, connect_timeout_);
   if (activity_) {
     dial_result r{!ec, ec ? relay::dial_failure(ec) : errc::ok,
@@ -37,7 +38,15 @@ asio::awaitable<relay_outcome> tcp_upstream::relay(mux::channel& ch) {
   out.bytes_to_device = r.from_channel;
   out.bytes_from_device = r.to_channel;
   out.error = r.error;
+  if (r.moved) {
+    out.moved = r.token;
+    out.connection = relay::detached_socket::take(socket_);
+  }
   co_return out;
+}
+
+void tcp_upstream::adopt(relay::detached_socket connection) {
+  adopted_ = !connection.attach_to(socket_);
 }
 
 void tcp_upstream::abort() {

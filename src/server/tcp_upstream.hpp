@@ -18,6 +18,8 @@ class tcp_upstream final : public upstream {
 
   asio::awaitable<std::optional<refusal>> connect() override;
   asio::awaitable<relay_outcome> relay(mux::channel& ch) override;
+  bool movable() const noexcept override { return true; }
+  void adopt(relay::detached_socket connection) override;
   void abort() override;
 
  private:
@@ -27,6 +29,7 @@ class tcp_upstream final : public upstream {
   std::chrono::milliseconds connect_timeout_;
   relay::buffer_pool& pool_;
   device_activity* activity_;  // told how each dial went; may be null
+  bool adopted_ = false;       // connected already: a moved stream's connection
 };
 
 }  // namespace tether::server

@@ -1,5 +1,6 @@
 #include "tether/wire/codec.hpp"
 
+#include <algorithm>
 #include <cassert>
 #include <cstring>
 
@@ -107,6 +108,8 @@ decode_result parse(frame_type type, std::uint8_t flags, std::uint32_t id,
       const auto token_len = r.u16();
       if (token_len > max_token) return fail(errc::frame_too_large, "token too long");
       h.token = r.text(token_len);
+      h.lanes = (flags & flag_lanes) != 0;
+      h.bulk_lane = (flags & flag_bulk_lane) != 0;
       if (role_byte > 1) return fail(errc::protocol_error, "unknown role");
       h.role = static_cast<role>(role_byte);
       if (!r.short_read() && (!window_ok(h.session_window) || !window_ok(h.stream_window)))
@@ -120,6 +123,7 @@ decode_result parse(frame_type type, std::uint8_t flags, std::uint32_t id,
       w.session_window = r.u32();
       w.stream_window = r.u32();
       w.keepalive_ms = r.u32();
+      w.lanes = (flags & flag_lanes) != 0;
       if (!r.short_read() && (!window_ok(w.session_window) || !window_ok(w.stream_window)))
         return fail(errc::protocol_error, "window out of range");
       out.value = w;
@@ -140,11 +144,15 @@ decode_result parse(frame_type type, std::uint8_t flags, std::uint32_t id,
       o.window = r.u32();
       const auto n = r.u8();
       o.device = r.text(n);
+      o.resume = (flags & flag_resume) != 0;
       if (r.short_read()) break;
       if (o.proto > max_stream_protocol)
         return fail(errc::protocol_error, "unknown stream protocol");
       if (!window_ok(o.window)) return fail(errc::protocol_error, "window out of range");
-      if (o.proto == stream_protocol_catalog) {
+      if (o.resume) {
+        if (o.proto != 0 || o.port != 0 || !parse_move_token(o.device))
+          return fail(errc::protocol_error, "a claim names a TCP stream's move token, no port");
+      } else if (o.proto == stream_protocol_catalog) {
         if (!o.device.empty() || o.port != 0)
           return fail(errc::protocol_error, "a catalog stream names no device or port");
       } else if (!valid_device_id(o.device)) {
@@ -158,6 +166,7 @@ decode_result parse(frame_type type, std::uint8_t flags, std::uint32_t id,
       o.stream_id = id;
       o.code = r.u8();
       o.window = r.u32();
+      o.movable = (flags & flag_movable) != 0;
       if (!r.message(o.message)) return fail(errc::frame_too_large, "message too long");
       if (!r.short_read() && o.code == 0 && !window_ok(o.window))
         return fail(errc::protocol_error, "window out of range");
@@ -175,6 +184,16 @@ decode_result parse(frame_type type, std::uint8_t flags, std::uint32_t id,
         return fail(errc::frame_too_large, "datagram above 65,507 bytes");
       if (flags != 0) return fail(errc::protocol_error, "unknown datagram flags");
       out.value = datagram{id, payload};
+      return out;  // the payload is the whole frame
+    }
+    case frame_type::move: {
+      if (flags != 0) return fail(errc::protocol_error, "unknown move flags");
+      if (payload.size() != move_token_size)
+        return fail(errc::protocol_error, "a move token is 16 bytes");
+      move m;
+      m.stream_id = id;
+      std::copy(payload.begin(), payload.end(), m.token.begin());
+      out.value = m;
       return out;  // the payload is the whole frame
     }
     case frame_type::window_update: {
@@ -216,6 +235,34 @@ decode_result parse(frame_type type, std::uint8_t flags, std::uint32_t id,
 }
 
 }  // namespace
+
+std::string move_token_text(const move_token& t) {
+  static constexpr char digits[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(2 * t.size());
+  for (auto b : t) {
+    const auto v = std::to_integer<unsigned>(b);
+    out.push_back(digits[v >> 4]);
+    out.push_back(digits[v & 0xf]);
+  }
+  return out;
+}
+
+std::optional<move_token> parse_move_token(std::string_view text) noexcept {
+  if (text.size() != 2 * move_token_size) return std::nullopt;
+  const auto nibble = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+  };
+  move_token t{};
+  for (std::size_t i = 0; i < t.size(); ++i) {
+    const int hi = nibble(text[2 * i]), lo = nibble(text[2 * i + 1]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    t[i] = static_cast<std::byte>(hi << 4 | lo);
+  }
+  return t;
+}
 
 bool valid_device_id(std::string_view id) noexcept {
   if (id.empty() || id.size() > max_device_id) return false;
@@ -284,7 +331,9 @@ struct encoder {
 
   void operator()(const hello& f) {
     assert(f.token.size() <= max_token);
-    frame(frame_type::hello, 0, 0, [&](writer& w) {
+    const auto flags = static_cast<std::uint8_t>((f.lanes ? flag_lanes : 0) |
+                                                 (f.bulk_lane ? flag_bulk_lane : 0));
+    frame(frame_type::hello, flags, 0, [&](writer& w) {
       w.u16(f.version);
       w.u8(static_cast<std::uint8_t>(f.role));
       w.u32(f.session_window);
@@ -294,7 +343,7 @@ struct encoder {
     });
   }
   void operator()(const welcome& f) {
-    frame(frame_type::welcome, 0, 0, [&](writer& w) {
+    frame(frame_type::welcome, f.lanes ? flag_lanes : 0, 0, [&](writer& w) {
       w.u16(f.version);
       w.u32(f.session_window);
       w.u32(f.stream_window);
@@ -311,7 +360,8 @@ struct encoder {
     // A catalog stream names no device (docs/PROTOCOL.md); every other stream a valid one.
     assert(f.proto == stream_protocol_catalog ? f.device.empty() && f.port == 0
                                               : valid_device_id(f.device));
-    frame(frame_type::open, 0, f.stream_id, [&](writer& w) {
+    assert(!f.resume || parse_move_token(f.device));
+    frame(frame_type::open, f.resume ? flag_resume : 0, f.stream_id, [&](writer& w) {
       w.u8(f.proto);
       w.u16(f.port);
       w.u32(f.window);
@@ -320,7 +370,7 @@ struct encoder {
     });
   }
   void operator()(const open_result& f) {
-    frame(frame_type::open_result, 0, f.stream_id, [&](writer& w) {
+    frame(frame_type::open_result, f.movable ? flag_movable : 0, f.stream_id, [&](writer& w) {
       w.u8(f.code);
       w.u32(f.window);
       message(w, f.message);
@@ -335,6 +385,10 @@ struct encoder {
     assert(f.payload.size() <= max_datagram);
     frame(frame_type::datagram, 0, f.stream_id,
           [&](writer& w) { w.bytes(f.payload.data(), f.payload.size()); });
+  }
+  void operator()(const move& f) {
+    frame(frame_type::move, 0, f.stream_id,
+          [&](writer& w) { w.bytes(f.token.data(), f.token.size()); });
   }
   void operator()(const window_update& f) {
     frame(frame_type::window_update, 0, f.stream_id, [&](writer& w) { w.u32(f.increment); });

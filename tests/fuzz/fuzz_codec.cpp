@@ -43,18 +43,19 @@ bool same(const frame& a, const frame& b) {
         if constexpr (std::is_same_v<T, hello>)
           return x.version == y.version && x.role == y.role &&
                  x.session_window == y.session_window && x.stream_window == y.stream_window &&
-                 x.token == y.token;
+                 x.token == y.token && x.lanes == y.lanes && x.bulk_lane == y.bulk_lane;
         else if constexpr (std::is_same_v<T, welcome>)
           return x.version == y.version && x.session_window == y.session_window &&
-                 x.stream_window == y.stream_window && x.keepalive_ms == y.keepalive_ms;
+                 x.stream_window == y.stream_window && x.keepalive_ms == y.keepalive_ms &&
+                 x.lanes == y.lanes;
         else if constexpr (std::is_same_v<T, refuse>)
           return x.code == y.code && x.message == y.message;
         else if constexpr (std::is_same_v<T, wire::open>)
           return x.stream_id == y.stream_id && x.proto == y.proto && x.port == y.port &&
-                 x.window == y.window && x.device == y.device;
+                 x.window == y.window && x.device == y.device && x.resume == y.resume;
         else if constexpr (std::is_same_v<T, wire::open_result>)
           return x.stream_id == y.stream_id && x.code == y.code && x.window == y.window &&
-                 x.message == y.message;
+                 x.message == y.message && x.movable == y.movable;
         else if constexpr (std::is_same_v<T, data>)
           return x.stream_id == y.stream_id && x.fin == y.fin && same_bytes(x.payload, y.payload);
         else if constexpr (std::is_same_v<T, window_update>)
@@ -65,6 +66,8 @@ bool same(const frame& a, const frame& b) {
           return x.ack == y.ack && x.opaque == y.opaque;
         else if constexpr (std::is_same_v<T, wire::datagram>)
           return x.stream_id == y.stream_id && same_bytes(x.payload, y.payload);
+        else if constexpr (std::is_same_v<T, wire::move>)
+          return x.stream_id == y.stream_id && x.token == y.token;
         else
           return x.last_stream_id == y.last_stream_id && x.code == y.code && x.message == y.message;
       },
@@ -80,12 +83,19 @@ void check_bounds(const frame& f) {
           check(x.token.size() <= max_token, "HELLO token above max_token");
           check(x.role == role::client || x.role == role::agent, "HELLO with an unknown role");
         } else if constexpr (std::is_same_v<T, wire::open>) {
-          check(valid_device_id(x.device), "OPEN with an invalid device id");
-          check(x.proto <= 1, "OPEN with an unknown protocol");
+          if (x.resume)
+            check(x.proto == 0 && x.port == 0 && parse_move_token(x.device).has_value(),
+                  "a claim OPEN without a move token");
+          else if (x.proto == stream_protocol_catalog)
+            check(x.device.empty() && x.port == 0, "a catalog OPEN names a device or port");
+          else
+            check(x.proto <= 1 && valid_device_id(x.device), "OPEN with an invalid target");
           check(x.stream_id != 0, "OPEN on stream 0");
         } else if constexpr (std::is_same_v<T, data>) {
           check(x.payload.size() <= max_data_payload, "DATA above max_data_payload");
           check(x.stream_id != 0, "DATA on stream 0");
+        } else if constexpr (std::is_same_v<T, wire::move>) {
+          check(x.stream_id != 0, "MOVE on stream 0");
         } else if constexpr (std::is_same_v<T, wire::datagram>) {
           check(x.payload.size() <= max_datagram, "DATAGRAM above max_datagram");
           check(x.stream_id != 0, "DATAGRAM on stream 0");

@@ -96,12 +96,13 @@ class ApiStatusTest(ApiTest):
         name, first = read_event(resp, scaled(5))
         self.assertEqual((name, first["sessions"]), ("sessions", []))
 
-        client = self.connect(self.server, [("dev-61", self.sink.port)])
+        # One session whose bytes all count on it: no bulk lane (test_lanes covers those).
+        client = self.connect(self.server, [("dev-61", self.sink.port)], extra_args=("--no-lanes",))
         name, doc = read_event(resp, scaled(5))  # the list changed: sent within a second
         self.assertEqual(name, "sessions")
         self.assertEqual([s["credential"] for s in doc["sessions"]], ["laptop"])
         s = doc["sessions"][0]
-        self.assertEqual((s["role"], s["streams_open"]), ("client", 0))
+        self.assertEqual((s["role"], s["bulk_lane"], s["streams_open"]), ("client", False, 0))
         self.assertRegex(s["peer"], r"^127\.0\.0\.1:\d+$")
 
         transfer(client.port, up=3 << 20, down=1 << 20, seed_up=3, seed_down=4)

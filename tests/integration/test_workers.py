@@ -84,10 +84,12 @@ class WorkersTest(harness.TetherTest):
 
         # Started one after another, so the round robin puts them on workers 0, 1, 0, ...
         # The credential to be removed comes first: two of its sessions on each worker.
-        gone = [self.connect(server, [("dev-1", self.device.port)], token=self.gone_token)
-                for _ in range(GONE_SESSIONS)]
-        main = [self.connect(server, [("dev-1", self.device.port)], token=self.main_token)
-                for _ in range(MAIN_SESSIONS)]
+        # One session per client: a bulk lane would take a turn of the round robin.
+        one = ("--no-lanes",)
+        gone = [self.connect(server, [("dev-1", self.device.port)], token=self.gone_token,
+                             extra_args=one) for _ in range(GONE_SESSIONS)]
+        main = [self.connect(server, [("dev-1", self.device.port)], token=self.main_token,
+                             extra_args=one) for _ in range(MAIN_SESSIONS)]
         harness.wait_until(lambda: len(self.sessions_up(server)) == len(gone) + len(main), 30,
                            "every session logged as up")
         up = self.sessions_up(server)

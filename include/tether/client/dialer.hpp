@@ -33,6 +33,10 @@ struct dial_outcome {
 
 using dialer = std::function<asio::awaitable<dial_outcome>()>;
 
+/// Makes a dialer for a given executor: the bulk lane's (docs/PROTOCOL.md, "Lanes") dials
+/// the same server from a thread of its own.
+using lane_dialer = std::function<dialer(asio::any_io_executor)>;
+
 struct tls_dial_options {
   std::string host;
   std::uint16_t port = 7443;

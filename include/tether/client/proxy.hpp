@@ -47,6 +47,9 @@ struct proxy_options {
   // (a mistake in the URL or the network shows at once), then without end. Bad credentials
   // and an untrusted server are never retried.
   std::optional<std::size_t> retries;
+  // Lanes (docs/PROTOCOL.md): a second session, on a thread of its own, for the streams
+  // that turn bulk. Empty: every stream stays on the one session (SSH servers, --no-lanes).
+  lane_dialer bulk_lane;
 };
 
 

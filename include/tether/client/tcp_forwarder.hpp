@@ -19,6 +19,8 @@
 
 namespace tether::client {
 
+class bulk_lane;  // src/client/bulk_lane.hpp
+
 /// Opens the stream of a new connection; reports its own failures and returns null then
 /// (the connection is reset). The same shape as a UDP forwarder's flow_opener.
 using stream_opener = flow_opener;
@@ -53,6 +55,9 @@ class tcp_forwarder {
   ~tcp_forwarder();
   tcp_forwarder(const tcp_forwarder&) = delete;
   tcp_forwarder& operator=(const tcp_forwarder&) = delete;
+
+  /// Lanes (docs/PROTOCOL.md): connections that turn bulk move to `lane` (before start()).
+  void use_lane(std::shared_ptr<bulk_lane> lane);
 
   /// Starts accepting.
   void start();

@@ -46,6 +46,7 @@ struct server_settings {
   std::string pin;                // "sha256:HEX" instead of a CA
   std::filesystem::path token_file;  // empty: TETHER_TOKEN
   std::uint32_t max_stream_window = 0;  // how far stream windows may grow; 0: the default
+  bool lanes = true;  // a second session for streams that turn bulk (docs/PROTOCOL.md)
   // ssh://
   std::vector<std::filesystem::path> identity_files;
   std::filesystem::path known_hosts;

@@ -14,10 +14,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <span>
 #include <utility>
 
 #include "tether/errc.hpp"
+#include "tether/wire/frame.hpp"
 
 namespace tether::mux {
 
@@ -67,6 +69,22 @@ class channel {
   /// Datagram streams: queues `datagram` whole as one unit, or drops it at once and says
   /// why. Never waits.
   virtual datagram_status try_send_datagram(std::span<const std::byte> datagram) = 0;
+
+  /// Lanes (docs/PROTOCOL.md): whether this stream may move to another session of the same
+  /// client. Only a tether stream can, and only when both peers offered lanes and the server
+  /// said so as it accepted the stream.
+  virtual bool can_move() const noexcept { return false; }
+
+  /// Ends our direction of the stream on this session as send_eof() does, after the bytes
+  /// already sent, telling the peer that it continues on the session that claims `token`.
+  virtual asio::awaitable<asio::error_code> send_move(const wire::move_token& token) {
+    (void)token;
+    co_return make_error_code(errc::unsupported);
+  }
+
+  /// Once receive() returned end-of-stream: the peer's token when its direction moved to
+  /// another session rather than ended.
+  virtual std::optional<wire::move_token> moved_away() const { return std::nullopt; }
 
   /// Abortive end with a reason the peer will see. Pending operations complete with an error.
   virtual void reset(errc reason) = 0;

@@ -50,6 +50,11 @@ struct session_settings {
   // Past it, streams wait for their turn to send, and the session stops reading from a
   // peer whose answers pile up (one read's worth of answers may come on top).
   std::size_t max_queued_bytes = 4u << 20;
+  // Offer lanes (docs/PROTOCOL.md): the client moves streams between its sessions, the
+  // server lets it. Both must offer.
+  bool lanes = false;
+  // The client's bulk lane says so in its HELLO: the server's logs and API tell it apart.
+  bool bulk_lane = false;
 };
 
 /// The most the session's receive window grows to: twice the per-stream cap, so that one
@@ -84,8 +89,9 @@ class incoming_stream {
   const mux::target& target() const noexcept { return target_; }
   std::uint32_t id() const noexcept;
 
-  /// Sends OPEN_RESULT ok and returns the stream as a channel.
-  std::unique_ptr<channel> accept();
+  /// Sends OPEN_RESULT ok and returns the stream as a channel. `movable`: the client may
+  /// move it to another of its sessions (only where the session has lanes).
+  std::unique_ptr<channel> accept(bool movable = false);
   /// Sends OPEN_RESULT with `reason` and a message for the peer's log.
   void refuse(errc reason, std::string_view message);
 
@@ -162,6 +168,10 @@ class session final : public tunnel, public std::enable_shared_from_this<session
   const session_counters& counters() const noexcept { return counters_; }
   std::string peer() const;
   bool closed() const noexcept;
+  /// Both peers offered lanes: streams accepted movable may move (docs/PROTOCOL.md).
+  bool lanes() const noexcept { return lanes_; }
+  /// Server side: the peer's HELLO said this session is its bulk lane.
+  bool peer_bulk_lane() const noexcept { return peer_bulk_lane_; }
 
  private:
   friend class incoming_stream;
@@ -196,6 +206,7 @@ class session final : public tunnel, public std::enable_shared_from_this<session
   bool on_reset(const wire::reset& f);
   bool on_ping(const wire::ping& f);
   bool on_goaway(const wire::goaway& f);
+  bool on_move(const wire::move& f);
 
   // True if `id` was opened in this session by either side (it may be forgotten since).
   bool ever_opened(std::uint32_t id) const noexcept;
@@ -295,6 +306,8 @@ class session final : public tunnel, public std::enable_shared_from_this<session
   std::vector<std::weak_ptr<stream_state>> credit_waiters_;
   std::uint32_t peer_stream_window_ = 0;
 
+  bool lanes_ = false;
+  bool peer_bulk_lane_ = false;
   bool running_ = false;
   bool closed_ = false;
   bool local_goaway_ = false;

@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "tether/mux/channel.hpp"
+#include "tether/wire/frame.hpp"
 
 namespace tether::mux {
 
@@ -50,6 +51,9 @@ struct target {
   std::string device;  // device id (tether) or host name (SSH direct-tcpip)
   std::uint16_t port = 0;
   protocol proto = protocol::tcp;
+  // A claim of a stream moved from another session of the same client (docs/PROTOCOL.md,
+  // "Lanes"): no device or port, a TCP stream that continues where it left off.
+  std::optional<wire::move_token> resume;
 };
 
 class tunnel {

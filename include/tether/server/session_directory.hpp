@@ -55,6 +55,7 @@ struct session_entry {
   std::string credential;  // its name
   std::string peer;        // address:port
   std::string agent_for;   // an agent's session: its device; empty for a client's
+  bool bulk_lane = false;  // a client's second session (docs/PROTOCOL.md, "Lanes")
   std::chrono::system_clock::time_point since;
   std::array<traffic_meter, mux::protocol_count> by_protocol;
 };
@@ -64,6 +65,7 @@ struct session_snapshot {
   std::string credential;
   std::string peer;
   std::string agent_for;
+  bool bulk_lane = false;
   std::chrono::system_clock::time_point since;
   std::array<traffic_snapshot, mux::protocol_count> by_protocol;
 };
@@ -73,7 +75,7 @@ class session_directory {
   /// Lists a session from now on; it stays listed while the entry is held by its session
   /// and until remove(). Thread-safe.
   std::shared_ptr<session_entry> add(std::string credential, std::string peer,
-                                     std::string agent_for);
+                                     std::string agent_for, bool bulk_lane = false);
   /// Thread-safe; removing an entry twice is harmless.
   void remove(const std::shared_ptr<session_entry>& entry);
 

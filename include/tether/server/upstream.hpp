@@ -12,6 +12,8 @@
 #include "tether/errc.hpp"
 #include "tether/mux/channel.hpp"
 #include "tether/relay/datagram.hpp"
+#include "tether/relay/detached_socket.hpp"
+#include "tether/wire/frame.hpp"
 
 namespace tether::server {
 
@@ -28,6 +30,10 @@ struct relay_outcome {
   std::uint64_t bytes_from_device = 0;
   relay::datagram_counters datagrams;  // UDP flows only
   asio::error_code error;              // why it ended, or empty for a clean end
+  // The client moved the stream to another of its sessions (docs/PROTOCOL.md, "Lanes"):
+  // the connection to the device, for the session that claims `token`.
+  std::optional<wire::move_token> moved;
+  relay::detached_socket connection;
 };
 
 class upstream {
@@ -40,6 +46,12 @@ class upstream {
 
   /// Relays between the accepted stream and the target until both are done. Never throws.
   virtual asio::awaitable<relay_outcome> relay(mux::channel& ch) = 0;
+
+  /// Lanes: whether the client may move this stream to another of its sessions, and the
+  /// connection it then takes along. Only a direct device's TCP port can move.
+  virtual bool movable() const noexcept { return false; }
+  /// Instead of connect(): goes on with a connection a moved stream left behind.
+  virtual void adopt(relay::detached_socket connection) { (void)connection; }
 
   /// Ends a relay() in progress soon, as if the device had reset the connection: for an API
   /// message whose wait for a reply is over while the device neither sends nor closes (a

@@ -3,9 +3,12 @@
 // Decoded frames refer to the bytes they were decoded from (string_view / span): they are
 // valid only as long as the input buffer is.
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
+#include <string>
 #include <string_view>
 #include <variant>
 
@@ -34,11 +37,21 @@ enum class frame_type : std::uint8_t {
   ping = 8,
   goaway = 9,
   datagram = 10,
+  move = 11,
 };
-inline constexpr std::uint8_t max_frame_type = 10;
+inline constexpr std::uint8_t max_frame_type = 11;
 
 inline constexpr std::uint8_t flag_fin = 0x1;  // DATA
 inline constexpr std::uint8_t flag_ack = 0x1;  // PING
+// Lanes (docs/PROTOCOL.md, "Moving a stream"). Peers that predate them ignore these flags.
+inline constexpr std::uint8_t flag_lanes = 0x2;    // HELLO, WELCOME: streams may move
+inline constexpr std::uint8_t flag_movable = 0x2;  // OPEN_RESULT: this stream may move
+inline constexpr std::uint8_t flag_resume = 0x2;   // OPEN: claims a moved stream
+inline constexpr std::uint8_t flag_bulk_lane = 0x4;  // HELLO: a client's second session
+
+// A moved stream's claim: chosen at random by the side that moves it.
+inline constexpr std::size_t move_token_size = 16;
+using move_token = std::array<std::byte, move_token_size>;
 
 enum class role : std::uint8_t { client = 0, agent = 1 };
 
@@ -48,6 +61,8 @@ struct hello {
   std::uint32_t session_window = 0;
   std::uint32_t stream_window = 0;
   std::string_view token;
+  bool lanes = false;
+  bool bulk_lane = false;  // the client's bulk lane, beside its first session
 };
 
 struct welcome {
@@ -55,6 +70,7 @@ struct welcome {
   std::uint32_t session_window = 0;
   std::uint32_t stream_window = 0;
   std::uint32_t keepalive_ms = 0;
+  bool lanes = false;
 };
 
 struct refuse {
@@ -71,7 +87,8 @@ struct open {
   std::uint8_t proto = 0;  // 0 tcp, 1 udp, 2 catalog (empty device, port 0)
   std::uint16_t port = 0;
   std::uint32_t window = 0;
-  std::string_view device;
+  std::string_view device;  // with `resume`: the move token, 32 lower-case hex digits
+  bool resume = false;
 };
 
 struct open_result {
@@ -79,6 +96,7 @@ struct open_result {
   std::uint8_t code = 0;
   std::uint32_t window = 0;
   std::string_view message;
+  bool movable = false;
 };
 
 struct data {
@@ -104,6 +122,13 @@ struct reset {
   std::string_view message;
 };
 
+// The sender's direction of the stream continues on another session of the same client,
+// which claims it with `token`; like FIN, nothing of the stream follows it from that side.
+struct move {
+  std::uint32_t stream_id = 0;
+  move_token token{};
+};
+
 struct ping {
   bool ack = false;
   std::uint64_t opaque = 0;
@@ -116,9 +141,14 @@ struct goaway {
 };
 
 using frame = std::variant<hello, welcome, refuse, open, open_result, data, window_update, reset,
-                           ping, goaway, datagram>;
+                           ping, goaway, datagram, move>;
 
 // True if a device id is 1-64 characters of [A-Za-z0-9._-].
 bool valid_device_id(std::string_view id) noexcept;
+
+// A move token as OPEN carries it (32 lower-case hex digits), and back; nullopt for
+// anything else.
+std::string move_token_text(const move_token& t);
+std::optional<move_token> parse_move_token(std::string_view text) noexcept;
 
 }  // namespace tether::wire

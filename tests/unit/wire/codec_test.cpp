@@ -57,18 +57,19 @@ bool same(const frame& a, const frame& b) {
         if constexpr (std::is_same_v<T, hello>)
           return x.version == y.version && x.role == y.role &&
                  x.session_window == y.session_window && x.stream_window == y.stream_window &&
-                 x.token == y.token;
+                 x.token == y.token && x.lanes == y.lanes && x.bulk_lane == y.bulk_lane;
         else if constexpr (std::is_same_v<T, welcome>)
           return x.version == y.version && x.session_window == y.session_window &&
-                 x.stream_window == y.stream_window && x.keepalive_ms == y.keepalive_ms;
+                 x.stream_window == y.stream_window && x.keepalive_ms == y.keepalive_ms &&
+                 x.lanes == y.lanes;
         else if constexpr (std::is_same_v<T, refuse>)
           return x.code == y.code && x.message == y.message;
         else if constexpr (std::is_same_v<T, open>)
           return x.stream_id == y.stream_id && x.proto == y.proto && x.port == y.port &&
-                 x.window == y.window && x.device == y.device;
+                 x.window == y.window && x.device == y.device && x.resume == y.resume;
         else if constexpr (std::is_same_v<T, open_result>)
           return x.stream_id == y.stream_id && x.code == y.code && x.window == y.window &&
-                 x.message == y.message;
+                 x.message == y.message && x.movable == y.movable;
         else if constexpr (std::is_same_v<T, data>)
           return x.stream_id == y.stream_id && x.fin == y.fin &&
                  std::equal(x.payload.begin(), x.payload.end(), y.payload.begin(),
@@ -83,6 +84,8 @@ bool same(const frame& a, const frame& b) {
           return x.stream_id == y.stream_id &&
                  std::equal(x.payload.begin(), x.payload.end(), y.payload.begin(),
                             y.payload.end());
+        else if constexpr (std::is_same_v<T, move>)
+          return x.stream_id == y.stream_id && x.token == y.token;
         else
           return x.last_stream_id == y.last_stream_id && x.code == y.code &&
                  x.message == y.message;
