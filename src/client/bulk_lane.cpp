@@ -42,6 +42,7 @@ void bulk_lane::start() {
 
 void bulk_lane::stop() {
   started_ = true;  // a stopped lane stays stopped
+  stopped_ = true;
   if (!thread_.joinable()) return;
   asio::post(io_, [this] {
     stopping_ = true;
@@ -97,6 +98,11 @@ asio::awaitable<relay::splice_result> bulk_lane::carry(std::shared_ptr<carried> 
                                                        relay::detached_socket connection,
                                                        wire::move_token token,
                                                        byte_totals& totals) {
+  if (stopped_) {  // nothing runs there any more: the connection closes with a reset
+    relay::splice_result r;
+    r.error = make_error_code(errc::session_lost);
+    co_return r;
+  }
   co_return co_await asio::co_spawn(
       io_, carry_here(std::move(c), std::move(connection), token, totals), asio::use_awaitable);
 }

@@ -71,6 +71,7 @@ class bulk_lane {
   std::thread thread_;
   bool started_ = false;  // on the caller's thread
   std::atomic<bool> ready_{false};
+  std::atomic<bool> stopped_{false};  // its thread has ended, or is ending
   // On the lane's thread.
   std::shared_ptr<mux::tunnel> session_;
   relay::buffer_pool pool_;

@@ -110,9 +110,11 @@ class downlink : public std::enable_shared_from_this<downlink> {
       if (unwritten_.empty()) {
         ch_.consumed(lent_);
         r_.from_channel += lent_;
-        if (!turned_bulk_ && bulk_.count(lent_)) {
+        // The uplink decides on the move, and asks again after each write while the lane
+        // it needs is still coming up.
+        if (bulk_.count(lent_)) {
           turned_bulk_ = true;
-          done_.notify();  // the uplink decides on the move
+          done_.notify();
         }
       }
     }

@@ -1,15 +1,22 @@
 #include "tether/server/moved_streams.hpp"
 
+#include <algorithm>
+
 namespace tether::server {
 
-moved_streams::moved_streams(std::size_t capacity, std::chrono::milliseconds ttl)
-    : capacity_(capacity), ttl_(ttl) {}
+moved_streams::moved_streams(std::size_t capacity, std::chrono::milliseconds ttl,
+                             std::size_t per_credential)
+    : capacity_(capacity), per_credential_(per_credential), ttl_(ttl) {}
 
 bool moved_streams::park(const wire::move_token& token, parked_stream s) {
   const auto now = std::chrono::steady_clock::now();
   std::lock_guard lock(mutex_);
   expire_locked(now);
   if (parked_.size() >= capacity_ || parked_.count(token)) return false;
+  const auto& who = s.credential;
+  const auto theirs = std::count_if(parked_.begin(), parked_.end(),
+                                    [&](const auto& kv) { return kv.second.stream.credential == who; });
+  if (static_cast<std::size_t>(theirs) >= per_credential_) return false;
   parked_.emplace(token, entry{std::move(s), now + ttl_});
   return true;
 }

@@ -739,8 +739,8 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     parked_stream p{std::move(r.connection), ctx.cred->name, t, r.bytes_to_device,
                     r.bytes_from_device};
     if (!moved.park(token, std::move(p))) {
-      spdlog::warn("stream {}:{} for '{}' could not move: {} moved streams wait already",
-                   t.device, t.port, ctx.cred->name, moved.size());
+      spdlog::warn("stream {}:{} for '{}' could not move: too many moved streams wait for "
+                   "their claim ({} in all)", t.device, t.port, ctx.cred->name, moved.size());
       ch.reset(errc::limit_reached);
       co_return;
     }

@@ -27,13 +27,15 @@ struct parked_stream {
 
 class moved_streams {
  public:
-  /// At most `capacity` streams wait at a time, each at most `ttl`; past either they are
-  /// closed (their device sees a reset).
+  /// At most `capacity` streams wait at a time, `per_credential` of them for one credential
+  /// (a client that moves streams and never claims them fills only its own share), each at
+  /// most `ttl`; past it they are closed (their device sees a reset).
   explicit moved_streams(std::size_t capacity = 4096,
-                         std::chrono::milliseconds ttl = std::chrono::seconds(10));
+                         std::chrono::milliseconds ttl = std::chrono::seconds(10),
+                         std::size_t per_credential = 64);
 
-  /// Keeps `s` for the claim of `token`. False (and `s` closed) when the table is full or
-  /// the token is taken.
+  /// Keeps `s` for the claim of `token`. False (and `s` closed) when the table or the
+  /// credential's share of it is full, or the token is taken.
   bool park(const wire::move_token& token, parked_stream s);
 
   /// The stream parked under `token` for `credential`, taken out; nullopt if there is
@@ -55,6 +57,7 @@ class moved_streams {
   std::size_t expire_locked(std::chrono::steady_clock::time_point now);
 
   const std::size_t capacity_;
+  const std::size_t per_credential_;
   const std::chrono::milliseconds ttl_;
   mutable std::mutex mutex_;
   std::map<wire::move_token, entry> parked_;

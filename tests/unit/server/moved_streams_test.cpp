@@ -179,6 +179,20 @@ TEST(MovedStreams, AFullTableRefusesAndResetsTheConnection) {
   EXPECT_EQ(table.size(), 2u);
 }
 
+TEST(MovedStreams, OneCredentialFillsOnlyItsShare) {
+  asio::io_context io;
+  std::vector<loopback> conns;
+  for (int i = 0; i < 4; ++i) conns.push_back(connect_loopback(io));
+  moved_streams table(16, 10s, 2);
+  ASSERT_TRUE(table.park(parking_token(20), park_of(conns[0].near, "mallory")));
+  ASSERT_TRUE(table.park(parking_token(21), park_of(conns[1].near, "mallory")));
+  EXPECT_FALSE(table.park(parking_token(22), park_of(conns[2].near, "mallory")));
+  EXPECT_EQ(how_it_ended(conns[2].far), ECONNRESET);
+  // Another credential still moves its streams.
+  EXPECT_TRUE(table.park(parking_token(23), park_of(conns[3].near, "alice")));
+  EXPECT_EQ(table.size(), 3u);
+}
+
 TEST(MovedStreams, StreamsNobodyClaimsExpireWithAReset) {
   asio::io_context io;
   auto a = connect_loopback(io);
@@ -217,7 +231,7 @@ TEST(MovedStreams, AClaimAfterTheTtlFindsNothing) {
 // Workers park and claim at once (each call takes the lock): every stream parked is
 // claimed exactly once.
 TEST(MovedStreams, ParksAndClaimsFromSeveralThreadsAtOnce) {
-  moved_streams table(4096, 10s);
+  moved_streams table(4096, 10s, 4096);
   constexpr int threads = 4, per_thread = 200;
   std::vector<int> claimed(threads, 0);
   std::vector<std::thread> workers;
