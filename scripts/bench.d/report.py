@@ -543,7 +543,8 @@ def report(data, paths, peer, meta, skipped, ts, extra_sections=()):
         lines += [""] + wrap(
             "Latency under load: a 1-byte ping-pong on one connection, idle and then while "
             "bulk runs through a second mapping of the same path instance (one ssh "
-            "connection, one tether session, one stunnel pair). `loaded/idle p99` and "
+            "connection; one `tether connect`, whose bulk streams move to its bulk lane; one "
+            "stunnel pair). `loaded/idle p99` and "
             "`× ssh-gcm` are medians of per-repetition ratios; lower is better.") + [""]
         lines += rrload
     lines += workers_lines(data, meta)

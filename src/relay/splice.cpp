@@ -230,15 +230,16 @@ asio::awaitable<splice_result> splice(tcp::socket& sock, mux::channel& ch, buffe
   const auto down = std::make_shared<downlink>(sock, ch, r, wake, bulk);
   down->start();
 
-  // A move stops the reading: ours once the stream is bulk and a lane can take it, or the
-  // peer's once everything it sent before its MOVE was written.
+  // Asked before each read: a move stops the reading. Ours is decided here, once the
+  // stream is bulk and a lane can take it; the peer's comes once everything it sent before
+  // its MOVE was written.
   bool uplink_bulk = false;
   const auto may_move = [&] {
     return policy && ch.can_move() && !down->finished() && policy->lane_ready &&
            policy->lane_ready();
   };
   bool moving_out = false;
-  const auto stop_reading = [&] {
+  const auto time_to_stop_reading = [&] {
     if (!moving_out && (uplink_bulk || down->turned_bulk()) && may_move()) moving_out = true;
     return moving_out || down->moved_in().has_value();
   };
@@ -253,7 +254,7 @@ asio::awaitable<splice_result> splice(tcp::socket& sock, mux::channel& ch, buffe
   for (;;) {
     if (more_likely) {
       co_await mux::yield_turn();
-    } else if (!stop_reading()) {
+    } else if (!time_to_stop_reading()) {
       // Waits for readiness holding nothing, then borrows a buffer.
       readable = false;
       sock.async_wait(tcp::socket::wait_read, [&readable, &wait_error, &wake](asio::error_code ec) {
@@ -261,10 +262,10 @@ asio::awaitable<splice_result> splice(tcp::socket& sock, mux::channel& ch, buffe
         readable = true;
         wake.notify_here();
       });
-      while (!readable && !stop_reading()) co_await wake.wait();
+      while (!readable && !time_to_stop_reading()) co_await wake.wait();
       if (readable && wait_error) break;  // the downlink failed and closed the socket
     }
-    if (stop_reading()) break;
+    if (time_to_stop_reading()) break;
     more_likely = false;
     auto [cec, credit] = co_await ch.wait_send_credit();
     if (cec) {
