@@ -6,7 +6,7 @@
 // through a pipe that holds 16 KiB) and a small bound on queued output. The rest is a
 // sequence of records; the first byte of each picks what it is (tests/fuzz/make_seeds.py
 // writes them):
-//   - a frame of each type, DATAGRAM included, its fields filled from the bytes after it
+//   - a frame of each type, DATAGRAM and MOVE included, its fields filled from the bytes after it
 //     (stream ids mostly from a small set, so frames meet the streams they belong to), or raw
 //     bytes verbatim;
 //   - a delivery point: what was written so far reaches the session, which runs until idle;
@@ -24,7 +24,8 @@
 // delivered (the windows it granted, the datagrams it sent) and the local side's (the
 // datagrams it sent), and checks what the session writes against them:
 //   - every byte decodes as valid frames;
-//   - no DATA after the session's own FIN or RESET on that stream, no DATAGRAM after its RESET;
+//   - no DATA or MOVE after the session's own FIN, MOVE or RESET on that stream, no DATAGRAM
+//     after its RESET;
 //   - DATA only on TCP streams and DATAGRAM only on flows, both only on streams opened;
 //   - no DATAGRAM above 65,507 bytes; the DATAGRAMs of a flow are those its local side sent,
 //     whole and in order (the ones dropped at a reset are the last ones);
@@ -299,6 +300,8 @@ void print_frame(const char* dir, const wire::frame& f) {
                        x.fin ? " FIN" : "");
         else if constexpr (std::is_same_v<T, wire::datagram>)
           std::fprintf(stderr, "%s DATAGRAM %u %zu bytes\n", dir, x.stream_id, x.payload.size());
+        else if constexpr (std::is_same_v<T, wire::move>)
+          std::fprintf(stderr, "%s MOVE %u\n", dir, x.stream_id);
         else if constexpr (std::is_same_v<T, wire::window_update>)
           std::fprintf(stderr, "%s WINDOW_UPDATE %u +%u\n", dir, x.stream_id, x.increment);
         else if constexpr (std::is_same_v<T, wire::reset>)
@@ -360,6 +363,12 @@ void check_sent(harness& h, const wire::frame& f) {
     if (q.empty() || q.front() != fingerprint_of(g->payload))
       fail_on("the session sent a datagram its local side did not send, or out of order", id);
     q.pop_front();
+  } else if (const auto* m = std::get_if<wire::move>(&f)) {
+    if (h.ended_out.contains(m->stream_id))
+      fail_on("the session sent MOVE after its FIN or RESET", m->stream_id);
+    if (!h.proto.contains(m->stream_id))
+      fail_on("the session sent MOVE on a stream never opened", m->stream_id);
+    h.ended_out.insert(m->stream_id);  // a MOVE ends its direction as FIN does
   } else if (const auto* r = std::get_if<wire::reset>(&f)) {
     h.ended_out.insert(r->stream_id);
   }
@@ -488,8 +497,11 @@ asio::awaitable<void> echo(harness& h, std::unique_ptr<mux::channel> ch) {
   for (;;) {
     auto [ec, bytes] = co_await ch->receive();
     if (ec) break;
-    if (bytes.empty()) {
-      co_await ch->send_eof();
+    if (bytes.empty()) {  // the peer's FIN, or its MOVE: answered as the server does
+      if (const auto token = ch->moved_away())
+        co_await ch->send_move(*token);
+      else
+        co_await ch->send_eof();
       break;
     }
     std::vector<std::byte> copy(bytes.begin(), bytes.end());
@@ -564,10 +576,10 @@ void on_open(harness& h, mux::incoming_stream in) {
   const auto id = in.id();
   switch (in.target().port % 6) {
     case 0:
-      spawn(h, udp ? echo_datagrams(h, in.accept(), id) : echo(h, in.accept()));
+      spawn(h, udp ? echo_datagrams(h, in.accept(), id) : echo(h, in.accept(!udp)));
       return;
     case 1:
-      if (h.held.size() < 64) h.held.push_back({in.accept(), false, udp, peer_flow(id)});
+      if (h.held.size() < 64) h.held.push_back({in.accept(!udp), false, udp, peer_flow(id)});
       return;
     case 2:
       in.accept()->reset(errc::refused);
@@ -795,6 +807,13 @@ void peer_frame(harness& h, input& in, std::uint8_t kind) {
       const auto id = stream_id(in);
       const auto flags = in.u8();
       const std::size_t len = in.u16() % (wire::max_data_payload + 1);
+      if (flags & 4) {  // MOVE instead (lanes): the token from the same bytes
+        wire::move m{id, {}};
+        const auto t = in.bytes(m.token.size());
+        std::copy(t.begin(), t.end(), m.token.begin());
+        put(m);
+        return;
+      }
       const auto payload = flags & 2 ? in.bytes(len) : std::span(pattern()).first(len);
       put(wire::data{id, (flags & 1) != 0, payload});
       return;
@@ -893,6 +912,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   settings.keepalive = std::chrono::milliseconds(0);  // no timers: deterministic runs
   settings.handshake_timeout = std::chrono::hours(1);
   settings.open_timeout = std::chrono::hours(1);
+  settings.lanes = true;  // a client's streams may move (an agent's never offers it)
   const auto peer_session_window = setup & 8 ? 100 : 16u << 20;
   const auto peer_stream_window = setup & 16 ? 100 : 2u << 20;
   const auto role = setup & 32 ? wire::role::agent : wire::role::client;
@@ -919,7 +939,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                    h.start_result = ec;
                  });
   wire::encode(
-      wire::hello{wire::protocol_version, role, peer_session_window, peer_stream_window, "good"},
+      wire::hello{wire::protocol_version, role, peer_session_window, peer_stream_window, "good",
+                  role == wire::role::client},
       h.pending);
   deliver(h);
   check(h.started && !h.start_result, "a valid HELLO was not welcomed");

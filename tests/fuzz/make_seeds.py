@@ -26,7 +26,10 @@ CORPUS = os.path.join(HERE, "corpus")
 # Frames (docs/PROTOCOL.md)
 
 HELLO, WELCOME, REFUSE, OPEN, OPEN_RESULT, DATA, WINDOW_UPDATE, RESET, PING, GOAWAY = range(10)
+MOVE = 11
 FIN = ACK = 0x1
+LANES = MOVABLE = RESUME = 0x2  # HELLO/WELCOME, OPEN_RESULT, OPEN
+BULK_LANE = 0x4  # HELLO
 MAX_WINDOW = 0x7FFFFFFF
 
 
@@ -40,26 +43,36 @@ def msg(text):
     return struct.pack(">H", len(b)) + b
 
 
-def hello(token=b"good", role=0, session_window=16 << 20, stream_window=2 << 20, version=1):
+def hello(token=b"good", role=0, session_window=16 << 20, stream_window=2 << 20, version=1,
+          flags=0):
     return frame(HELLO, struct.pack(">HBIIH", version, role, session_window, stream_window,
-                                    len(token)) + token)
+                                    len(token)) + token, flags=flags)
 
 
-def welcome(session_window=16 << 20, stream_window=2 << 20, keepalive=15000, version=1):
-    return frame(WELCOME, struct.pack(">HIII", version, session_window, stream_window, keepalive))
+def welcome(session_window=16 << 20, stream_window=2 << 20, keepalive=15000, version=1, flags=0):
+    return frame(WELCOME, struct.pack(">HIII", version, session_window, stream_window, keepalive),
+                 flags=flags)
 
 
 def refuse(code, text):
     return frame(REFUSE, struct.pack(">B", code) + msg(text))
 
 
-def open_(stream, device=b"dev-42", port=22, proto=0, window=2 << 20):
+def open_(stream, device=b"dev-42", port=22, proto=0, window=2 << 20, flags=0):
     return frame(OPEN, struct.pack(">BHIB", proto, port, window, len(device)) + device,
-                 stream=stream)
+                 stream=stream, flags=flags)
 
 
-def open_result(stream, code=0, window=2 << 20, text=""):
-    return frame(OPEN_RESULT, struct.pack(">BI", code, window) + msg(text), stream=stream)
+def open_result(stream, code=0, window=2 << 20, text="", flags=0):
+    return frame(OPEN_RESULT, struct.pack(">BI", code, window) + msg(text), stream=stream,
+                 flags=flags)
+
+
+TOKEN = bytes(range(0x10, 0x20))  # a move token (16 bytes)
+
+
+def move(stream, token=TOKEN):
+    return frame(MOVE, token, stream=stream)
 
 
 def data(stream, payload, fin=False):
@@ -132,6 +145,18 @@ def codec_seeds():
     s["bad-short-fields"] = frame(WELCOME, struct.pack(">HI", 1, 65536))
     s["bad-message-too-long"] = frame(RESET, struct.pack(">BH", 13, 1025) + b"m" * 1025, stream=1)
     s["header-only-prefix"] = hello()[:5]
+    # Lanes: offered, a stream marked movable, a MOVE, and the claim that resumes it.
+    s["hello-lanes"] = hello(flags=LANES)
+    s["hello-bulk-lane"] = hello(flags=LANES | BULK_LANE)
+    s["welcome-lanes"] = welcome(flags=LANES)
+    s["open-result-movable"] = open_result(1, flags=MOVABLE)
+    s["move"] = move(1)
+    s["open-resume"] = open_(3, TOKEN.hex().encode(), 0, flags=RESUME)
+    s["bad-move-short"] = frame(MOVE, TOKEN[:15], stream=1)
+    s["bad-move-flags"] = frame(MOVE, TOKEN, flags=0x1, stream=1)
+    s["bad-move-on-0"] = move(0)
+    s["bad-open-resume-port"] = open_(3, TOKEN.hex().encode(), 22, flags=RESUME)
+    s["bad-open-resume-not-hex"] = open_(3, b"dev-42", 0, flags=RESUME)
     return s
 
 
@@ -141,7 +166,7 @@ def codec_seeds():
 # setup byte: bit0 stream window 64 KiB, bit1 session window 128 KiB, bit2 max 4 streams,
 #             bit3 peer session window 100, bit4 peer stream window 100, bit5 role agent,
 #             bit6 the peer stalls (reads only at read records), bit7 64 KiB queued at most.
-# record kinds: 0 OPEN, 1 DATA, 2 WINDOW_UPDATE, 3 RESET, 4 PING, 5 GOAWAY, 6 OPEN_RESULT,
+# record kinds: 0 OPEN, 1 DATA (with flag 4: MOVE, its token after), 2 WINDOW_UPDATE, 3 RESET, 4 PING, 5 GOAWAY, 6 OPEN_RESULT,
 #             7 handshake frame, 8 raw bytes, 9 DATAGRAM (kind % 10 below 200);
 #             200-229 deliver; 230-237 the peer reads u16 << (kind % 8) bytes;
 #             240-255 local action (the L_ names below, action % 12).
@@ -196,6 +221,11 @@ def r_handshake(which):
 
 def r_raw(b):
     return bytes([8, len(b)]) + b
+
+
+def r_move(n, token=TOKEN):
+    """MOVE on stream n: a DATA record with flag 4, its token from the 16 bytes after it."""
+    return bytes([1]) + sid(n) + bytes([4]) + struct.pack(">H", 0) + token
 
 
 def r_datagram(n, length, payload=None):
@@ -254,6 +284,14 @@ def session_seeds():
     s["dropped-unanswered"] = plain + r_open(1, DROP) + r_data(1, 100)
     s["refused"] = plain + r_open(1, REFUSE_IT) + r_data(1, 100, fin=True)
     s["unknown-device"] = plain + r_open(1, ECHO, device=NOWHERE)
+    # Lanes (a client's session offers them): a MOVE answered by the echo's own, one that
+    # ends a held stream's direction, and violations (twice, on a refused stream).
+    s["move-echo"] = plain + r_open(1, ECHO) + r_data(1, 5, payload=b"hello") + DELIVER + \
+        r_move(1) + DELIVER
+    s["move-hold"] = plain + r_open(1, HOLD) + r_data(1, 1000) + DELIVER + r_local(L_DRAIN) + \
+        r_move(1) + DELIVER + r_local(L_DRAIN) + r_local(L_EOF)
+    s["move-twice"] = plain + r_open(1, ECHO) + DELIVER + r_move(1) + r_move(1) + DELIVER
+    s["move-refused-stream"] = plain + r_open(1, REFUSE_IT) + DELIVER + r_move(1) + DELIVER
     s["callback-reader"] = plain + r_open(1, CALLBACK) + r_data(1, 3, payload=b"abc") + DELIVER + \
         r_data(1, 16384) + DELIVER + r_data(1, 0, fin=True)
     s["many-streams-limit-4"] = bytes([0b100]) + b"".join(
