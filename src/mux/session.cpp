@@ -553,10 +553,7 @@ bool session::on_data(const wire::data& f) {
   };
   auto it = streams_.find(f.stream_id);
   if (it == streams_.end()) {
-    if (!ever_opened(f.stream_id))
-      return violation(errc::protocol_error, on_stream(", which was never opened"));
-    if (peer_finished(f.stream_id))
-      return violation(errc::protocol_error, on_stream(" after FIN"));
+    if (!on_forgotten_stream(f.stream_id, "DATA")) return false;
     // A stream we reset: bytes in flight still count against the session; give them back.
     deliver_credit_session_only(n);
     return true;
@@ -596,18 +593,22 @@ bool session::on_data(const wire::data& f) {
   return true;
 }
 
+bool session::on_forgotten_stream(std::uint32_t id, const char* frame) {
+  const auto on_stream = [&](const char* what) {
+    return std::string(frame) + " on stream " + std::to_string(id) + what;
+  };
+  if (!ever_opened(id))
+    return violation(errc::protocol_error, on_stream(", which was never opened"));
+  if (peer_finished(id)) return violation(errc::protocol_error, on_stream(" after FIN"));
+  return true;
+}
+
 bool session::on_move(const wire::move& f) {
   const auto on_stream = [&](const char* what) {
     return "MOVE on stream " + std::to_string(f.stream_id) + what;
   };
   auto it = streams_.find(f.stream_id);
-  if (it == streams_.end()) {
-    if (!ever_opened(f.stream_id))
-      return violation(errc::protocol_error, on_stream(", which was never opened"));
-    if (peer_finished(f.stream_id))
-      return violation(errc::protocol_error, on_stream(" after FIN"));
-    return true;  // a stream we reset
-  }
+  if (it == streams_.end()) return on_forgotten_stream(f.stream_id, "MOVE");
   auto& st = *it->second;
   if (st.state != stream_state::phase::open)
     return violation(errc::protocol_error, on_stream(" before it was accepted"));

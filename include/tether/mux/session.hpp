@@ -207,6 +207,9 @@ class session final : public tunnel, public std::enable_shared_from_this<session
   bool on_ping(const wire::ping& f);
   bool on_goaway(const wire::goaway& f);
   bool on_move(const wire::move& f);
+  // DATA or MOVE (`frame`) on a stream no longer in the table: in flight when we reset it
+  // (true), unless it was never opened or the peer had finished it, a violation (false).
+  bool on_forgotten_stream(std::uint32_t id, const char* frame);
 
   // True if `id` was opened in this session by either side (it may be forgotten since).
   bool ever_opened(std::uint32_t id) const noexcept;

@@ -140,9 +140,15 @@ class session_fixture : public ::testing::Test {
 
   // A client and a server session over one pipe, past the handshake.
   session_pair connect_pair(session_settings settings, session::open_handler on_open) {
+    return connect_pair(settings, settings, std::move(on_open));
+  }
+
+  // The same with settings of each side's own.
+  session_pair connect_pair(session_settings client_settings, session_settings server_settings,
+                            session::open_handler on_open) {
     auto pipe = make_bounded_pipe(ex(), 0);
-    session_pair out{track(session::make(std::move(pipe.a), settings)),
-                     track(session::make(std::move(pipe.b), settings))};
+    session_pair out{track(session::make(std::move(pipe.a), client_settings)),
+                     track(session::make(std::move(pipe.b), server_settings))};
     auto served = start(out.server->start_server(
         [](wire::role, std::string_view, std::string&) { return errc::ok; }, std::move(on_open)));
     auto dialed = start(out.client->start_client("good", wire::role::client, {}, client_message_));

@@ -53,24 +53,6 @@ session_settings with_lanes(bool lanes) {
 
 class SessionLanes : public session_fixture {
  protected:
-  // A client and a server session with settings of their own, past the handshake.
-  session_pair connect_with(session_settings client_settings, session_settings server_settings,
-                            session::open_handler on_open) {
-    auto pipe = testing::make_bounded_pipe(ex(), 0);
-    session_pair out{track(session::make(std::move(pipe.a), client_settings)),
-                     track(session::make(std::move(pipe.b), server_settings))};
-    auto served = start(out.server->start_server(
-        [](wire::role, std::string_view, std::string&) { return errc::ok; }, std::move(on_open)));
-    auto dialed = start(out.client->start_client("good", wire::role::client, {}, message_));
-    EXPECT_TRUE(run_until([&] { return served->has_value() && dialed->has_value(); }))
-        << "no handshake";
-    if (served->has_value() && dialed->has_value()) {
-      EXPECT_FALSE(served->value()) << served->value().message();
-      EXPECT_FALSE(dialed->value()) << dialed->value().message();
-    }
-    return out;
-  }
-
   // Opens a TCP stream from the client and waits for it and for the server's channel,
   // which `accepted` receives from the open handler.
   std::unique_ptr<channel> open_stream(session& client, std::unique_ptr<channel>& accepted) {
@@ -86,8 +68,6 @@ class SessionLanes : public session_fixture {
     h.lanes = lanes;
     return h;
   }
-
-  std::string message_;
 };
 
 // ---- negotiation -------------------------------------------------------------------------
@@ -101,7 +81,7 @@ TEST_F(SessionLanes, AreNegotiatedOnlyWhenBothPeersOffer) {
                        offer_case{false, true, false}, offer_case{true, true, true}}) {
     SCOPED_TRACE(::testing::Message()
                  << "client offers " << c.client << ", server offers " << c.server);
-    auto pair = connect_with(with_lanes(c.client), with_lanes(c.server), {});
+    auto pair = connect_pair(with_lanes(c.client), with_lanes(c.server), {});
     EXPECT_EQ(pair.client->lanes(), c.expected);
     EXPECT_EQ(pair.server->lanes(), c.expected);
   }
@@ -147,7 +127,7 @@ TEST_F(SessionLanes, OnlyAStreamAcceptedMovableWithLanesCanMove) {
     SCOPED_TRACE(::testing::Message()
                  << "lanes " << c.lanes << ", accepted movable " << c.accept_movable);
     std::unique_ptr<channel> far;
-    auto pair = connect_with(with_lanes(c.lanes), with_lanes(c.lanes),
+    auto pair = connect_pair(with_lanes(c.lanes), with_lanes(c.lanes),
                              [&](incoming_stream in) { far = in.accept(c.accept_movable); });
     auto near = open_stream(*pair.client, far);
     ASSERT_TRUE(near && far);
@@ -201,7 +181,7 @@ TEST_F(SessionLanes, OpenResultIsMarkedMovableOnlyWithLanes) {
 // with the token; with both directions moved the stream is gone from both sessions.
 TEST_F(SessionLanes, AMovedStreamDeliversEveryByteBeforeItsMoveBothWays) {
   std::unique_ptr<channel> far;
-  auto pair = connect_with(with_lanes(true), with_lanes(true),
+  auto pair = connect_pair(with_lanes(true), with_lanes(true),
                            [&](incoming_stream in) { far = in.accept(true); });
   auto near = open_stream(*pair.client, far);
   ASSERT_TRUE(near && far);
@@ -255,7 +235,7 @@ TEST_F(SessionLanes, AMovedStreamDeliversEveryByteBeforeItsMoveBothWays) {
 // A direction may move while the other ends with an ordinary FIN.
 TEST_F(SessionLanes, AMoveOneWayAndAFinTheOtherEndTheStream) {
   std::unique_ptr<channel> far;
-  auto pair = connect_with(with_lanes(true), with_lanes(true),
+  auto pair = connect_pair(with_lanes(true), with_lanes(true),
                            [&](incoming_stream in) { far = in.accept(true); });
   auto near = open_stream(*pair.client, far);
   ASSERT_TRUE(near && far);
@@ -283,7 +263,7 @@ TEST_F(SessionLanes, AMoveOneWayAndAFinTheOtherEndTheStream) {
 TEST_F(SessionLanes, AClaimReachesTheServerWithItsTokenAndNoDevice) {
   std::optional<target> seen;
   std::unique_ptr<channel> far;
-  auto pair = connect_with(with_lanes(true), with_lanes(true), [&](incoming_stream in) {
+  auto pair = connect_pair(with_lanes(true), with_lanes(true), [&](incoming_stream in) {
     seen = in.target();
     far = in.accept(true);
   });
@@ -340,7 +320,7 @@ TEST_F(SessionLanes, AClaimWithoutLanesFailsUnsupportedWithoutAskingThePeer) {
     SCOPED_TRACE(::testing::Message()
                  << "client offers " << c.client << ", server offers " << c.server);
     bool asked = false;
-    auto pair = connect_with(with_lanes(c.client), with_lanes(c.server),
+    auto pair = connect_pair(with_lanes(c.client), with_lanes(c.server),
                              [&](incoming_stream) { asked = true; });
     target claim;
     claim.resume = lane_token(1);

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "raw_frame.hpp"
 #include "tether/wire/codec.hpp"
 
 namespace tether::wire {
@@ -37,7 +38,8 @@ move_token token_of(std::uint8_t seed) {
   return t;
 }
 
-// Decodes `bytes`, which must hold exactly one whole frame of type T.
+// Decodes `bytes`, which must hold exactly one whole frame of type T. The frame refers into
+// `bytes`: keep them while it is used.
 template <class T>
 T decode_whole(const std::vector<std::byte>& bytes) {
   const auto r = decode(bytes);
@@ -48,20 +50,7 @@ T decode_whole(const std::vector<std::byte>& bytes) {
   return f ? *f : T{};
 }
 
-// A raw frame: header fields as given, then `payload`; its length is the payload's.
-std::vector<std::byte> raw_frame(std::uint8_t type, std::uint8_t flags, std::uint32_t id,
-                                 const std::vector<std::uint8_t>& payload) {
-  std::vector<std::byte> out;
-  const auto len = payload.size();
-  out.push_back(std::byte(len >> 16));
-  out.push_back(std::byte(len >> 8));
-  out.push_back(std::byte(len));
-  out.push_back(std::byte(type));
-  out.push_back(std::byte(flags));
-  for (int i = 3; i >= 0; --i) out.push_back(std::byte(id >> (8 * i)));
-  for (auto b : payload) out.push_back(std::byte(b));
-  return out;
-}
+using testing::raw_frame;
 
 // The payload of an OPEN: proto, port, window 65536, then the device with its length.
 std::vector<std::uint8_t> open_payload(std::uint8_t proto, std::uint16_t port,
@@ -154,7 +143,8 @@ TEST(CodecLanes, OpenResumeCarriesTheTokenAsLowerCaseHex) {
 
 // Without the resume flag the same 32 hex digits are a device id like any other.
 TEST(CodecLanes, HexDigitsWithoutTheResumeFlagNameADevice) {
-  const auto o = decode_whole<open>(encode_one(open{9, 0, 22, 65536, counting_text, false}));
+  const auto bytes = encode_one(open{9, 0, 22, 65536, counting_text, false});
+  const auto o = decode_whole<open>(bytes);  // refers into `bytes`
   EXPECT_FALSE(o.resume);
   EXPECT_EQ(o.port, 22);
   EXPECT_EQ(o.device, counting_text);

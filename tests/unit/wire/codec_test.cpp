@@ -1,5 +1,7 @@
 #include "tether/wire/codec.hpp"
 
+#include "raw_frame.hpp"
+
 #include <gtest/gtest.h>
 
 #include <random>
@@ -140,24 +142,7 @@ TEST(Codec, StreamOfFramesDecodesWhenFedInPiecesAtEveryOffset) {
   }
 }
 
-// Builds a raw frame: header fields as given, then `payload`.
-std::vector<std::byte> raw(std::size_t len, std::uint8_t type, std::uint8_t flags, std::uint32_t id,
-                           std::vector<std::uint8_t> payload) {
-  std::vector<std::byte> out;
-  out.push_back(std::byte(len >> 16));
-  out.push_back(std::byte(len >> 8));
-  out.push_back(std::byte(len));
-  out.push_back(std::byte(type));
-  out.push_back(std::byte(flags));
-  for (int i = 3; i >= 0; --i) out.push_back(std::byte(id >> (8 * i)));
-  for (auto b : payload) out.push_back(std::byte(b));
-  return out;
-}
-
-std::vector<std::byte> raw(std::uint8_t type, std::uint8_t flags, std::uint32_t id,
-                           std::vector<std::uint8_t> payload) {
-  return raw(payload.size(), type, flags, id, payload);
-}
+using testing::raw_frame;
 
 struct malformed_case {
   const char* name;
@@ -169,41 +154,41 @@ std::vector<malformed_case> malformed() {
   std::vector<std::uint8_t> big_data(16385, 0);
   std::vector<std::uint8_t> big_datagram(max_datagram + 1, 0);
   return {
-      {"length above 64 KiB", raw(65537, 5, 0, 1, {}), errc::frame_too_large},
-      {"unknown type", raw(42, 0, 0, {}), errc::protocol_error},
-      {"hello on a stream", raw(0, 0, 1, {0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0}),
+      {"length above 64 KiB", raw_frame(65537, 5, 0, 1, {}), errc::frame_too_large},
+      {"unknown type", raw_frame(42, 0, 0, {}), errc::protocol_error},
+      {"hello on a stream", raw_frame(0, 0, 1, {0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0}),
        errc::protocol_error},
-      {"hello short", raw(0, 0, 0, {0, 1, 0}), errc::protocol_error},
-      {"hello zero window", raw(0, 0, 0, {0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0}),
+      {"hello short", raw_frame(0, 0, 0, {0, 1, 0}), errc::protocol_error},
+      {"hello zero window", raw_frame(0, 0, 0, {0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0}),
        errc::protocol_error},
-      {"hello token too long", raw(0, 0, 0, {0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0x04, 0x01}),
+      {"hello token too long", raw_frame(0, 0, 0, {0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0x04, 0x01}),
        errc::frame_too_large},
-      {"hello unknown role", raw(0, 0, 0, {0, 1, 7, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0}),
+      {"hello unknown role", raw_frame(0, 0, 0, {0, 1, 7, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0}),
        errc::protocol_error},
-      {"hello trailing", raw(0, 0, 0, {0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 9}),
+      {"hello trailing", raw_frame(0, 0, 0, {0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 9}),
        errc::protocol_error},
-      {"data on stream 0", raw(5, 0, 0, {1, 2}), errc::protocol_error},
-      {"data too large", raw(5, 0, 1, big_data), errc::frame_too_large},
-      {"data unknown flag", raw(5, 0x80, 1, {1}), errc::protocol_error},
-      {"datagram on stream 0", raw(10, 0, 0, {1}), errc::protocol_error},
-      {"datagram above 65,507 bytes", raw(10, 0, 1, big_datagram), errc::frame_too_large},
-      {"datagram with a flag", raw(10, 1, 1, {1}), errc::protocol_error},
-      {"type 11", raw(11, 0, 1, {}), errc::protocol_error},
-      {"open bad device", raw(3, 0, 1, {0, 0, 22, 0, 0, 1, 0, 2, 'a', ' '}), errc::protocol_error},
-      {"open empty device", raw(3, 0, 1, {0, 0, 22, 0, 0, 1, 0, 0}), errc::protocol_error},
-      {"open bad proto", raw(3, 0, 1, {9, 0, 22, 0, 0, 1, 0, 1, 'a'}), errc::protocol_error},
-      {"catalog open with a device", raw(3, 0, 1, {2, 0, 0, 0, 0, 1, 0, 1, 'a'}),
+      {"data on stream 0", raw_frame(5, 0, 0, {1, 2}), errc::protocol_error},
+      {"data too large", raw_frame(5, 0, 1, big_data), errc::frame_too_large},
+      {"data unknown flag", raw_frame(5, 0x80, 1, {1}), errc::protocol_error},
+      {"datagram on stream 0", raw_frame(10, 0, 0, {1}), errc::protocol_error},
+      {"datagram above 65,507 bytes", raw_frame(10, 0, 1, big_datagram), errc::frame_too_large},
+      {"datagram with a flag", raw_frame(10, 1, 1, {1}), errc::protocol_error},
+      {"type 11", raw_frame(11, 0, 1, {}), errc::protocol_error},
+      {"open bad device", raw_frame(3, 0, 1, {0, 0, 22, 0, 0, 1, 0, 2, 'a', ' '}), errc::protocol_error},
+      {"open empty device", raw_frame(3, 0, 1, {0, 0, 22, 0, 0, 1, 0, 0}), errc::protocol_error},
+      {"open bad proto", raw_frame(3, 0, 1, {9, 0, 22, 0, 0, 1, 0, 1, 'a'}), errc::protocol_error},
+      {"catalog open with a device", raw_frame(3, 0, 1, {2, 0, 0, 0, 0, 1, 0, 1, 'a'}),
        errc::protocol_error},
-      {"catalog open with a port", raw(3, 0, 1, {2, 0, 22, 0, 0, 1, 0, 0}), errc::protocol_error},
-      {"open device length past end", raw(3, 0, 1, {0, 0, 22, 0, 0, 1, 0, 5, 'a'}),
+      {"catalog open with a port", raw_frame(3, 0, 1, {2, 0, 22, 0, 0, 1, 0, 0}), errc::protocol_error},
+      {"open device length past end", raw_frame(3, 0, 1, {0, 0, 22, 0, 0, 1, 0, 5, 'a'}),
        errc::protocol_error},
-      {"window update zero", raw(6, 0, 1, {0, 0, 0, 0}), errc::protocol_error},
-      {"window update too big", raw(6, 0, 1, {0x80, 0, 0, 0}), errc::protocol_error},
-      {"reset message too long", raw(7, 0, 1, {13, 0x04, 0x01}), errc::frame_too_large},
-      {"ping on stream", raw(8, 0, 3, {0, 0, 0, 0, 0, 0, 0, 0}), errc::protocol_error},
-      {"ping short", raw(8, 0, 0, {0, 0, 0}), errc::protocol_error},
-      {"goaway on stream", raw(9, 0, 1, {0, 0, 0, 0, 12, 0, 0}), errc::protocol_error},
-      {"open_result on stream 0", raw(4, 0, 0, {0, 0, 0, 0, 1, 0, 0}), errc::protocol_error},
+      {"window update zero", raw_frame(6, 0, 1, {0, 0, 0, 0}), errc::protocol_error},
+      {"window update too big", raw_frame(6, 0, 1, {0x80, 0, 0, 0}), errc::protocol_error},
+      {"reset message too long", raw_frame(7, 0, 1, {13, 0x04, 0x01}), errc::frame_too_large},
+      {"ping on stream", raw_frame(8, 0, 3, {0, 0, 0, 0, 0, 0, 0, 0}), errc::protocol_error},
+      {"ping short", raw_frame(8, 0, 0, {0, 0, 0}), errc::protocol_error},
+      {"goaway on stream", raw_frame(9, 0, 1, {0, 0, 0, 0, 12, 0, 0}), errc::protocol_error},
+      {"open_result on stream 0", raw_frame(4, 0, 0, {0, 0, 0, 0, 1, 0, 0}), errc::protocol_error},
   };
 }
 
@@ -222,7 +207,7 @@ TEST(Codec, RejectsMalformedFramesWhateverTheSplit) {
 }
 
 TEST(Codec, OversizeLengthFailsBeforeThePayloadArrives) {
-  const auto bytes = raw(0xffffff, 5, 0, 1, {});
+  const auto bytes = raw_frame(0xffffff, 5, 0, 1, {});
   EXPECT_EQ(decode(std::span(bytes).first(3)).status, decode_status::error);
 }
 
