@@ -38,9 +38,11 @@ std::size_t moved_streams::expire() {
   return expire_locked(std::chrono::steady_clock::now());
 }
 
-void moved_streams::clear() {
+std::size_t moved_streams::clear() {
   std::lock_guard lock(mutex_);
+  const auto n = parked_.size();
   parked_.clear();
+  return n;
 }
 
 std::size_t moved_streams::size() const {

@@ -678,7 +678,9 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
                                      std::unique_ptr<upstream> up,
                                      std::shared_ptr<session_context> ctx) {
     auto t = in.target();
-    if (t.resume) {
+    // A moved stream goes on here: it counts once in the server's and its device's totals.
+    const bool resumed = t.resume.has_value();
+    if (resumed) {
       auto claimed = co_await claim_moved(w, in, *ctx);
       if (!claimed) co_return;
       t = std::move(claimed->target);
@@ -692,23 +694,26 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
         co_return;
       }
     }
-    ++counters.streams_opened;
-    ++counters.streams_opened_by_proto[static_cast<std::size_t>(t.proto)];
+    if (!resumed) {
+      ++counters.streams_opened;
+      ++counters.streams_opened_by_proto[static_cast<std::size_t>(t.proto)];
+    }
     const bool udp = t.proto == mux::protocol::udp;
     spdlog::debug("stream {}:{}/{} open for '{}'", t.device, t.port, mux::protocol_name(t.proto),
                   ctx->cred->name);
     auto ch = metered_channel(in.accept(up->movable()), t.proto, ctx->listed,
-                              t.proto == mux::protocol::catalog ? nullptr : activity.meter(t.device));
+                              t.proto == mux::protocol::catalog ? nullptr : activity.meter(t.device),
+                              resumed);
     if (udp) w.udp_flows.insert(ch.get());
     auto r = co_await up->relay(*ch);
     if (udp) w.udp_flows.erase(ch.get());
     counters.bytes_to_devices += r.bytes_to_device;
     counters.bytes_from_devices += r.bytes_from_device;
-    counters.stream_ended(t.proto, r.error);
-    if (r.moved) {
+    if (r.moved) {  // not an end: its claim goes on with it
       co_await park_moved(w, *ch, std::move(r), t, *ctx);
       co_return;
     }
+    counters.stream_ended(t.proto, r.error);
     if (!udp) {
       spdlog::debug("stream {}:{} closed: {} bytes to device, {} from it{}{}", t.device, t.port,
                     r.bytes_to_device, r.bytes_from_device, r.error ? ", " : "",
@@ -742,6 +747,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
       spdlog::warn("stream {}:{} for '{}' could not move: too many moved streams wait for "
                    "their claim ({} in all)", t.device, t.port, ctx.cred->name, moved.size());
       ch.reset(errc::limit_reached);
+      moved_streams_ended(1, errc::limit_reached);
       co_return;
     }
     spdlog::debug("stream {}:{} for '{}' moves to another of its sessions", t.device, t.port,
@@ -750,11 +756,20 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     w.moved_expiry.expires_after(moved_stream_ttl + std::chrono::milliseconds(100));
     w.moved_expiry.async_wait([self = shared_from_this()](asio::error_code ec) {
       if (ec) return;  // a later park moved the deadline, or the server stops
-      if (const auto n = self->moved.expire())
+      if (const auto n = self->moved.expire()) {
         spdlog::info("{} moved stream{} closed: not claimed within {} ms", n, n == 1 ? "" : "s",
                      moved_stream_ttl.count());
+        self->moved_streams_ended(n, errc::timed_out);
+      }
     });
     co_await ch.send_move(token);
+  }
+
+  // Moved streams that end before a claim goes on with them: their end is counted here
+  // (a stream that moves is counted once, opened where it began and ended where it ends).
+  void moved_streams_ended(std::size_t n, errc why) {
+    for (std::size_t i = 0; i < n; ++i)
+      counters.stream_ended(mux::protocol::tcp, make_error_code(why));
   }
 
   struct claimed_stream {
@@ -784,10 +799,12 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     auto route = w.routes.route(p->target, *ctx.cred);
     if (!route) {
       refuse(in, ctx, route.code(), route.message());
+      moved_streams_ended(1, route.code());
       co_return std::nullopt;
     }
     if (!(*route)->movable()) {
       refuse(in, ctx, errc::refused, "the device is no longer reached directly");
+      moved_streams_ended(1, errc::refused);
       co_return std::nullopt;
     }
     (*route)->adopt(std::move(p->connection));
@@ -929,7 +946,8 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
       for (auto& l : open) l.session->close();
       w.moved_expiry.cancel();
     });
-    moved.clear();  // streams half way between two sessions end with the sessions
+    // Streams half way between two sessions end with the sessions.
+    moved_streams_ended(moved.clear(), errc::going_away);
   }
 
   // Runs `f` on every worker, each on its own thread, soon (posted).

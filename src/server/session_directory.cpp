@@ -18,13 +18,12 @@ using meters = std::array<traffic_meter, mux::protocol_count>;
 class metered final : public mux::channel {
  public:
   metered(std::unique_ptr<mux::channel> inner, std::size_t proto,
-          std::shared_ptr<session_entry> session, std::shared_ptr<meters> device)
+          std::shared_ptr<session_entry> session, std::shared_ptr<meters> device, bool resumed)
       : inner_(std::move(inner)), proto_(proto), session_(std::move(session)),
         device_(std::move(device)) {
-    each([](traffic_meter& m) {
-      m.streams_open.fetch_add(1, relaxed);
-      m.streams_opened.fetch_add(1, relaxed);
-    });
+    each([](traffic_meter& m) { m.streams_open.fetch_add(1, relaxed); });
+    if (session_) session_->by_protocol[proto_].streams_opened.fetch_add(1, relaxed);
+    if (device_ && !resumed) (*device_)[proto_].streams_opened.fetch_add(1, relaxed);
   }
   ~metered() override {
     each([](traffic_meter& m) { m.streams_open.fetch_sub(1, relaxed); });
@@ -194,10 +193,11 @@ device_snapshot device_activity::find(std::string_view device) const {
 std::unique_ptr<mux::channel> metered_channel(std::unique_ptr<mux::channel> inner,
                                               mux::protocol proto,
                                               std::shared_ptr<session_entry> session,
-                                              std::shared_ptr<meters> device) {
+                                              std::shared_ptr<meters> device, bool resumed) {
   const auto p = static_cast<std::size_t>(proto);
   if (p >= mux::protocol_count || (!session && !device)) return inner;
-  return std::make_unique<metered>(std::move(inner), p, std::move(session), std::move(device));
+  return std::make_unique<metered>(std::move(inner), p, std::move(session), std::move(device),
+                                   resumed);
 }
 
 std::string sessions_json(const std::vector<session_snapshot>& sessions, std::size_t total) {

@@ -90,14 +90,32 @@ class LanesTest(harness.TetherTest):
         harness.transfer(client.port, up=24 * MiB, down=8 * MiB, timeout=120)
         api = self.server.proc.json_event("api")
         key = open(api["api_key_file"]).read().strip()
-        req = urllib.request.Request(api["url"] + "/api/v1/sessions",
-                                     headers={"Authorization": "Bearer " + key})
-        doc = json.load(urllib.request.urlopen(req, timeout=harness.scaled(10)))
-        sessions = doc["sessions"]
+
+        def get(path):
+            req = urllib.request.Request(api["url"] + path,
+                                         headers={"Authorization": "Bearer " + key})
+            return json.load(urllib.request.urlopen(req, timeout=harness.scaled(10)))
+
+        sessions = get("/api/v1/sessions")["sessions"]
         self.assertEqual(sorted(s["bulk_lane"] for s in sessions), [False, True], sessions)
         # The stream counts on both sessions; its bytes are split between them, none twice.
         self.assertEqual(sum(s["bytes_to_devices"] for s in sessions), 24 * MiB + 24, sessions)
         self.assertEqual(sum(s["bytes_from_devices"] for s in sessions), 8 * MiB + 64, sessions)
+        # For the device it was one stream, opened once, over and done with.
+        device = [d for d in get("/api/v1/devices")["devices"] if d["id"] == "dev-23"][0]
+        self.assertEqual((device["streams_opened"], device["streams_open"]), (1, 0), device)
+        self.assertEqual(device["bytes_to_device"], 24 * MiB + 24, device)
+
+    def test_the_final_totals_count_a_moved_stream_once(self):
+        client = self.connect(self.server, [("dev-23", self.device.port)])
+        harness.transfer(client.port, up=16 * MiB, down=16 * MiB, timeout=120)
+        self.wait_moves(1)
+        self.server.proc.popen.send_signal(signal.SIGTERM)
+        self.assertEqual(self.server.proc.wait(timeout=30), 0, self.server.proc.output())
+        stopped = self.server_lines("server stopped:")
+        self.assertEqual(len(stopped), 1, self.server.proc.output())
+        self.assertRegex(stopped[0], r"server stopped: 2 sessions served, 1 streams, %d bytes "
+                         r"to devices, %d from them$" % (16 * MiB + 24, 16 * MiB + 64))
 
     def moved_download(self, client):
         """A download that moved, read up to a point and then left unread: (socket, seed)."""

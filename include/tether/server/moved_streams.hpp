@@ -44,8 +44,8 @@ class moved_streams {
 
   /// Closes the streams nobody claimed within the ttl; returns how many.
   std::size_t expire();
-  /// Closes every stream parked (the server stops).
-  void clear();
+  /// Closes every stream parked (the server stops); returns how many.
+  std::size_t clear();
 
   std::size_t size() const;
 

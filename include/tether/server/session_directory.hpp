@@ -138,11 +138,13 @@ class device_activity {
 
 /// Wraps an accepted stream so that its bytes count in its session's and its device's
 /// meters (for `t.proto`) as they pass; the stream counts as open while the wrapper lives.
-/// Either meter may be null. The wrapper forwards every call unchanged.
+/// Either meter may be null. The wrapper forwards every call unchanged. A `resumed` stream
+/// (one that moved here from another session of its client) counts as opened on its new
+/// session, but not again for its device.
 std::unique_ptr<mux::channel> metered_channel(
     std::unique_ptr<mux::channel> inner, mux::protocol proto,
     std::shared_ptr<session_entry> session,
-    std::shared_ptr<std::array<traffic_meter, mux::protocol_count>> device);
+    std::shared_ptr<std::array<traffic_meter, mux::protocol_count>> device, bool resumed = false);
 
 /// `{"sessions": [...], "total": N}` as GET /api/v1/sessions answers (docs/API.md).
 std::string sessions_json(const std::vector<session_snapshot>& sessions, std::size_t total);
