@@ -111,8 +111,8 @@ class downlink : public std::enable_shared_from_this<downlink> {
         ch_.consumed(lent_);
         r_.from_channel += lent_;
         // The uplink decides on the move, and asks again after each write while the lane
-        // it needs is still coming up.
-        if (bulk_.count(lent_)) {
+        // it needs is still coming up. A stream that cannot move does not wake it.
+        if (bulk_.count(lent_) && ch_.can_move()) {
           turned_bulk_ = true;
           done_.notify();
         }
