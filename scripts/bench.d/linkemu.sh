@@ -15,9 +15,17 @@ LONGLINK_PATHS="direct ssh-gcm tether-tls"
 # name:linkemu arguments (the name goes into the metrics: longlink_NAME_mbps)
 # The two links, and between them the 100 ms link at 1 Gbit/s: without a rate the
 # emulator's queue lets plain TCP run as fast as this machine relays (several Gbit/s),
-# which no 16 MiB window reaches at 100 ms (16 MiB per round trip is 1.3 Gbit/s).
-LONGLINK_LINKS=("rtt100:--delay-ms 50" "rtt100-1gbit:--delay-ms 50 --rate-mbit 1000"
+# which no 16 MiB window reaches at 100 ms (16 MiB per round trip is 1.3 Gbit/s). Two more
+# rows say what bounds the unlimited one: the same relay with no delay (what each path
+# moves through the emulator on this machine at all), and the 100 ms link again with
+# tether's window cap raised to 128 MiB (the client's --max-stream-window, so the stream
+# runs the other way, iperf3 -R, for every path of that row).
+LONGLINK_LINKS=("rtt0:--delay-ms 0" "rtt100:--delay-ms 50"
+                "rtt100-cap128:--delay-ms 50" "rtt100-1gbit:--delay-ms 50 --rate-mbit 1000"
                 "rtt300-20mbit:--delay-ms 150 --rate-mbit 20")
+# per link: more iperf3 client options, and more `tether connect` options
+declare -A LONGLINK_IPERF_ARGS=([rtt100-cap128]="-R")
+declare -A LONGLINK_TETHER_ARGS=([rtt100-cap128]="--max-stream-window 128M")
 # iperf3 seconds per measurement, and the first seconds left out (TCP and the windows of
 # every path ramp up over a few round trips first; all paths get the same)
 LONGLINK_T=${LONGLINK_T:-8} LONGLINK_OMIT=${LONGLINK_OMIT:-2}
@@ -38,11 +46,12 @@ link_hop() {
   LINK_PORT=$(sed -n 's/^linkemu listening on .*:\([0-9]*\)$/\1/p' "$SPAWNED_OUT")
 }
 
-# longlink_start PATH TARGET ARGS...: PATH to 127.0.0.1:TARGET with the link (linkemu ARGS)
-# between its two ends; sets PATH_PORT
+# longlink_start PATH TARGET TETHER_ARGS ARGS...: PATH to 127.0.0.1:TARGET with the link
+# (linkemu ARGS) between its two ends, TETHER_ARGS (a list in one word) given to `tether
+# connect`; sets PATH_PORT
 longlink_start() {
-  local path=$1 target=$2 a sp ca token
-  shift 2
+  local path=$1 target=$2 tether_args=$3 a sp ca token
+  shift 3
   CUR_PIDS=() PATH_PORT=""
   case $path in
     direct)
@@ -68,8 +77,9 @@ longlink_start() {
       ca=$(event_field "$SPAWNED_OUT" dev ca) || return 1
       token=$(event_field "$SPAWNED_OUT" dev token_file) || return 1
       link_hop "${sp##*:}" "$@" || return 1
+      # shellcheck disable=SC2086  # tether_args is a list of options
       spawn tether-client "$TETHER" connect "tls://127.0.0.1:$LINK_PORT" --ca "$ca" \
-        --token-file "$token" -L "127.0.0.1:0:bench:$target" --json --log-level warn || return 1
+        --token-file "$token" -L "127.0.0.1:0:bench:$target" --json --log-level warn $tether_args || return 1
       wait_event "$SPAWNED_OUT" connected 30 || return 1
       tether_ports "$SPAWNED_OUT" "$target" ;;
     *) log "  no long-link variant of $path"; return 1 ;;
@@ -83,15 +93,16 @@ measure_longlink() {
     name=${link%%:*} args=${link#*:}
     json=$LOGS/iperf-$REP-$CUR_PATH-longlink-$name.json
     # shellcheck disable=SC2086  # args is a list of linkemu options
-    if ! longlink_start "$CUR_PATH" "$IPERF_PORT" $args; then
+    if ! longlink_start "$CUR_PATH" "$IPERF_PORT" "${LONGLINK_TETHER_ARGS[$name]:-}" $args; then
       log "  $name: $CUR_PATH did not start over the link"
       rec "longlink_${name}_mbps" FAIL
       instance_stop
       continue
     fi
     watch_begin "${CUR_PIDS[@]}"
+    # shellcheck disable=SC2086  # a list of iperf3 options
     timeout -k 2 $((LONGLINK_T + LONGLINK_OMIT + 30)) iperf3 -c 127.0.0.1 -p "$PATH_PORT" \
-      -t "$LONGLINK_T" -O "$LONGLINK_OMIT" -l 1M --connect-timeout 10000 -J \
+      -t "$LONGLINK_T" -O "$LONGLINK_OMIT" -l 1M --connect-timeout 10000 -J ${LONGLINK_IPERF_ARGS[$name]:-} \
       > "$json" 2>> "$LOGS/iperf3-client.err"
     rc=$?
     watch_end "longlink_$name" counts
